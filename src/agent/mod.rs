@@ -1,0 +1,3 @@
+//! The agent pipeline: profiles, runs, events and history. Nothing here imports axum.
+
+pub mod profiles;

@@ -1,0 +1,183 @@
+//! Application wiring: [`AppState`], start-up, background tasks and graceful shutdown.
+//!
+//! Shutdown is one [`CancellationToken`]: SIGINT/SIGTERM cancel it, the listener stops
+//! accepting, open SSE/WebSocket streams and runs (which hold child tokens) wind down, spawned
+//! work tracked by the [`TaskTracker`] gets `shutdown_grace_secs` to finish, and pending
+//! `last_used_at` values are flushed last.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::agent::profiles::Profiles;
+use crate::auth::api_key::ApiKeys;
+use crate::auth::dashboard::DashboardAuth;
+use crate::config::Config;
+use crate::store::{self, Store};
+
+/// Shared state handed to every handler. Cheap to clone.
+#[derive(Clone)]
+pub struct AppState {
+    pub config: Arc<Config>,
+    pub store: Arc<dyn Store>,
+    pub keys: Arc<ApiKeys>,
+    pub dashboard: Arc<DashboardAuth>,
+    pub profiles: Arc<Profiles>,
+    /// Cancelled on shutdown; long-lived tasks hold child tokens.
+    pub shutdown: CancellationToken,
+    /// Every spawned long task, so shutdown can wait for it.
+    pub tasks: TaskTracker,
+}
+
+impl AppState {
+    /// Opens the store and prepares every service.
+    pub async fn build(config: Config, shutdown: CancellationToken) -> anyhow::Result<AppState> {
+        crate::util::install_crypto_provider();
+        let config = Arc::new(config);
+        std::fs::create_dir_all(&config.data_dir)
+            .with_context(|| format!("creating data dir {}", config.data_dir.display()))?;
+        let url = config.database_url();
+        let store =
+            store::connect(&url).await.with_context(|| format!("opening database {}", store::redact_url(&url)))?;
+        let keys = Arc::new(ApiKeys::new(store.clone(), Duration::from_secs(config.api_keys.cache_ttl_secs)));
+        let dashboard = Arc::new(DashboardAuth::init(&config.dashboard, store.as_ref()).await?);
+        let profiles = Arc::new(Profiles::from_config(&config));
+        Ok(AppState { config, store, keys, dashboard, profiles, shutdown, tasks: TaskTracker::new() })
+    }
+
+    /// Starts periodic maintenance: batched `last_used_at` writes and old-run purging.
+    fn spawn_background(&self) {
+        let s = self.clone();
+        let every = Duration::from_secs(self.config.api_keys.last_used_flush_secs.max(1));
+        self.tasks.spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    _ = s.shutdown.cancelled() => break,
+                    _ = tick.tick() => {
+                        if let Err(e) = s.keys.flush_touches().await {
+                            tracing::warn!(error = %e, "flushing api key last_used_at failed");
+                        }
+                    }
+                }
+            }
+        });
+        let s = self.clone();
+        self.tasks.spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(600));
+            loop {
+                tokio::select! {
+                    _ = s.shutdown.cancelled() => break,
+                    _ = tick.tick() => {
+                        let cutoff = store::now_micros() - (s.config.runs.retention_hours as i64) * 3_600_000_000;
+                        match s.store.purge_runs(cutoff).await {
+                            Ok(n) if n > 0 => tracing::info!(purged = n, "purged old runs"),
+                            Ok(_) => {}
+                            Err(e) => tracing::warn!(error = %e, "purging old runs failed"),
+                        }
+                    }
+                }
+            }
+        });
+    }
+}
+
+/// A running server: its address and the handle to stop it.
+pub struct Server {
+    pub addr: SocketAddr,
+    pub state: AppState,
+    join: JoinHandle<anyhow::Result<()>>,
+}
+
+impl Server {
+    /// Binds `listener`, serves until the state's shutdown token is cancelled, then drains.
+    pub async fn start(state: AppState, listener: TcpListener) -> anyhow::Result<Server> {
+        let addr = listener.local_addr()?;
+        state.spawn_background();
+        let app = crate::http::router(state.clone());
+        let s = state.clone();
+        let join = tokio::spawn(async move {
+            let token = s.shutdown.clone();
+            let serve = axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
+                .with_graceful_shutdown(async move { token.cancelled().await });
+            let grace = Duration::from_secs(s.config.server.shutdown_grace_secs);
+            // Connections that still hang on after the grace period are dropped.
+            let drained = async {
+                s.shutdown.cancelled().await;
+                tokio::time::sleep(grace).await;
+            };
+            tokio::select! {
+                r = serve => r.context("http server")?,
+                _ = drained => tracing::warn!("shutdown grace period elapsed; closing remaining connections"),
+            }
+            s.tasks.close();
+            if tokio::time::timeout(grace, s.tasks.wait()).await.is_err() {
+                tracing::warn!("background tasks did not finish within the grace period");
+            }
+            if let Err(e) = s.keys.flush_touches().await {
+                tracing::warn!(error = %e, "final last_used_at flush failed");
+            }
+            Ok(())
+        });
+        Ok(Server { addr, state, join })
+    }
+
+    /// Cancels and waits for the drain.
+    pub async fn shutdown(self) -> anyhow::Result<()> {
+        self.state.shutdown.cancel();
+        self.join.await.context("server task")?
+    }
+
+    /// Waits for the server to end on its own (signal).
+    pub async fn wait(self) -> anyhow::Result<()> {
+        self.join.await.context("server task")?
+    }
+}
+
+/// `astrgate serve`: binds, serves, and stops cleanly on SIGINT/SIGTERM.
+pub async fn run(config: Config) -> anyhow::Result<()> {
+    let shutdown = CancellationToken::new();
+    let listen = config.listen;
+    let state = AppState::build(config, shutdown.clone()).await?;
+    let listener = TcpListener::bind(listen).await.with_context(|| format!("binding {listen}"))?;
+    let server = Server::start(state, listener).await?;
+    tracing::info!(addr = %server.addr, "astrgate listening");
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        tracing::info!("shutdown signal received; draining");
+        shutdown.cancel();
+    });
+    server.wait().await?;
+    tracing::info!("astrgate stopped");
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    let ctrl_c = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = term => {}
+    }
+}

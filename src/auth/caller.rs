@@ -1,0 +1,269 @@
+//! Who is calling, and the middleware that decides it.
+//!
+//! `/api/v1` credentials are read in AstrBot's order (notes §4.1): `Authorization: ApiKey`,
+//! `?api_key`, `?key`, `X-API-Key`; then `Authorization: Bearer` (dashboard JWT first, then as an
+//! API key); then the dashboard cookie. Unknown, expired and revoked keys all answer
+//! `Invalid API key`.
+//!
+//! Deny by default: handlers take [`Caller`] as an extractor, and it only exists in the request
+//! after [`require_scope`] or [`require_dashboard`] authorised it. A route mounted without one of
+//! those layers therefore rejects every caller with 403.
+
+use std::net::{IpAddr, SocketAddr};
+
+use axum::extract::{ConnectInfo, FromRequestParts, Request, State};
+use axum::http::HeaderMap;
+use axum::http::request::Parts;
+use axum::middleware::Next;
+use axum::response::Response;
+
+use super::jwt::JwtError;
+use super::{Scope, api_key, texts};
+use crate::app::AppState;
+use crate::error::ApiError;
+
+pub const COOKIE_NAME: &str = "astrbot_dashboard_jwt";
+
+/// An authenticated, authorised caller.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Caller {
+    /// Dashboard JWT: full access, acting as `username` unless a request names another user.
+    Dashboard { username: String },
+    /// An API key; acts for whichever `username` the request names.
+    ApiKey { key_id: String, scopes: Vec<Scope> },
+}
+
+impl Caller {
+    pub fn is_dashboard(&self) -> bool {
+        matches!(self, Caller::Dashboard { .. })
+    }
+
+    pub fn dashboard_username(&self) -> Option<&str> {
+        match self {
+            Caller::Dashboard { username } => Some(username),
+            Caller::ApiKey { .. } => None,
+        }
+    }
+
+    pub fn has_scope(&self, scope: Scope) -> bool {
+        match self {
+            Caller::Dashboard { .. } => true,
+            Caller::ApiKey { scopes, .. } => scopes.contains(&scope),
+        }
+    }
+
+    /// A short label for logs and audit fields (`api_key:<id>` as AstrBot, or the dashboard user).
+    pub fn label(&self) -> String {
+        match self {
+            Caller::Dashboard { username } => username.clone(),
+            Caller::ApiKey { key_id, .. } => format!("api_key:{key_id}"),
+        }
+    }
+}
+
+/// Marker inserted only by the authorising middlewares.
+#[derive(Clone)]
+struct Authorized(Caller);
+
+impl<S: Send + Sync> FromRequestParts<S> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        parts
+            .extensions
+            .get::<Authorized>()
+            .map(|a| a.0.clone())
+            .ok_or_else(|| ApiError::forbidden(texts::INSUFFICIENT_SCOPE))
+    }
+}
+
+/// What a route demands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Requirement {
+    Scope(Scope),
+    /// Dashboard JWT only (API-key management): API keys get 403 without being looked up.
+    Dashboard,
+}
+
+/// A credential found on the request, before it is checked.
+#[derive(Debug, PartialEq, Eq)]
+enum Credential<'a> {
+    ApiKey(&'a str),
+    Bearer(&'a str),
+    Cookie(&'a str),
+}
+
+fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers.get(name).and_then(|v| v.to_str().ok())
+}
+
+/// Value of the first `name=` pair in a raw query string.
+pub fn query_param(query: Option<&str>, name: &str) -> Option<String> {
+    form_urlencoded::parse(query?.as_bytes()).find(|(k, _)| k == name).map(|(_, v)| v.into_owned())
+}
+
+fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers
+        .get_all(axum::http::header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|kv| kv.trim().split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v)
+}
+
+fn find_credential<'a>(
+    headers: &'a HeaderMap,
+    query: &'a Option<(Option<String>, Option<String>)>,
+) -> Option<Credential<'a>> {
+    let auth = header_str(headers, "authorization").map(str::trim);
+    if let Some(a) = auth
+        && let Some(t) = a.strip_prefix("Bearer ")
+    {
+        // A Bearer header hides every other carrier, as in AstrBot.
+        return Some(Credential::Bearer(t.trim()));
+    }
+    if let Some(a) = auth
+        && let Some(k) = a.strip_prefix("ApiKey ")
+    {
+        return Some(Credential::ApiKey(k.trim()));
+    }
+    if let Some((api_key, key)) = query {
+        if let Some(k) = api_key {
+            return Some(Credential::ApiKey(k.as_str()));
+        }
+        if let Some(k) = key {
+            return Some(Credential::ApiKey(k.as_str()));
+        }
+    }
+    if let Some(k) = header_str(headers, "x-api-key") {
+        return Some(Credential::ApiKey(k.trim()));
+    }
+    cookie(headers, COOKIE_NAME).map(Credential::Cookie)
+}
+
+/// Authenticates and authorises an `/api/v1` request (HTTP or WebSocket upgrade).
+pub async fn authenticate(
+    state: &AppState,
+    headers: &HeaderMap,
+    query: Option<&str>,
+    req: Requirement,
+) -> Result<Caller, ApiError> {
+    let q = Some((query_param(query, "api_key"), query_param(query, "key")));
+    let Some(cred) = find_credential(headers, &q) else {
+        return Err(ApiError::unauthorized(texts::MISSING_API_KEY));
+    };
+    let now = chrono::Utc::now().timestamp();
+    match cred {
+        Credential::ApiKey(raw) => check_key(state, raw, req).await,
+        Credential::Bearer(token) => match state.dashboard.jwt.decode(token, now) {
+            Ok(c) => Ok(Caller::Dashboard { username: c.username }),
+            Err(JwtError::Expired) => Err(ApiError::unauthorized(texts::TOKEN_EXPIRED)),
+            // Not a JWT of ours: `Authorization: Bearer abk_…` is an API key.
+            Err(JwtError::Invalid) => check_key(state, token, req).await,
+        },
+        Credential::Cookie(token) => match state.dashboard.jwt.decode(token, now) {
+            Ok(c) => Ok(Caller::Dashboard { username: c.username }),
+            Err(JwtError::Expired) => Err(ApiError::unauthorized(texts::TOKEN_EXPIRED)),
+            Err(JwtError::Invalid) => Err(ApiError::unauthorized(texts::INVALID_TOKEN)),
+        },
+    }
+}
+
+async fn check_key(state: &AppState, raw: &str, req: Requirement) -> Result<Caller, ApiError> {
+    let scope = match req {
+        // Key management is never open to API keys, whatever the key.
+        Requirement::Dashboard => return Err(ApiError::forbidden(texts::INSUFFICIENT_SCOPE)),
+        Requirement::Scope(s) => s,
+    };
+    let Some(rec) = state.keys.verify(raw).await? else {
+        return Err(ApiError::unauthorized(texts::INVALID_API_KEY));
+    };
+    let scopes = api_key::granted_scopes(&rec);
+    if !scopes.contains(&scope) {
+        return Err(ApiError::forbidden(texts::INSUFFICIENT_SCOPE));
+    }
+    Ok(Caller::ApiKey { key_id: rec.key_id, scopes })
+}
+
+/// Route layer for scoped `/api/v1` routes.
+pub async fn require_scope(
+    State((state, req_kind)): State<(AppState, Requirement)>,
+    mut req: Request,
+    next: Next,
+) -> Result<Response, ApiError> {
+    let caller = authenticate(&state, req.headers(), req.uri().query(), req_kind).await?;
+    tracing::Span::current().record("caller", tracing::field::display(caller.label()));
+    req.extensions_mut().insert(Authorized(caller));
+    Ok(next.run(req).await)
+}
+
+/// Route layer for the non-v1 dashboard routes (`/api/apikey/*`): JWT from Bearer or cookie, with
+/// AstrBot's dashboard texts.
+pub async fn require_dashboard(
+    State(state): State<AppState>,
+    mut req: Request,
+    next: Next,
+) -> Result<Response, ApiError> {
+    let headers = req.headers();
+    let token = header_str(headers, "authorization")
+        .and_then(|a| a.trim().strip_prefix("Bearer "))
+        .map(str::trim)
+        .or_else(|| cookie(headers, COOKIE_NAME));
+    let Some(token) = token else {
+        return Err(ApiError::unauthorized(texts::DASH_UNAUTHORIZED));
+    };
+    let caller = match state.dashboard.jwt.decode(token, chrono::Utc::now().timestamp()) {
+        Ok(c) => Caller::Dashboard { username: c.username },
+        Err(JwtError::Expired) => return Err(ApiError::unauthorized(texts::DASH_TOKEN_EXPIRED)),
+        Err(JwtError::Invalid) => return Err(ApiError::unauthorized(texts::DASH_TOKEN_INVALID)),
+    };
+    req.extensions_mut().insert(Authorized(caller));
+    Ok(next.run(req).await)
+}
+
+/// The client address used for rate limiting.
+pub fn client_ip(headers: &HeaderMap, connect: Option<&ConnectInfo<SocketAddr>>, trust_forwarded_for: bool) -> IpAddr {
+    if trust_forwarded_for
+        && let Some(ip) = header_str(headers, "x-forwarded-for")
+            .and_then(|v| v.split(',').next())
+            .and_then(|s| s.trim().parse::<IpAddr>().ok())
+    {
+        return ip;
+    }
+    connect.map(|c| c.0.ip()).unwrap_or(IpAddr::from([0, 0, 0, 0]))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::http::HeaderValue;
+
+    fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.append(*k, HeaderValue::from_static(v));
+        }
+        h
+    }
+
+    #[test]
+    fn carrier_order_follows_astrbot() {
+        let none = Some((None, None));
+        let q = Some((Some("q1".to_string()), Some("q2".to_string())));
+        let h = headers(&[("authorization", "ApiKey a1"), ("x-api-key", "x1")]);
+        assert_eq!(find_credential(&h, &q), Some(Credential::ApiKey("a1")));
+        let h = headers(&[("x-api-key", "x1")]);
+        assert_eq!(find_credential(&h, &q), Some(Credential::ApiKey("q1")));
+        let q2 = Some((None, Some("q2".to_string())));
+        assert_eq!(find_credential(&h, &q2), Some(Credential::ApiKey("q2")));
+        assert_eq!(find_credential(&h, &none), Some(Credential::ApiKey("x1")));
+        // Bearer hides the other carriers.
+        let h = headers(&[("authorization", "Bearer t"), ("x-api-key", "x1")]);
+        assert_eq!(find_credential(&h, &q), Some(Credential::Bearer("t")));
+        let h = headers(&[("cookie", "a=b; astrbot_dashboard_jwt=jjj")]);
+        assert_eq!(find_credential(&h, &none), Some(Credential::Cookie("jjj")));
+        assert_eq!(find_credential(&HeaderMap::new(), &none), None);
+    }
+}

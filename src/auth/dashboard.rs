@@ -1,0 +1,95 @@
+//! The dashboard account: password verification, JWT issuing, the login limiter.
+//!
+//! The password comes from `[dashboard] password` (plain text or an argon2 PHC string). Without
+//! one, the first start generates a password, prints it once on stderr and stores only its
+//! argon2 hash; later starts reuse the stored hash. The JWT secret is `[dashboard] jwt_secret` or
+//! a random one generated once and kept in the database, so tokens survive restarts.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use secrecy::ExposeSecret;
+
+use super::jwt::JwtKeys;
+use super::password;
+use super::rate_limit::LoginLimiter;
+use crate::config::DashboardConfig;
+use crate::store::Store;
+
+const PASSWORD_HASH_KEY: &str = "dashboard_password_hash";
+const JWT_SECRET_KEY: &str = "jwt_secret";
+
+pub struct DashboardAuth {
+    pub username: String,
+    password_hash: Arc<str>,
+    pub jwt: JwtKeys,
+    pub limiter: LoginLimiter,
+    pub failure_delay: Duration,
+    pub token_ttl: Duration,
+    pub secure_cookie: bool,
+}
+
+impl DashboardAuth {
+    pub async fn init(cfg: &DashboardConfig, store: &dyn Store) -> anyhow::Result<Self> {
+        let password_hash = match &cfg.password {
+            Some(p) if password::is_phc_hash(p.expose_secret()) => p.expose_secret().to_string(),
+            Some(p) => {
+                let p = p.expose_secret().to_string();
+                tokio::task::spawn_blocking(move || password::hash_password(&p))
+                    .await?
+                    .map_err(|e| anyhow::anyhow!("hashing the dashboard password: {e}"))?
+            }
+            None => match store.get_setting(PASSWORD_HASH_KEY).await? {
+                Some(h) => h,
+                None => {
+                    let generated = password::generate_password();
+                    let g = generated.clone();
+                    let h = tokio::task::spawn_blocking(move || password::hash_password(&g))
+                        .await?
+                        .map_err(|e| anyhow::anyhow!("hashing the dashboard password: {e}"))?;
+                    let stored = store.init_setting(PASSWORD_HASH_KEY, &h).await?;
+                    if stored == h {
+                        // Deliberately not a log line: shown once on the console, never in log files.
+                        eprintln!(
+                            "\n================================================================\n \
+                             astrgate generated the dashboard password for user {:?}:\n\n     {}\n\n \
+                             It is shown only this once; only its hash is stored.\n \
+                             Set [dashboard] password (or ASTRGATE_DASHBOARD__PASSWORD) to choose one.\n\
+                             ================================================================\n",
+                            cfg.username, generated
+                        );
+                    }
+                    stored
+                }
+            },
+        };
+        let secret = match &cfg.jwt_secret {
+            Some(s) => s.expose_secret().to_string(),
+            None => store.init_setting(JWT_SECRET_KEY, &crate::util::random_hex32()).await?,
+        };
+        Ok(Self {
+            username: cfg.username.clone(),
+            password_hash: password_hash.into(),
+            jwt: JwtKeys::new(secret.as_bytes()),
+            limiter: LoginLimiter::new(cfg.login_rate_limit_burst, cfg.login_rate_limit_per_sec),
+            failure_delay: Duration::from_millis(cfg.login_failure_delay_ms),
+            token_ttl: Duration::from_secs(u64::from(cfg.token_ttl_days) * 86_400),
+            secure_cookie: cfg.secure_cookie,
+        })
+    }
+
+    /// Checks the credentials. argon2 runs on the blocking pool and always runs, even for a
+    /// wrong username, so timing does not reveal which part was wrong.
+    pub async fn verify(&self, username: &str, password: &str) -> bool {
+        let hash = self.password_hash.clone();
+        let pw = password.to_string();
+        let ok_pw = tokio::task::spawn_blocking(move || password::verify_password(&pw, &hash)).await.unwrap_or(false);
+        ok_pw && username == self.username
+    }
+
+    /// A token for `username` valid for the configured lifetime.
+    pub fn issue(&self, username: &str) -> String {
+        let exp = chrono::Utc::now().timestamp() + self.token_ttl.as_secs() as i64;
+        self.jwt.encode(username, exp)
+    }
+}

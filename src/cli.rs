@@ -1,0 +1,172 @@
+//! Command line: `serve` (default), `keys create|list|revoke`, `migrate`, `check-config`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use tokio_util::sync::CancellationToken;
+
+use crate::app::AppState;
+use crate::auth::Scope;
+use crate::config::Config;
+
+#[derive(Debug, Parser)]
+#[command(name = "astrgate", version, about = "AstrBot-compatible Open API and Live voice gateway")]
+pub struct Cli {
+    /// Config file (TOML). Defaults to ./astrgate.toml when it exists.
+    #[arg(long, global = true, env = "ASTRGATE_CONFIG")]
+    pub config: Option<PathBuf>,
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the server (the default).
+    Serve {
+        /// Address to listen on, e.g. 127.0.0.1:6185.
+        #[arg(long)]
+        listen: Option<std::net::SocketAddr>,
+        /// Data directory (database, attachments).
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+    },
+    /// Manage API keys directly in the database.
+    Keys {
+        #[command(subcommand)]
+        command: KeysCommand,
+    },
+    /// Apply database migrations and exit.
+    Migrate,
+    /// Load and validate the configuration, then print a summary.
+    CheckConfig,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KeysCommand {
+    /// Create a key; the key itself is printed alone on the last line.
+    Create {
+        #[arg(long, default_value = "Untitled API Key")]
+        name: String,
+        /// Comma-separated: chat,config,file,im (default: all four).
+        #[arg(long, value_delimiter = ',')]
+        scopes: Option<Vec<String>>,
+        #[arg(long)]
+        expires_in_days: Option<i64>,
+    },
+    /// List keys (never the secrets).
+    List,
+    /// Revoke a key by id.
+    Revoke { key_id: String },
+}
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let config_path = cli.config.clone().or_else(|| {
+        let p = PathBuf::from("astrgate.toml");
+        p.exists().then_some(p)
+    });
+    let mut config = match Config::load(config_path.as_deref()) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("astrgate: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if let Some(Command::Serve { listen, data_dir }) = &cli.command {
+        if let Some(l) = listen {
+            config.listen = *l;
+        }
+        if let Some(d) = data_dir {
+            config.data_dir = d.clone();
+        }
+    }
+    crate::telemetry::init(&config.logging);
+    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("astrgate: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = rt.block_on(run(cli.command, config, config_path));
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("astrgate: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(command: Option<Command>, config: Config, config_path: Option<PathBuf>) -> anyhow::Result<()> {
+    match command {
+        None | Some(Command::Serve { .. }) => crate::app::run(config).await,
+        Some(Command::Migrate) => {
+            let url = config.database_url();
+            crate::store::connect(&url).await?;
+            println!("migrations applied to {}", crate::store::redact_url(&url));
+            Ok(())
+        }
+        Some(Command::CheckConfig) => {
+            println!(
+                "config ok ({})",
+                config_path.map(|p| p.display().to_string()).unwrap_or_else(|| "defaults + environment".into())
+            );
+            println!("listen       {}", config.listen);
+            println!("data_dir     {}", config.data_dir.display());
+            println!("database     {}", crate::store::redact_url(&config.database_url()));
+            println!("providers    {}", config.providers.iter().map(|p| p.id.as_str()).collect::<Vec<_>>().join(", "));
+            println!("profiles     {}", config.profiles.iter().map(|p| p.id.as_str()).collect::<Vec<_>>().join(", "));
+            Ok(())
+        }
+        Some(Command::Keys { command }) => keys(command, config).await,
+    }
+}
+
+async fn keys(command: KeysCommand, config: Config) -> anyhow::Result<()> {
+    let state = AppState::build(config, CancellationToken::new()).await?;
+    match command {
+        KeysCommand::Create { name, scopes, expires_in_days } => {
+            let scopes = match scopes {
+                None => Scope::ALL.to_vec(),
+                Some(list) => {
+                    let v: Vec<serde_json::Value> = list.into_iter().map(serde_json::Value::String).collect();
+                    crate::http::api_keys::parse_scopes(Some(&serde_json::Value::Array(v)))
+                        .map_err(|e| anyhow::anyhow!(e.message))?
+                }
+            };
+            if let Some(d) = expires_in_days
+                && d <= 0
+            {
+                anyhow::bail!("expires_in_days must be greater than 0");
+            }
+            let (rec, raw) = state.keys.create(&name, &scopes, expires_in_days, "cli").await?;
+            println!("key_id  {}", rec.key_id);
+            println!("name    {}", rec.name);
+            println!("scopes  {}", rec.scopes.join(","));
+            println!("expires {}", rec.expires_at.map(crate::util::iso_local).unwrap_or_else(|| "never".into()));
+            println!("The key is shown only once:");
+            println!("{raw}");
+        }
+        KeysCommand::List => {
+            for k in state.keys.list().await? {
+                let status = if k.revoked_at.is_some() {
+                    "revoked"
+                } else if !k.is_active(crate::store::now_micros()) {
+                    "expired"
+                } else {
+                    "active"
+                };
+                println!("{}  {}  {:<8} {:<20} {}", k.key_id, k.key_prefix, status, k.scopes.join(","), k.name);
+            }
+        }
+        KeysCommand::Revoke { key_id } => {
+            if !state.keys.revoke(&key_id).await? {
+                anyhow::bail!("API key not found: {key_id}");
+            }
+            println!("revoked {key_id}");
+        }
+    }
+    Ok(())
+}

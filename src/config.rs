@@ -1,0 +1,627 @@
+//! Configuration: defaults ← TOML file ← `ASTRGATE_*` environment, then [`Config::validate`].
+//!
+//! Owns the shape of `astrgate.toml`. Unknown keys are rejected (serde `deny_unknown_fields`), so a
+//! typo is an error naming the key instead of a silently ignored setting. Secrets are
+//! [`SecretString`] so they never show up in `Debug` output or logs.
+
+use std::collections::{BTreeMap, HashSet};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use figment::Figment;
+use figment::providers::{Env, Format, Toml};
+use secrecy::SecretString;
+use serde::{Deserialize, Deserializer};
+
+/// Environment variables read by the config loader start with this prefix; `__` separates sections.
+pub const ENV_PREFIX: &str = "ASTRGATE_";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{0}")]
+    Load(Box<figment::Error>),
+    #[error("config file not found: {0}")]
+    Missing(PathBuf),
+    #[error("invalid config: {0}")]
+    Invalid(String),
+}
+
+impl From<figment::Error> for ConfigError {
+    fn from(e: figment::Error) -> Self {
+        ConfigError::Load(Box::new(e))
+    }
+}
+
+/// The whole configuration. Field names are the TOML keys.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Address the HTTP server binds to.
+    #[serde(default = "default_listen")]
+    pub listen: SocketAddr,
+    /// Directory for the SQLite database, attachments and temporary files.
+    #[serde(default = "default_data_dir")]
+    pub data_dir: PathBuf,
+    /// Database URL; defaults to `sqlite://<data_dir>/astrgate.db`.
+    #[serde(default)]
+    pub database_url: Option<String>,
+    #[serde(default)]
+    pub dashboard: DashboardConfig,
+    #[serde(default)]
+    pub api_keys: ApiKeysConfig,
+    #[serde(default)]
+    pub server: ServerConfig,
+    #[serde(default)]
+    pub logging: LoggingConfig,
+    #[serde(default)]
+    pub providers: Vec<ProviderConfig>,
+    #[serde(default)]
+    pub profiles: Vec<ProfileConfig>,
+    #[serde(default)]
+    pub runs: RunsConfig,
+    #[serde(default)]
+    pub files: FilesConfig,
+    #[serde(default)]
+    pub stt: Option<SttConfig>,
+    #[serde(default)]
+    pub tts: Option<TtsConfig>,
+    #[serde(default)]
+    pub platforms: Vec<PlatformConfig>,
+    #[serde(default)]
+    pub live: LiveConfig,
+    #[serde(default)]
+    pub compat: CompatConfig,
+    #[serde(default)]
+    pub stage: StageConfig,
+}
+
+fn default_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 6185))
+}
+fn default_data_dir() -> PathBuf {
+    PathBuf::from("./data")
+}
+
+/// `[dashboard]`: the single dashboard account and its JWTs.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DashboardConfig {
+    #[serde(deserialize_with = "lenient_string")]
+    pub username: String,
+    /// Plain password or an argon2 PHC string (`$argon2id$…`). When absent, the first start
+    /// generates one, prints it once and stores only its hash.
+    #[serde(deserialize_with = "lenient_secret_opt")]
+    pub password: Option<SecretString>,
+    /// HS256 secret for dashboard JWTs. Generated and persisted in the database when absent.
+    #[serde(deserialize_with = "lenient_secret_opt")]
+    pub jwt_secret: Option<SecretString>,
+    /// Lifetime of a dashboard JWT.
+    pub token_ttl_days: u32,
+    /// Fixed delay before a failed login is answered.
+    pub login_failure_delay_ms: u64,
+    /// Per-client-IP token bucket for the login endpoints.
+    pub login_rate_limit_burst: u32,
+    pub login_rate_limit_per_sec: f64,
+    /// Set the `Secure` attribute on the login cookie (turn on behind HTTPS).
+    pub secure_cookie: bool,
+}
+
+impl Default for DashboardConfig {
+    fn default() -> Self {
+        Self {
+            username: "astrgate".into(),
+            password: None,
+            jwt_secret: None,
+            token_ttl_days: 7,
+            login_failure_delay_ms: 3000,
+            login_rate_limit_burst: 3,
+            login_rate_limit_per_sec: 1.0,
+            secure_cookie: false,
+        }
+    }
+}
+
+/// `[api_keys]`: caching of key lookups and batching of `last_used_at`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ApiKeysConfig {
+    /// How long a verified key stays in the in-memory cache. Revocation on this instance is
+    /// immediate; other instances sharing the database see it within this time.
+    pub cache_ttl_secs: u64,
+    /// `last_used_at` is written in one batch at this interval instead of on every request.
+    pub last_used_flush_secs: u64,
+}
+
+impl Default for ApiKeysConfig {
+    fn default() -> Self {
+        Self { cache_ttl_secs: 10, last_used_flush_secs: 10 }
+    }
+}
+
+/// `[server]`: HTTP behaviour.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// An SSE comment `: heartbeat` is sent after this many idle seconds.
+    pub sse_keepalive_secs: u64,
+    /// On SIGTERM/SIGINT, open streams and runs get this long to finish before exit.
+    pub shutdown_grace_secs: u64,
+    /// Largest accepted JSON body.
+    pub max_json_body_bytes: usize,
+    /// Use the first `X-Forwarded-For` address as the client IP (only behind a trusted proxy).
+    pub trust_forwarded_for: bool,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            sse_keepalive_secs: 10,
+            shutdown_grace_secs: 10,
+            max_json_body_bytes: 2 * 1024 * 1024,
+            trust_forwarded_for: false,
+        }
+    }
+}
+
+/// `[logging]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LoggingConfig {
+    /// An `EnvFilter` directive; `RUST_LOG` wins when set.
+    pub level: String,
+    /// `text` or `json`.
+    pub format: String,
+}
+
+impl Default for LoggingConfig {
+    fn default() -> Self {
+        Self { level: "info".into(), format: "text".into() }
+    }
+}
+
+/// `[[providers]]`: an OpenAI-compatible chat completions endpoint.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProviderConfig {
+    #[serde(deserialize_with = "lenient_string")]
+    pub id: String,
+    /// Only `openai` (any OpenAI-compatible `/v1/chat/completions`).
+    #[serde(rename = "type", default = "default_provider_type")]
+    pub kind: String,
+    /// Base URL including the version segment, e.g. `https://api.openai.com/v1`.
+    pub base_url: String,
+    #[serde(default, deserialize_with = "lenient_secret_opt")]
+    pub api_key: Option<SecretString>,
+    #[serde(deserialize_with = "lenient_string")]
+    pub model: String,
+    #[serde(default)]
+    pub default: bool,
+    #[serde(default = "default_connect_timeout")]
+    pub connect_timeout_secs: u64,
+    /// Longest wait for the first streamed token (or the whole non-streamed answer).
+    #[serde(default = "default_first_token_timeout")]
+    pub first_token_timeout_secs: u64,
+    /// Longest silence between two streamed chunks.
+    #[serde(default = "default_idle_timeout")]
+    pub idle_timeout_secs: u64,
+    #[serde(default)]
+    pub max_tokens: Option<u32>,
+    #[serde(default)]
+    pub temperature: Option<f32>,
+}
+
+fn default_provider_type() -> String {
+    "openai".into()
+}
+fn default_connect_timeout() -> u64 {
+    10
+}
+fn default_first_token_timeout() -> u64 {
+    60
+}
+fn default_idle_timeout() -> u64 {
+    60
+}
+
+/// `[[profiles]]`: named agent profiles (AstrBot calls them configs).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProfileConfig {
+    #[serde(deserialize_with = "lenient_string")]
+    pub id: String,
+    #[serde(default, deserialize_with = "lenient_string_opt")]
+    pub name: Option<String>,
+    #[serde(default)]
+    pub system_prompt: String,
+    /// Provider id; the default provider when absent.
+    #[serde(default)]
+    pub provider: Option<String>,
+    /// Model; the provider's model when absent.
+    #[serde(default, deserialize_with = "lenient_string_opt")]
+    pub model: Option<String>,
+    /// How many past turns (user + bot pairs) are sent to the model.
+    #[serde(default = "default_history_turns")]
+    pub history_turns: u32,
+    /// Streaming default when the request does not say.
+    #[serde(default = "default_true")]
+    pub streaming: bool,
+    /// Speak replies with the TTS provider.
+    #[serde(default)]
+    pub tts: bool,
+    /// Forward reasoning deltas as `chain_type: "reasoning"`.
+    #[serde(default = "default_true")]
+    pub show_reasoning: bool,
+    #[serde(default)]
+    pub default: bool,
+}
+
+fn default_history_turns() -> u32 {
+    10
+}
+fn default_true() -> bool {
+    true
+}
+
+/// `[runs]`: the run registry.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RunsConfig {
+    /// Hard cap on events one run may produce (bounds the replay buffer).
+    pub max_events: usize,
+    /// Finished runs stay resumable from the store for this long.
+    pub retention_hours: u64,
+}
+
+impl Default for RunsConfig {
+    fn default() -> Self {
+        Self { max_events: 50_000, retention_hours: 24 }
+    }
+}
+
+/// `[files]`: attachments.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FilesConfig {
+    /// Largest upload; larger bodies get 413 while streaming.
+    pub max_upload_bytes: u64,
+    /// Text-like attachments are inlined into the prompt up to this many bytes.
+    pub inline_text_max_bytes: usize,
+}
+
+impl Default for FilesConfig {
+    fn default() -> Self {
+        Self { max_upload_bytes: 128 * 1024 * 1024, inline_text_max_bytes: 64 * 1024 }
+    }
+}
+
+/// `[stt]`: speech to text.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SttConfig {
+    /// `openai`, `pocketsphinx` or `none`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    #[serde(default)]
+    pub base_url: Option<String>,
+    #[serde(default, deserialize_with = "lenient_secret_opt")]
+    pub api_key: Option<SecretString>,
+    #[serde(default, deserialize_with = "lenient_string_opt")]
+    pub model: Option<String>,
+    /// Path of the `pocketsphinx` program.
+    #[serde(default)]
+    pub command: Option<String>,
+    #[serde(default = "default_provider_timeout")]
+    pub timeout_secs: u64,
+}
+
+/// `[tts]`: text to speech.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TtsConfig {
+    /// `openai`, `espeak-ng` or `none`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    #[serde(default)]
+    pub base_url: Option<String>,
+    #[serde(default, deserialize_with = "lenient_secret_opt")]
+    pub api_key: Option<SecretString>,
+    #[serde(default, deserialize_with = "lenient_string_opt")]
+    pub model: Option<String>,
+    #[serde(default, deserialize_with = "lenient_string_opt")]
+    pub voice: Option<String>,
+    /// Path of the `espeak-ng` program.
+    #[serde(default)]
+    pub command: Option<String>,
+    #[serde(default = "default_provider_timeout")]
+    pub timeout_secs: u64,
+}
+
+fn default_provider_timeout() -> u64 {
+    60
+}
+
+/// `[[platforms]]`: outbound proactive-message targets.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PlatformConfig {
+    #[serde(deserialize_with = "lenient_string")]
+    pub id: String,
+    /// Only `webhook`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub url: String,
+    #[serde(default, deserialize_with = "lenient_secret_opt")]
+    pub secret: Option<SecretString>,
+    #[serde(default = "default_webhook_attempts")]
+    pub max_attempts: u32,
+    #[serde(default = "default_webhook_timeout")]
+    pub timeout_secs: u64,
+}
+
+fn default_webhook_attempts() -> u32 {
+    3
+}
+fn default_webhook_timeout() -> u64 {
+    10
+}
+
+/// `[live]`: the Live voice WebSocket.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LiveConfig {
+    /// Longest utterance accepted, in seconds of 16 kHz mono PCM.
+    pub max_utterance_secs: u32,
+    /// Largest WebSocket message accepted.
+    pub max_frame_bytes: usize,
+    /// Shortest sentence handed to TTS (shorter ones are merged with the next).
+    pub min_sentence_chars: usize,
+}
+
+impl Default for LiveConfig {
+    fn default() -> Self {
+        Self { max_utterance_secs: 60, max_frame_bytes: 4 * 1024 * 1024, min_sentence_chars: 10 }
+    }
+}
+
+/// `[compat]`: the older `/v1/conversation` and stage-coded `/chat` APIs.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CompatConfig {
+    /// Require an API key with scope `chat`. Turn off only for loopback deployments.
+    pub require_api_key: bool,
+    /// Profile used by these APIs; the default profile when absent.
+    pub profile: Option<String>,
+}
+
+impl Default for CompatConfig {
+    fn default() -> Self {
+        Self { require_api_key: true, profile: None }
+    }
+}
+
+/// `[stage]`: the stage-code table of the `/chat` API.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct StageConfig {
+    /// Code → code remapping applied to the model's `<state>` tag. Replaces the built-in table when set.
+    pub remap: Option<BTreeMap<String, String>>,
+    /// Code → display name. Replaces the built-in table when set.
+    pub names: Option<BTreeMap<String, String>>,
+}
+
+impl Config {
+    /// Loads defaults ← `path` (if given) ← environment.
+    pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
+        let mut fig = Figment::new();
+        if let Some(p) = path {
+            if !p.exists() {
+                return Err(ConfigError::Missing(p.to_path_buf()));
+            }
+            fig = fig.merge(Toml::file_exact(p));
+        }
+        fig = fig.merge(env_provider());
+        let cfg: Config = fig.extract()?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// Parses a TOML string (used by tests and `check-config`), without the environment.
+    pub fn from_toml(text: &str) -> Result<Config, ConfigError> {
+        let cfg: Config = Figment::new().merge(Toml::string(text)).extract()?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// The effective database URL.
+    pub fn database_url(&self) -> String {
+        match &self.database_url {
+            Some(u) => u.clone(),
+            None => format!("sqlite://{}", self.data_dir.join("astrgate.db").display()),
+        }
+    }
+
+    /// Cross-field checks that serde cannot express.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |m: String| Err(ConfigError::Invalid(m));
+        if self.dashboard.username.trim().is_empty() {
+            return bad("dashboard.username must not be empty".into());
+        }
+        if self.dashboard.login_rate_limit_burst == 0 || self.dashboard.login_rate_limit_per_sec <= 0.0 {
+            return bad("dashboard login rate limit must be positive".into());
+        }
+        if !matches!(self.logging.format.as_str(), "text" | "json") {
+            return bad(format!("logging.format must be \"text\" or \"json\", got {:?}", self.logging.format));
+        }
+        let mut ids = HashSet::new();
+        let mut defaults = 0;
+        for p in &self.providers {
+            if p.id.trim().is_empty() {
+                return bad("providers[].id must not be empty".into());
+            }
+            if !ids.insert(p.id.as_str()) {
+                return bad(format!("duplicate provider id: {}", p.id));
+            }
+            if p.kind != "openai" {
+                return bad(format!("providers[{}].type must be \"openai\", got {:?}", p.id, p.kind));
+            }
+            if !(p.base_url.starts_with("http://") || p.base_url.starts_with("https://")) {
+                return bad(format!("providers[{}].base_url must be an http(s) URL", p.id));
+            }
+            if p.default {
+                defaults += 1;
+            }
+        }
+        if defaults > 1 {
+            return bad("at most one provider may have default = true".into());
+        }
+        let mut pids = HashSet::new();
+        let mut pdefaults = 0;
+        for p in &self.profiles {
+            if p.id.trim().is_empty() {
+                return bad("profiles[].id must not be empty".into());
+            }
+            if !pids.insert(p.id.as_str()) {
+                return bad(format!("duplicate profile id: {}", p.id));
+            }
+            if let Some(prov) = &p.provider
+                && !ids.contains(prov.as_str())
+            {
+                return bad(format!("profiles[{}].provider refers to unknown provider {:?}", p.id, prov));
+            }
+            if p.default {
+                pdefaults += 1;
+            }
+        }
+        if pdefaults > 1 {
+            return bad("at most one profile may have default = true".into());
+        }
+        if let Some(stt) = &self.stt
+            && !matches!(stt.kind.as_str(), "openai" | "pocketsphinx" | "none")
+        {
+            return bad(format!("stt.type must be openai, pocketsphinx or none, got {:?}", stt.kind));
+        }
+        if let Some(tts) = &self.tts
+            && !matches!(tts.kind.as_str(), "openai" | "espeak-ng" | "none")
+        {
+            return bad(format!("tts.type must be openai, espeak-ng or none, got {:?}", tts.kind));
+        }
+        for (what, c) in [
+            ("stt", self.stt.as_ref().map(|s| (&s.kind, &s.base_url))),
+            ("tts", self.tts.as_ref().map(|t| (&t.kind, &t.base_url))),
+        ] {
+            if let Some((kind, url)) = c
+                && kind == "openai"
+                && url.is_none()
+            {
+                return bad(format!("{what}.base_url is required for type openai"));
+            }
+        }
+        let mut plat = HashSet::new();
+        for p in &self.platforms {
+            if p.kind != "webhook" {
+                return bad(format!("platforms[{}].type must be \"webhook\", got {:?}", p.id, p.kind));
+            }
+            if p.id == "webchat" || !plat.insert(p.id.as_str()) {
+                return bad(format!("duplicate or reserved platform id: {}", p.id));
+            }
+            if !(p.url.starts_with("http://") || p.url.starts_with("https://")) {
+                return bad(format!("platforms[{}].url must be an http(s) URL", p.id));
+            }
+            if p.max_attempts == 0 {
+                return bad(format!("platforms[{}].max_attempts must be at least 1", p.id));
+            }
+        }
+        if let Some(profile) = &self.compat.profile
+            && !pids.contains(profile.as_str())
+        {
+            return bad(format!("compat.profile refers to unknown profile {profile:?}"));
+        }
+        if self.runs.max_events < 16 {
+            return bad("runs.max_events must be at least 16".into());
+        }
+        Ok(())
+    }
+}
+
+/// `ASTRGATE_LISTEN`, `ASTRGATE_DATA_DIR`, `ASTRGATE_DATABASE_URL` and `ASTRGATE_<SECTION>__<KEY>`.
+fn env_provider() -> Env {
+    // ASTRGATE_CONFIG names the file itself and is not a config key.
+    Env::prefixed(ENV_PREFIX).split("__").ignore(&["config"])
+}
+
+// Figment parses environment values as TOML-like values, so `ASTRGATE_DASHBOARD__PASSWORD=12345`
+// arrives as an integer. Free-form strings accept any scalar and keep its text.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum Scalar {
+    S(String),
+    I(i64),
+    U(u64),
+    F(f64),
+    B(bool),
+}
+
+impl Scalar {
+    fn into_string(self) -> String {
+        match self {
+            Scalar::S(s) => s,
+            Scalar::I(i) => i.to_string(),
+            Scalar::U(u) => u.to_string(),
+            Scalar::F(f) => f.to_string(),
+            Scalar::B(b) => b.to_string(),
+        }
+    }
+}
+
+fn lenient_string<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    Ok(Scalar::deserialize(d)?.into_string())
+}
+
+fn lenient_string_opt<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    Ok(Option::<Scalar>::deserialize(d)?.map(Scalar::into_string))
+}
+
+fn lenient_secret_opt<'de, D: Deserializer<'de>>(d: D) -> Result<Option<SecretString>, D::Error> {
+    Ok(Option::<Scalar>::deserialize(d)?.map(|s| SecretString::from(s.into_string())))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_the_documented_ones() {
+        let c = Config::from_toml("").unwrap_or_else(|e| unreachable!("{e}"));
+        assert_eq!(c.listen.to_string(), "127.0.0.1:6185");
+        assert_eq!(c.data_dir, PathBuf::from("./data"));
+        assert_eq!(c.database_url(), "sqlite://./data/astrgate.db");
+        assert_eq!(c.dashboard.token_ttl_days, 7);
+    }
+
+    #[test]
+    fn unknown_keys_are_named() {
+        let err = Config::from_toml("[dashboard]\nusername = \"a\"\npasword = \"x\"\n")
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(err.contains("pasword"), "{err}");
+        let err = Config::from_toml("lissen = \"1.2.3.4:5\"\n").err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(err.contains("lissen"), "{err}");
+    }
+
+    #[test]
+    fn numeric_secrets_are_strings() {
+        let c = Config::from_toml("[dashboard]\npassword = 12345678\n").unwrap_or_else(|e| unreachable!("{e}"));
+        use secrecy::ExposeSecret;
+        assert_eq!(c.dashboard.password.as_ref().map(|s| s.expose_secret().to_string()), Some("12345678".into()));
+    }
+
+    #[test]
+    fn profile_must_name_a_known_provider() {
+        let err = Config::from_toml("[[profiles]]\nid = \"p\"\nprovider = \"nope\"\n")
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(err.contains("nope"), "{err}");
+    }
+}

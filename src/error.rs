@@ -1,0 +1,137 @@
+//! The AstrBot response envelope and the one HTTP error type.
+//!
+//! Success is `{"status":"ok","message":null,"data":…}`; failure is
+//! `{"status":"error","message":…,"data":null}` with a real HTTP status (our contract; AstrBot
+//! answers most business errors with 200). Server errors never carry internal text: the cause
+//! is logged and the client sees `Internal server error`.
+
+use axum::Json;
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{FromRequest, Request};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::{Value, json};
+
+/// An error rendered as AstrBot's error envelope.
+#[derive(Debug)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub message: String,
+    pub data: Value,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, message: impl Into<String>) -> Self {
+        Self { status, message: message.into(), data: Value::Null }
+    }
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, message)
+    }
+    pub fn unauthorized(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::UNAUTHORIZED, message)
+    }
+    pub fn forbidden(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::FORBIDDEN, message)
+    }
+    pub fn not_found(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, message)
+    }
+    pub fn conflict(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::CONFLICT, message)
+    }
+    /// Logs `cause` and answers 500 without revealing it.
+    pub fn internal(cause: impl std::fmt::Display) -> Self {
+        tracing::error!(error = %cause, "internal error");
+        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "Internal server error")
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = json!({"status": "error", "message": self.message, "data": self.data});
+        (self.status, Json(body)).into_response()
+    }
+}
+
+impl From<crate::store::StoreError> for ApiError {
+    fn from(e: crate::store::StoreError) -> Self {
+        ApiError::internal(e)
+    }
+}
+
+/// `{"status":"ok","message":null,"data":data}`.
+pub fn ok<T: Serialize>(data: T) -> Response {
+    Json(json!({"status": "ok", "message": null, "data": data})).into_response()
+}
+
+pub type ApiResult<T = Response> = Result<T, ApiError>;
+
+/// A JSON body extractor whose rejections use our envelope: malformed JSON, wrong types and a
+/// wrong Content-Type are 400, an oversized body 413. Type errors name the offending field.
+pub struct ApiJson<T>(pub T);
+
+impl<S, T> FromRequest<S> for ApiJson<T>
+where
+    S: Send + Sync,
+    T: DeserializeOwned,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let Json(value) = Json::<Value>::from_request(req, state).await.map_err(json_rejection)?;
+        from_value(value).map(ApiJson)
+    }
+}
+
+/// Deserialises `value` into `T`, naming the path of the first mismatch.
+pub fn from_value<T: DeserializeOwned>(value: Value) -> Result<T, ApiError> {
+    serde_path_to_error::deserialize(value).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        if path.is_empty() || path == "." {
+            ApiError::bad_request(format!("Invalid request body: {inner}"))
+        } else {
+            ApiError::bad_request(format!("Invalid request body: {path}: {inner}"))
+        }
+    })
+}
+
+/// Maps axum's JSON rejection onto the envelope.
+pub fn json_rejection(rej: JsonRejection) -> ApiError {
+    match rej {
+        JsonRejection::MissingJsonContentType(_) => {
+            ApiError::bad_request("Invalid request body: expected Content-Type: application/json")
+        }
+        JsonRejection::JsonSyntaxError(e) => {
+            ApiError::bad_request(format!("Invalid JSON body: {}", e.body_text_inner()))
+        }
+        JsonRejection::JsonDataError(e) => {
+            ApiError::bad_request(format!("Invalid request body: {}", e.body_text_inner()))
+        }
+        JsonRejection::BytesRejection(e) => {
+            if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "Request body too large")
+            } else {
+                ApiError::bad_request("Failed to read request body")
+            }
+        }
+        other => ApiError::bad_request(other.body_text()),
+    }
+}
+
+trait BodyTextInner {
+    fn body_text_inner(&self) -> String;
+}
+
+impl<E: std::error::Error> BodyTextInner for E {
+    /// axum prefixes its messages with "Failed to parse the request body as JSON: "; keep the cause only.
+    fn body_text_inner(&self) -> String {
+        let mut cur: &dyn std::error::Error = self;
+        while let Some(next) = cur.source() {
+            cur = next;
+        }
+        cur.to_string()
+    }
+}

@@ -1,0 +1,212 @@
+//! API-key management (dashboard JWT only): `/api/v1/api-keys…` and the legacy `/api/apikey/*`.
+//!
+//! Bodies, key object fields and error texts follow AstrBot (notes §3.4); validation errors are
+//! 400 and an unknown key is 404. The raw key appears exactly once, in the create response.
+
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::response::Response;
+use serde_json::{Map, Value, json};
+
+use crate::app::AppState;
+use crate::auth::Scope;
+use crate::auth::caller::Caller;
+use crate::error::{ApiError, ApiResult, ok};
+use crate::store::{ApiKeyRecord, now_micros};
+use crate::util::iso_local;
+
+const DEFAULT_NAME: &str = "Untitled API Key";
+const MAX_NAME_CHARS: usize = 255;
+const MAX_EXPIRES_DAYS: i64 = 36_500;
+
+/// The key object as AstrBot renders it (timestamps in the server's local offset).
+pub fn key_json(k: &ApiKeyRecord) -> Value {
+    let now = now_micros();
+    json!({
+        "key_id": k.key_id,
+        "name": k.name,
+        "key_prefix": k.key_prefix,
+        "scopes": k.scopes,
+        "created_by": k.created_by,
+        "created_at": iso_local(k.created_at),
+        "updated_at": iso_local(k.updated_at),
+        "last_used_at": k.last_used_at.map(iso_local),
+        "expires_at": k.expires_at.map(iso_local),
+        "revoked_at": k.revoked_at.map(iso_local),
+        "is_revoked": k.revoked_at.is_some(),
+        "is_expired": k.expires_at.is_some_and(|e| e <= now),
+    })
+}
+
+pub async fn list(State(state): State<AppState>, _caller: Caller) -> ApiResult {
+    let keys = state.keys.list().await?;
+    Ok(ok(keys.iter().map(key_json).collect::<Vec<_>>()))
+}
+
+/// Parsed and validated create request.
+#[derive(Debug, PartialEq)]
+pub struct CreateRequest {
+    pub name: String,
+    pub scopes: Vec<Scope>,
+    pub expires_in_days: Option<i64>,
+}
+
+/// Validates a create body with AstrBot's texts. An empty body means all defaults.
+pub fn parse_create(body: &Map<String, Value>) -> Result<CreateRequest, ApiError> {
+    let name = match body.get("name") {
+        None | Some(Value::Null) => DEFAULT_NAME.to_string(),
+        Some(Value::String(s)) if s.trim().is_empty() => DEFAULT_NAME.to_string(),
+        Some(Value::String(s)) if s.trim().chars().count() > MAX_NAME_CHARS => {
+            return Err(ApiError::bad_request(format!("name is too long (max {MAX_NAME_CHARS} characters)")));
+        }
+        Some(Value::String(s)) => s.trim().to_string(),
+        Some(_) => return Err(ApiError::bad_request("name must be a string")),
+    };
+    let scopes = parse_scopes(body.get("scopes"))?;
+    let expires_in_days = match body.get("expires_in_days") {
+        None | Some(Value::Null) => None,
+        Some(v) => {
+            let d = as_integer(v).ok_or_else(|| ApiError::bad_request("expires_in_days must be an integer"))?;
+            if d <= 0 {
+                return Err(ApiError::bad_request("expires_in_days must be greater than 0"));
+            }
+            if d > MAX_EXPIRES_DAYS {
+                return Err(ApiError::bad_request(format!("expires_in_days must be at most {MAX_EXPIRES_DAYS}")));
+            }
+            Some(d)
+        }
+    };
+    Ok(CreateRequest { name, scopes, expires_in_days })
+}
+
+/// Integers, integral floats and integer strings (pydantic's lax mode accepts these too).
+fn as_integer(v: &Value) -> Option<i64> {
+    match v {
+        Value::Number(n) => {
+            n.as_i64().or_else(|| n.as_f64().filter(|f| f.fract() == 0.0 && f.abs() < 1e15).map(|f| f as i64))
+        }
+        Value::String(s) => s.trim().parse().ok(),
+        _ => None,
+    }
+}
+
+/// `scopes`: omitted → all four; otherwise a list of known names (duplicates collapse).
+pub fn parse_scopes(v: Option<&Value>) -> Result<Vec<Scope>, ApiError> {
+    let list = match v {
+        None | Some(Value::Null) => return Ok(Scope::ALL.to_vec()),
+        Some(Value::Array(a)) => a,
+        Some(_) => return Err(ApiError::bad_request("Invalid scopes")),
+    };
+    let mut out = Vec::new();
+    let mut bad = Vec::new();
+    for item in list {
+        match item.as_str().map(str::trim).and_then(Scope::parse) {
+            Some(s) if !out.contains(&s) => out.push(s),
+            Some(_) => {}
+            None => bad.push(item.as_str().map(str::to_string).unwrap_or_else(|| item.to_string())),
+        }
+    }
+    if !bad.is_empty() {
+        return Err(ApiError::bad_request(format!("Invalid scopes: {}", bad.join(", "))));
+    }
+    if out.is_empty() {
+        return Err(ApiError::bad_request("At least one valid scope is required"));
+    }
+    Ok(out)
+}
+
+/// The body as a JSON object; an empty body is `{}`.
+fn body_object(body: &Bytes) -> Result<Map<String, Value>, ApiError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(Map::new());
+    }
+    match serde_json::from_slice::<Value>(body) {
+        Ok(Value::Object(m)) => Ok(m),
+        Ok(_) => Err(ApiError::bad_request("Invalid request payload")),
+        Err(e) => Err(ApiError::bad_request(format!("Invalid JSON body: {e}"))),
+    }
+}
+
+pub async fn create(State(state): State<AppState>, caller: Caller, body: Bytes) -> ApiResult {
+    let req = parse_create(&body_object(&body)?)?;
+    let created_by = caller.dashboard_username().unwrap_or("dashboard").to_string();
+    let (rec, raw) = state.keys.create(&req.name, &req.scopes, req.expires_in_days, &created_by).await?;
+    tracing::info!(key.id = %rec.key_id, "api key created");
+    let mut obj = key_json(&rec);
+    obj["api_key"] = Value::String(raw);
+    Ok(ok(obj))
+}
+
+async fn do_revoke(state: &AppState, key_id: &str) -> ApiResult {
+    if !state.keys.revoke(key_id).await? {
+        return Err(ApiError::not_found("API key not found"));
+    }
+    tracing::info!(key.id = %key_id, "api key revoked");
+    Ok(ok(json!({})))
+}
+
+async fn do_delete(state: &AppState, key_id: &str) -> ApiResult {
+    if !state.keys.delete(key_id).await? {
+        return Err(ApiError::not_found("API key not found"));
+    }
+    tracing::info!(key.id = %key_id, "api key deleted");
+    Ok(ok(json!({})))
+}
+
+fn key_id_from_body(body: &Bytes) -> Result<String, ApiError> {
+    match body_object(body)?.get("key_id") {
+        Some(Value::String(s)) if !s.trim().is_empty() => Ok(s.trim().to_string()),
+        _ => Err(ApiError::bad_request("Missing key: key_id")),
+    }
+}
+
+pub async fn revoke(State(state): State<AppState>, _c: Caller, Path(key_id): Path<String>) -> ApiResult<Response> {
+    do_revoke(&state, &key_id).await
+}
+
+pub async fn delete(State(state): State<AppState>, _c: Caller, Path(key_id): Path<String>) -> ApiResult<Response> {
+    do_delete(&state, &key_id).await
+}
+
+pub async fn revoke_by_body(State(state): State<AppState>, _c: Caller, body: Bytes) -> ApiResult<Response> {
+    do_revoke(&state, &key_id_from_body(&body)?).await
+}
+
+pub async fn delete_by_body(State(state): State<AppState>, _c: Caller, body: Bytes) -> ApiResult<Response> {
+    do_delete(&state, &key_id_from_body(&body)?).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn obj(v: Value) -> Map<String, Value> {
+        v.as_object().cloned().unwrap_or_default()
+    }
+
+    fn err(v: Value) -> String {
+        parse_create(&obj(v)).err().map(|e| e.message).unwrap_or_default()
+    }
+
+    #[test]
+    fn create_defaults() {
+        let r = parse_create(&Map::new()).ok();
+        assert_eq!(
+            r,
+            Some(CreateRequest { name: DEFAULT_NAME.into(), scopes: Scope::ALL.to_vec(), expires_in_days: None })
+        );
+    }
+
+    #[test]
+    fn create_errors_use_astrbot_texts() {
+        assert_eq!(err(json!({"scopes": "chat"})), "Invalid scopes");
+        assert_eq!(err(json!({"scopes": ["chat", "bogus", "x"]})), "Invalid scopes: bogus, x");
+        assert_eq!(err(json!({"scopes": []})), "At least one valid scope is required");
+        assert_eq!(err(json!({"expires_in_days": "soon"})), "expires_in_days must be an integer");
+        assert_eq!(err(json!({"expires_in_days": 1.5})), "expires_in_days must be an integer");
+        assert_eq!(err(json!({"expires_in_days": 0})), "expires_in_days must be greater than 0");
+        assert_eq!(err(json!({"name": 5})), "name must be a string");
+        let r = parse_create(&obj(json!({"scopes": ["im", "im"], "expires_in_days": "3"}))).ok();
+        assert_eq!(r.map(|r| (r.scopes, r.expires_in_days)), Some((vec![Scope::Im], Some(3))));
+    }
+}

@@ -1,0 +1,73 @@
+//! Dashboard login: `POST /api/auth/login` and `POST /api/v1/auth/login`.
+//!
+//! Rate limited per client IP (token bucket) before any work; a wrong username or password is
+//! answered 401 after a fixed delay, so guessing is slow whatever the outcome.
+
+use std::net::SocketAddr;
+
+use axum::body::Bytes;
+use axum::extract::{ConnectInfo, Request, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::{Value, json};
+
+use crate::app::AppState;
+use crate::auth::caller::{COOKIE_NAME, client_ip};
+use crate::auth::texts;
+use crate::error::{ApiError, ok};
+
+pub async fn login(State(state): State<AppState>, req: Request) -> Response {
+    let ip = client_ip(
+        req.headers(),
+        req.extensions().get::<ConnectInfo<SocketAddr>>(),
+        state.config.server.trust_forwarded_for,
+    );
+    if !state.dashboard.limiter.try_acquire(ip) {
+        return ApiError::new(StatusCode::TOO_MANY_REQUESTS, texts::LOGIN_RATE_LIMITED).into_response();
+    }
+    let body = match axum::body::to_bytes(req.into_body(), 64 * 1024).await {
+        Ok(b) => b,
+        Err(_) => return ApiError::bad_request("Invalid request payload").into_response(),
+    };
+    let Some((username, password)) = parse_credentials(&body) else {
+        return ApiError::bad_request("Invalid request payload").into_response();
+    };
+    let d = &state.dashboard;
+    if !d.verify(&username, &password).await {
+        tracing::warn!(client.ip = %ip, "dashboard login failed");
+        tokio::time::sleep(d.failure_delay).await;
+        return ApiError::unauthorized(texts::LOGIN_FAILED).into_response();
+    }
+    let token = d.issue(&username);
+    let mut res = ok(json!({
+        "token": token,
+        "username": username,
+        "change_pwd_hint": false,
+        "md5_pwd_hint": false,
+        "password_upgrade_required": false,
+    }));
+    let secure = if d.secure_cookie { "; Secure" } else { "" };
+    let cookie =
+        format!("{COOKIE_NAME}={token}; HttpOnly; Max-Age={}; Path=/; SameSite=Strict{secure}", d.token_ttl.as_secs());
+    if let Ok(v) = HeaderValue::from_str(&cookie) {
+        res.headers_mut().insert(header::SET_COOKIE, v);
+    }
+    res
+}
+
+fn parse_credentials(body: &Bytes) -> Option<(String, String)> {
+    let v: Value = serde_json::from_slice(body).ok()?;
+    let u = v.get("username")?.as_str()?.trim().to_string();
+    let p = v.get("password")?.as_str()?.to_string();
+    Some((u, p))
+}
+
+/// `POST /api/auth/logout`: clears the cookie (tokens are stateless and expire on their own).
+pub async fn logout() -> Response {
+    let mut res = axum::Json(json!({"status": "ok", "message": "已退出登录", "data": {}})).into_response();
+    res.headers_mut().insert(
+        header::SET_COOKIE,
+        HeaderValue::from_static("astrbot_dashboard_jwt=; HttpOnly; Max-Age=0; Path=/; SameSite=Strict"),
+    );
+    res
+}

@@ -1,0 +1,93 @@
+//! HTTP front doors. Handlers are thin: extract, authorise, validate, then call into the domain
+//! modules and render their results in the wire shape of the front door they serve.
+
+pub mod api_keys;
+pub mod configs;
+pub mod dashboard;
+pub mod health;
+pub mod im;
+
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::Request;
+use axum::http::{HeaderName, StatusCode, header};
+use axum::middleware::from_fn_with_state;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{MethodRouter, delete, get, post};
+use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
+use tower_http::trace::TraceLayer;
+use tracing::Span;
+
+use crate::app::AppState;
+use crate::auth::caller::{Requirement, require_dashboard, require_scope};
+use crate::error::ApiError;
+
+/// Every authenticated `/api/v1` route and what it requires. Routes can only be mounted through
+/// this table, so none can exist without an authorisation layer.
+fn v1_routes() -> Vec<(&'static str, Requirement, MethodRouter<AppState>)> {
+    use crate::auth::Scope::*;
+    use Requirement::*;
+    vec![
+        ("/api/v1/configs", Scope(Config), get(configs::list_configs)),
+        ("/api/v1/im/bots", Scope(Im), get(im::list_bots)),
+        ("/api/v1/api-keys", Dashboard, get(api_keys::list).post(api_keys::create)),
+        ("/api/v1/api-keys/{key_id}/revoke", Dashboard, post(api_keys::revoke)),
+        ("/api/v1/api-keys/{key_id}", Dashboard, delete(api_keys::delete)),
+    ]
+}
+
+pub fn router(state: AppState) -> Router {
+    let mut app = Router::new()
+        .route("/healthz", get(health::healthz))
+        .route("/api/auth/login", post(dashboard::login))
+        .route("/api/v1/auth/login", post(dashboard::login))
+        .route("/api/auth/logout", post(dashboard::logout));
+
+    let legacy_dashboard = Router::new()
+        .route("/api/apikey/list", get(api_keys::list))
+        .route("/api/apikey/create", post(api_keys::create))
+        .route("/api/apikey/revoke", post(api_keys::revoke_by_body))
+        .route("/api/apikey/delete", post(api_keys::delete_by_body))
+        .route_layer(from_fn_with_state(state.clone(), require_dashboard));
+    app = app.merge(legacy_dashboard);
+
+    for (path, req, route) in v1_routes() {
+        app = app.route(path, route.route_layer(from_fn_with_state((state.clone(), req), require_scope)));
+    }
+
+    let sensitive: [HeaderName; 3] = [header::AUTHORIZATION, header::COOKIE, HeaderName::from_static("x-api-key")];
+    app.fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(
+            TraceLayer::new_for_http()
+                .make_span_with(|req: &Request| {
+                    tracing::info_span!(
+                        "http",
+                        method = %req.method(),
+                        path = %req.uri().path(),
+                        query = %crate::telemetry::redact_query(req.uri().query()),
+                        caller = tracing::field::Empty,
+                    )
+                })
+                .on_request(())
+                .on_response(|res: &Response, latency: Duration, _: &Span| {
+                    tracing::info!(
+                        status = res.status().as_u16(),
+                        latency_ms = latency.as_secs_f64() * 1000.0,
+                        "request"
+                    );
+                })
+                .on_failure(()),
+        )
+        .layer(SetSensitiveRequestHeadersLayer::new(sensitive))
+        .with_state(state)
+}
+
+async fn not_found() -> Response {
+    ApiError::new(StatusCode::NOT_FOUND, "Not Found").into_response()
+}
+
+async fn method_not_allowed() -> Response {
+    ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "Method Not Allowed").into_response()
+}

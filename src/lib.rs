@@ -1,0 +1,15 @@
+//! astrgate: a server that speaks AstrBot's developer Open API and Live voice protocol.
+//!
+//! Layout (see docs/architecture.md): `http` renders front doors; `auth` decides who may call;
+//! `store` persists; `app` wires state, start-up and shutdown.
+
+pub mod agent;
+pub mod app;
+pub mod auth;
+pub mod cli;
+pub mod config;
+pub mod error;
+pub mod http;
+pub mod store;
+pub mod telemetry;
+pub mod util;

@@ -1,0 +1,209 @@
+//! Persistence: the [`Store`] trait and the records it keeps.
+//!
+//! Everything durable goes through this trait so a PostgreSQL backend can be added by URL
+//! without touching callers. Timestamps are unix microseconds (UTC) in the database and are
+//! formatted at the HTTP edge. Nothing here knows about HTTP.
+
+mod sqlite;
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use serde_json::Value;
+
+pub use sqlite::SqliteStore;
+
+/// Unix time in microseconds, UTC.
+pub type Micros = i64;
+
+pub fn now_micros() -> Micros {
+    chrono::Utc::now().timestamp_micros()
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database error: {0}")]
+    Db(#[from] sqlx::Error),
+    #[error("migration error: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("corrupt stored JSON: {0}")]
+    Json(#[from] serde_json::Error),
+    #[error("unsupported database URL: {0}")]
+    UnsupportedUrl(String),
+    #[error("io error: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+#[derive(Debug, Clone)]
+pub struct ApiKeyRecord {
+    pub key_id: String,
+    pub name: String,
+    pub key_hash: String,
+    pub key_prefix: String,
+    pub scopes: Vec<String>,
+    pub created_by: String,
+    pub created_at: Micros,
+    pub updated_at: Micros,
+    pub last_used_at: Option<Micros>,
+    pub expires_at: Option<Micros>,
+    pub revoked_at: Option<Micros>,
+}
+
+impl ApiKeyRecord {
+    /// Active = not revoked and not expired at `now`.
+    pub fn is_active(&self, now: Micros) -> bool {
+        self.revoked_at.is_none() && self.expires_at.is_none_or(|e| e > now)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct SessionRecord {
+    pub session_id: String,
+    pub platform_id: String,
+    pub creator: String,
+    pub display_name: Option<String>,
+    pub is_group: bool,
+    pub profile_id: Option<String>,
+    pub created_at: Micros,
+    pub updated_at: Micros,
+}
+
+#[derive(Debug, Clone)]
+pub struct MessageRecord {
+    pub id: i64,
+    pub session_id: String,
+    pub platform_id: String,
+    pub sender_id: String,
+    pub sender_name: String,
+    pub content: Value,
+    pub llm_checkpoint_id: Option<String>,
+    pub created_at: Micros,
+    pub updated_at: Micros,
+}
+
+#[derive(Debug, Clone)]
+pub struct NewMessage {
+    pub session_id: String,
+    pub platform_id: String,
+    pub sender_id: String,
+    pub sender_name: String,
+    pub content: Value,
+    pub llm_checkpoint_id: Option<String>,
+}
+
+/// A finished run and the events it produced, kept for resumption.
+#[derive(Debug, Clone)]
+pub struct RunRecord {
+    pub run_id: String,
+    pub session_id: String,
+    pub username: String,
+    pub status: String,
+    /// JSON array of events.
+    pub events: String,
+    pub created_at: Micros,
+    pub finished_at: Micros,
+}
+
+#[derive(Debug, Clone)]
+pub struct AttachmentRecord {
+    pub attachment_id: String,
+    pub stored_name: String,
+    pub original_name: String,
+    pub kind: String,
+    pub mime_type: String,
+    pub size: i64,
+    pub sha256: String,
+    pub created_at: Micros,
+}
+
+/// One page of a listing plus the total of the filtered set.
+#[derive(Debug, Clone)]
+pub struct Page<T> {
+    pub items: Vec<T>,
+    pub total: i64,
+}
+
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    async fn ping(&self) -> StoreResult<()>;
+
+    // settings
+    async fn get_setting(&self, key: &str) -> StoreResult<Option<String>>;
+    /// Inserts `value` unless `key` exists; returns the value that is stored afterwards.
+    async fn init_setting(&self, key: &str, value: &str) -> StoreResult<String>;
+
+    // api keys
+    async fn insert_api_key(&self, rec: &ApiKeyRecord) -> StoreResult<()>;
+    /// Newest first.
+    async fn list_api_keys(&self) -> StoreResult<Vec<ApiKeyRecord>>;
+    async fn find_api_key_by_hash(&self, key_hash: &str) -> StoreResult<Option<ApiKeyRecord>>;
+    async fn get_api_key(&self, key_id: &str) -> StoreResult<Option<ApiKeyRecord>>;
+    async fn revoke_api_key(&self, key_id: &str, now: Micros) -> StoreResult<bool>;
+    async fn delete_api_key(&self, key_id: &str) -> StoreResult<bool>;
+    /// Records `last_used_at` for many keys in one transaction.
+    async fn touch_api_keys(&self, touches: &[(String, Micros)]) -> StoreResult<()>;
+
+    // sessions
+    async fn get_session(&self, session_id: &str) -> StoreResult<Option<SessionRecord>>;
+    /// Inserts the session unless it exists; returns whether it was created.
+    async fn create_session(&self, rec: &SessionRecord) -> StoreResult<bool>;
+    async fn set_session_profile(&self, session_id: &str, profile_id: Option<&str>) -> StoreResult<()>;
+    async fn set_session_display_name(&self, session_id: &str, name: &str) -> StoreResult<()>;
+    /// Newest `updated_at` first.
+    async fn list_sessions(
+        &self,
+        creator: &str,
+        platform_id: Option<&str>,
+        offset: i64,
+        limit: i64,
+    ) -> StoreResult<Page<SessionRecord>>;
+    /// Deletes the session, its messages, runs and variables.
+    async fn delete_session(&self, session_id: &str) -> StoreResult<bool>;
+
+    // messages
+    /// Saves a message and bumps the session's `updated_at` in one transaction.
+    async fn insert_message(&self, msg: &NewMessage) -> StoreResult<(i64, Micros)>;
+    async fn get_message(&self, id: i64) -> StoreResult<Option<MessageRecord>>;
+    async fn list_messages(
+        &self,
+        session_id: &str,
+        offset: i64,
+        limit: i64,
+        newest_first: bool,
+    ) -> StoreResult<Page<MessageRecord>>;
+    /// The `limit` newest messages of a session, oldest first.
+    async fn recent_messages(&self, session_id: &str, limit: i64) -> StoreResult<Vec<MessageRecord>>;
+
+    // runs
+    async fn insert_run(&self, rec: &RunRecord) -> StoreResult<()>;
+    async fn get_run(&self, run_id: &str) -> StoreResult<Option<RunRecord>>;
+    async fn purge_runs(&self, finished_before: Micros) -> StoreResult<u64>;
+
+    // attachments
+    async fn insert_attachment(&self, rec: &AttachmentRecord) -> StoreResult<()>;
+    async fn get_attachment(&self, attachment_id: &str) -> StoreResult<Option<AttachmentRecord>>;
+
+    // per-session variables (stage API)
+    async fn set_session_var(&self, session_id: &str, key: &str, value: &str) -> StoreResult<()>;
+    async fn session_vars(&self, session_id: &str) -> StoreResult<Vec<(String, String)>>;
+    async fn delete_session_vars(&self, session_id: &str) -> StoreResult<u64>;
+}
+
+/// Opens the store named by `url` and applies the embedded migrations.
+pub async fn connect(url: &str) -> StoreResult<Arc<dyn Store>> {
+    if url.starts_with("sqlite:") {
+        Ok(Arc::new(SqliteStore::connect(url).await?))
+    } else {
+        Err(StoreError::UnsupportedUrl(redact_url(url)))
+    }
+}
+
+/// Drops credentials from a database URL before it is shown anywhere.
+pub fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if at > s => format!("{}://***@{}", &url[..s], &url[at + 1..]),
+        _ => url.to_string(),
+    }
+}

@@ -1,0 +1,435 @@
+//! SQLite backend (WAL mode). Migrations are embedded in the binary and applied at connect.
+
+use std::borrow::Cow;
+use std::str::FromStr;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use sqlx::migrate::{Migration, MigrationType, Migrator};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
+};
+use sqlx::{AssertSqlSafe, Row, SqlSafeStr};
+
+use super::*;
+
+/// The embedded migrations, in order. Never edit one that has shipped.
+const MIGRATIONS: &[(i64, &str, &str)] = &[(1, "init", include_str!("../../migrations/sqlite/0001_init.sql"))];
+
+fn migrator() -> Migrator {
+    Migrator::with_migrations(
+        MIGRATIONS
+            .iter()
+            .map(|(v, d, sql)| {
+                Migration::new(*v, Cow::Borrowed(*d), MigrationType::Simple, AssertSqlSafe(*sql).into_sql_str(), false)
+            })
+            .collect(),
+    )
+}
+
+pub struct SqliteStore {
+    pool: SqlitePool,
+}
+
+impl SqliteStore {
+    pub async fn connect(url: &str) -> StoreResult<Self> {
+        let opts = SqliteConnectOptions::from_str(url)?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            // WAL + NORMAL: durable across application crashes, one fsync per checkpoint.
+            .synchronous(SqliteSynchronous::Normal)
+            .busy_timeout(Duration::from_secs(10))
+            .foreign_keys(true);
+        if let Some(parent) = opts.get_filename().parent()
+            && !parent.as_os_str().is_empty()
+        {
+            std::fs::create_dir_all(parent)?;
+        }
+        let pool = SqlitePoolOptions::new().max_connections(8).min_connections(1).connect_with(opts).await?;
+        migrator().run(&pool).await?;
+        Ok(Self { pool })
+    }
+}
+
+fn api_key_from_row(r: &SqliteRow) -> StoreResult<ApiKeyRecord> {
+    let scopes: String = r.try_get("scopes")?;
+    Ok(ApiKeyRecord {
+        key_id: r.try_get("key_id")?,
+        name: r.try_get("name")?,
+        key_hash: r.try_get("key_hash")?,
+        key_prefix: r.try_get("key_prefix")?,
+        scopes: serde_json::from_str(&scopes)?,
+        created_by: r.try_get("created_by")?,
+        created_at: r.try_get("created_at")?,
+        updated_at: r.try_get("updated_at")?,
+        last_used_at: r.try_get("last_used_at")?,
+        expires_at: r.try_get("expires_at")?,
+        revoked_at: r.try_get("revoked_at")?,
+    })
+}
+
+fn session_from_row(r: &SqliteRow) -> StoreResult<SessionRecord> {
+    Ok(SessionRecord {
+        session_id: r.try_get("session_id")?,
+        platform_id: r.try_get("platform_id")?,
+        creator: r.try_get("creator")?,
+        display_name: r.try_get("display_name")?,
+        is_group: r.try_get::<i64, _>("is_group")? != 0,
+        profile_id: r.try_get("profile_id")?,
+        created_at: r.try_get("created_at")?,
+        updated_at: r.try_get("updated_at")?,
+    })
+}
+
+fn message_from_row(r: &SqliteRow) -> StoreResult<MessageRecord> {
+    let content: String = r.try_get("content")?;
+    Ok(MessageRecord {
+        id: r.try_get("id")?,
+        session_id: r.try_get("session_id")?,
+        platform_id: r.try_get("platform_id")?,
+        sender_id: r.try_get("sender_id")?,
+        sender_name: r.try_get("sender_name")?,
+        content: serde_json::from_str(&content)?,
+        llm_checkpoint_id: r.try_get("llm_checkpoint_id")?,
+        created_at: r.try_get("created_at")?,
+        updated_at: r.try_get("updated_at")?,
+    })
+}
+
+fn attachment_from_row(r: &SqliteRow) -> StoreResult<AttachmentRecord> {
+    Ok(AttachmentRecord {
+        attachment_id: r.try_get("attachment_id")?,
+        stored_name: r.try_get("stored_name")?,
+        original_name: r.try_get("original_name")?,
+        kind: r.try_get("kind")?,
+        mime_type: r.try_get("mime_type")?,
+        size: r.try_get("size")?,
+        sha256: r.try_get("sha256")?,
+        created_at: r.try_get("created_at")?,
+    })
+}
+
+const SESSION_COLS: &str =
+    "session_id, platform_id, creator, display_name, is_group, profile_id, created_at, updated_at";
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn ping(&self) -> StoreResult<()> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    async fn get_setting(&self, key: &str) -> StoreResult<Option<String>> {
+        let row = sqlx::query("SELECT value FROM settings WHERE key = ?").bind(key).fetch_optional(&self.pool).await?;
+        Ok(row.map(|r| r.try_get("value")).transpose()?)
+    }
+
+    async fn init_setting(&self, key: &str, value: &str) -> StoreResult<String> {
+        sqlx::query("INSERT OR IGNORE INTO settings (key, value, updated_at) VALUES (?, ?, ?)")
+            .bind(key)
+            .bind(value)
+            .bind(now_micros())
+            .execute(&self.pool)
+            .await?;
+        let row = sqlx::query("SELECT value FROM settings WHERE key = ?").bind(key).fetch_one(&self.pool).await?;
+        Ok(row.try_get("value")?)
+    }
+
+    async fn insert_api_key(&self, k: &ApiKeyRecord) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO api_keys (key_id, name, key_hash, key_prefix, scopes, created_by, created_at, updated_at, last_used_at, expires_at, revoked_at)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(&k.key_id)
+        .bind(&k.name)
+        .bind(&k.key_hash)
+        .bind(&k.key_prefix)
+        .bind(serde_json::to_string(&k.scopes)?)
+        .bind(&k.created_by)
+        .bind(k.created_at)
+        .bind(k.updated_at)
+        .bind(k.last_used_at)
+        .bind(k.expires_at)
+        .bind(k.revoked_at)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn list_api_keys(&self) -> StoreResult<Vec<ApiKeyRecord>> {
+        let rows = sqlx::query("SELECT * FROM api_keys ORDER BY created_at DESC, key_id").fetch_all(&self.pool).await?;
+        rows.iter().map(api_key_from_row).collect()
+    }
+
+    async fn find_api_key_by_hash(&self, key_hash: &str) -> StoreResult<Option<ApiKeyRecord>> {
+        let row =
+            sqlx::query("SELECT * FROM api_keys WHERE key_hash = ?").bind(key_hash).fetch_optional(&self.pool).await?;
+        row.as_ref().map(api_key_from_row).transpose()
+    }
+
+    async fn get_api_key(&self, key_id: &str) -> StoreResult<Option<ApiKeyRecord>> {
+        let row =
+            sqlx::query("SELECT * FROM api_keys WHERE key_id = ?").bind(key_id).fetch_optional(&self.pool).await?;
+        row.as_ref().map(api_key_from_row).transpose()
+    }
+
+    async fn revoke_api_key(&self, key_id: &str, now: Micros) -> StoreResult<bool> {
+        let r = sqlx::query("UPDATE api_keys SET revoked_at = ?, updated_at = ? WHERE key_id = ?")
+            .bind(now)
+            .bind(now)
+            .bind(key_id)
+            .execute(&self.pool)
+            .await?;
+        Ok(r.rows_affected() > 0)
+    }
+
+    async fn delete_api_key(&self, key_id: &str) -> StoreResult<bool> {
+        let r = sqlx::query("DELETE FROM api_keys WHERE key_id = ?").bind(key_id).execute(&self.pool).await?;
+        Ok(r.rows_affected() > 0)
+    }
+
+    async fn touch_api_keys(&self, touches: &[(String, Micros)]) -> StoreResult<()> {
+        if touches.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.pool.begin().await?;
+        for (key_id, at) in touches {
+            sqlx::query("UPDATE api_keys SET last_used_at = MAX(COALESCE(last_used_at, 0), ?) WHERE key_id = ?")
+                .bind(at)
+                .bind(key_id)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn get_session(&self, session_id: &str) -> StoreResult<Option<SessionRecord>> {
+        let sql = AssertSqlSafe(format!("SELECT {SESSION_COLS} FROM sessions WHERE session_id = ?"));
+        let row = sqlx::query(sql).bind(session_id).fetch_optional(&self.pool).await?;
+        row.as_ref().map(session_from_row).transpose()
+    }
+
+    async fn create_session(&self, s: &SessionRecord) -> StoreResult<bool> {
+        let r = sqlx::query(
+            "INSERT OR IGNORE INTO sessions (session_id, platform_id, creator, display_name, is_group, profile_id, created_at, updated_at)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(&s.session_id)
+        .bind(&s.platform_id)
+        .bind(&s.creator)
+        .bind(&s.display_name)
+        .bind(i64::from(s.is_group))
+        .bind(&s.profile_id)
+        .bind(s.created_at)
+        .bind(s.updated_at)
+        .execute(&self.pool)
+        .await?;
+        Ok(r.rows_affected() > 0)
+    }
+
+    async fn set_session_profile(&self, session_id: &str, profile_id: Option<&str>) -> StoreResult<()> {
+        sqlx::query("UPDATE sessions SET profile_id = ? WHERE session_id = ?")
+            .bind(profile_id)
+            .bind(session_id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn set_session_display_name(&self, session_id: &str, name: &str) -> StoreResult<()> {
+        sqlx::query("UPDATE sessions SET display_name = ? WHERE session_id = ?")
+            .bind(name)
+            .bind(session_id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn list_sessions(
+        &self,
+        creator: &str,
+        platform_id: Option<&str>,
+        offset: i64,
+        limit: i64,
+    ) -> StoreResult<Page<SessionRecord>> {
+        let sql = AssertSqlSafe(format!(
+            "SELECT {SESSION_COLS} FROM sessions WHERE creator = ?1 AND (?2 IS NULL OR platform_id = ?2)
+             ORDER BY updated_at DESC, session_id LIMIT ?3 OFFSET ?4"
+        ));
+        let rows =
+            sqlx::query(sql).bind(creator).bind(platform_id).bind(limit).bind(offset).fetch_all(&self.pool).await?;
+        let total: i64 =
+            sqlx::query("SELECT COUNT(*) AS n FROM sessions WHERE creator = ?1 AND (?2 IS NULL OR platform_id = ?2)")
+                .bind(creator)
+                .bind(platform_id)
+                .fetch_one(&self.pool)
+                .await?
+                .try_get("n")?;
+        Ok(Page { items: rows.iter().map(session_from_row).collect::<StoreResult<_>>()?, total })
+    }
+
+    async fn delete_session(&self, session_id: &str) -> StoreResult<bool> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("DELETE FROM messages WHERE session_id = ?").bind(session_id).execute(&mut *tx).await?;
+        sqlx::query("DELETE FROM runs WHERE session_id = ?").bind(session_id).execute(&mut *tx).await?;
+        sqlx::query("DELETE FROM session_vars WHERE session_id = ?").bind(session_id).execute(&mut *tx).await?;
+        let r = sqlx::query("DELETE FROM sessions WHERE session_id = ?").bind(session_id).execute(&mut *tx).await?;
+        tx.commit().await?;
+        Ok(r.rows_affected() > 0)
+    }
+
+    async fn insert_message(&self, m: &NewMessage) -> StoreResult<(i64, Micros)> {
+        let now = now_micros();
+        let mut tx = self.pool.begin().await?;
+        let id: i64 = sqlx::query(
+            "INSERT INTO messages (session_id, platform_id, sender_id, sender_name, content, llm_checkpoint_id, created_at, updated_at)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
+        )
+        .bind(&m.session_id)
+        .bind(&m.platform_id)
+        .bind(&m.sender_id)
+        .bind(&m.sender_name)
+        .bind(serde_json::to_string(&m.content)?)
+        .bind(&m.llm_checkpoint_id)
+        .bind(now)
+        .bind(now)
+        .fetch_one(&mut *tx)
+        .await?
+        .try_get("id")?;
+        sqlx::query("UPDATE sessions SET updated_at = ? WHERE session_id = ?")
+            .bind(now)
+            .bind(&m.session_id)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok((id, now))
+    }
+
+    async fn get_message(&self, id: i64) -> StoreResult<Option<MessageRecord>> {
+        let row = sqlx::query("SELECT * FROM messages WHERE id = ?").bind(id).fetch_optional(&self.pool).await?;
+        row.as_ref().map(message_from_row).transpose()
+    }
+
+    async fn list_messages(
+        &self,
+        session_id: &str,
+        offset: i64,
+        limit: i64,
+        newest_first: bool,
+    ) -> StoreResult<Page<MessageRecord>> {
+        let sql = if newest_first {
+            "SELECT * FROM messages WHERE session_id = ? ORDER BY id DESC LIMIT ? OFFSET ?"
+        } else {
+            "SELECT * FROM messages WHERE session_id = ? ORDER BY id ASC LIMIT ? OFFSET ?"
+        };
+        let rows = sqlx::query(sql).bind(session_id).bind(limit).bind(offset).fetch_all(&self.pool).await?;
+        let total: i64 = sqlx::query("SELECT COUNT(*) AS n FROM messages WHERE session_id = ?")
+            .bind(session_id)
+            .fetch_one(&self.pool)
+            .await?
+            .try_get("n")?;
+        Ok(Page { items: rows.iter().map(message_from_row).collect::<StoreResult<_>>()?, total })
+    }
+
+    async fn recent_messages(&self, session_id: &str, limit: i64) -> StoreResult<Vec<MessageRecord>> {
+        let rows = sqlx::query("SELECT * FROM messages WHERE session_id = ? ORDER BY id DESC LIMIT ?")
+            .bind(session_id)
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await?;
+        let mut out = rows.iter().map(message_from_row).collect::<StoreResult<Vec<_>>>()?;
+        out.reverse();
+        Ok(out)
+    }
+
+    async fn insert_run(&self, r: &RunRecord) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT OR REPLACE INTO runs (run_id, session_id, username, status, events, created_at, finished_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(&r.run_id)
+        .bind(&r.session_id)
+        .bind(&r.username)
+        .bind(&r.status)
+        .bind(&r.events)
+        .bind(r.created_at)
+        .bind(r.finished_at)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn get_run(&self, run_id: &str) -> StoreResult<Option<RunRecord>> {
+        let row = sqlx::query("SELECT * FROM runs WHERE run_id = ?").bind(run_id).fetch_optional(&self.pool).await?;
+        row.map(|r| -> StoreResult<RunRecord> {
+            Ok(RunRecord {
+                run_id: r.try_get("run_id")?,
+                session_id: r.try_get("session_id")?,
+                username: r.try_get("username")?,
+                status: r.try_get("status")?,
+                events: r.try_get("events")?,
+                created_at: r.try_get("created_at")?,
+                finished_at: r.try_get("finished_at")?,
+            })
+        })
+        .transpose()
+    }
+
+    async fn purge_runs(&self, finished_before: Micros) -> StoreResult<u64> {
+        let r = sqlx::query("DELETE FROM runs WHERE finished_at < ?").bind(finished_before).execute(&self.pool).await?;
+        Ok(r.rows_affected())
+    }
+
+    async fn insert_attachment(&self, a: &AttachmentRecord) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO attachments (attachment_id, stored_name, original_name, kind, mime_type, size, sha256, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(&a.attachment_id)
+        .bind(&a.stored_name)
+        .bind(&a.original_name)
+        .bind(&a.kind)
+        .bind(&a.mime_type)
+        .bind(a.size)
+        .bind(&a.sha256)
+        .bind(a.created_at)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn get_attachment(&self, attachment_id: &str) -> StoreResult<Option<AttachmentRecord>> {
+        let row = sqlx::query("SELECT * FROM attachments WHERE attachment_id = ?")
+            .bind(attachment_id)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(attachment_from_row).transpose()
+    }
+
+    async fn set_session_var(&self, session_id: &str, key: &str, value: &str) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO session_vars (session_id, key, value, updated_at) VALUES (?, ?, ?, ?)
+             ON CONFLICT (session_id, key) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
+        )
+        .bind(session_id)
+        .bind(key)
+        .bind(value)
+        .bind(now_micros())
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn session_vars(&self, session_id: &str) -> StoreResult<Vec<(String, String)>> {
+        let rows = sqlx::query("SELECT key, value FROM session_vars WHERE session_id = ? ORDER BY key")
+            .bind(session_id)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(|r| Ok((r.try_get("key")?, r.try_get("value")?))).collect()
+    }
+
+    async fn delete_session_vars(&self, session_id: &str) -> StoreResult<u64> {
+        let r =
+            sqlx::query("DELETE FROM session_vars WHERE session_id = ?").bind(session_id).execute(&self.pool).await?;
+        Ok(r.rows_affected())
+    }
+}

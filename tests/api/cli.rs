@@ -1,0 +1,157 @@
+//! The real binary: `keys create|list|revoke`, `check-config`, and `serve` with its logs and
+//! SIGTERM handling.
+
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::io::{AsyncBufReadExt, BufReader};
+
+use crate::helpers::*;
+
+const BIN: &str = env!("CARGO_BIN_EXE_astrgate");
+
+fn write_config(dir: &std::path::Path, extra: &str) -> std::path::PathBuf {
+    let path = dir.join("astrgate.toml");
+    let text = format!(
+        "listen = \"127.0.0.1:0\"\ndata_dir = {:?}\n[dashboard]\npassword = \"{PASSWORD}\"\nlogin_failure_delay_ms = 10\n[server]\nshutdown_grace_secs = 5\n{extra}",
+        dir.join("data").display().to_string()
+    );
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+fn astrgate(config: &std::path::Path, args: &[&str]) -> std::process::Output {
+    std::process::Command::new(BIN).arg("--config").arg(config).args(args).env_remove("RUST_LOG").output().unwrap()
+}
+
+#[tokio::test]
+async fn cli_keys_work_over_http() {
+    let dir = Arc::new(tempfile::tempdir().unwrap());
+    let cfg = write_config(dir.path(), "");
+    let out =
+        astrgate(&cfg, &["keys", "create", "--name", "cli key", "--scopes", "config,im", "--expires-in-days", "3"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let key = stdout.lines().last().unwrap().trim().to_string();
+    assert!(key.starts_with("abk_") && key.len() == 47, "last line is the key alone: {stdout:?}");
+
+    let list = astrgate(&cfg, &["keys", "list"]);
+    let list = String::from_utf8(list.stdout).unwrap();
+    assert!(list.contains(&key[..12]) && list.contains("cli key") && !list.contains(&key), "{list}");
+    let key_id = list.split_whitespace().next().unwrap().to_string();
+
+    // The app on the same data directory accepts the key.
+    let app = spawn_in(dir.clone(), |c| c.data_dir = dir.path().join("data")).await;
+    let (s, b) = send(app.http.get(app.url("/api/v1/im/bots")).header("X-API-Key", &key)).await;
+    assert_eq!(s, 200, "{b}");
+    let (s, b) = send(app.http.get(app.url("/api/v1/api-keys")).bearer_auth(&app.jwt)).await;
+    assert_eq!(s, 200);
+    assert_eq!(b["data"][0]["created_by"], "cli");
+    assert_eq!(b["data"][0]["scopes"], serde_json::json!(["config", "im"]));
+
+    let out = astrgate(&cfg, &["keys", "revoke", &key_id]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    // Another process revoked it; this instance sees it once its short cache entry lapses.
+    app.state.keys.invalidate(&key_id);
+    let (s, b) = send(app.http.get(app.url("/api/v1/im/bots")).header("X-API-Key", &key)).await;
+    assert_error(s, &b, 401, "Invalid API key");
+    let out = astrgate(&cfg, &["keys", "revoke", "no-such-id"]);
+    assert!(!out.status.success());
+    let out = astrgate(&cfg, &["keys", "create", "--scopes", "chat,root"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("Invalid scopes: root"));
+}
+
+#[tokio::test]
+async fn check_config_names_unknown_keys() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write_config(
+        dir.path(),
+        "[[providers]]\nid = \"p\"\nbase_url = \"http://x/v1\"\nmodel = \"m\"\napi_kye = \"oops\"\n",
+    );
+    let out = astrgate(&cfg, &["check-config"]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("api_kye"), "{err}");
+    let good = write_config(dir.path(), "");
+    let out = astrgate(&good, &["check-config"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("config ok"));
+    let out = astrgate(&dir.path().join("missing.toml"), &["check-config"]);
+    assert_eq!(out.status.code(), Some(2));
+}
+
+/// Starts `astrgate serve` as a process, returns it, its address and its collected stderr.
+async fn serve(config: &std::path::Path) -> (tokio::process::Child, String, Arc<Mutex<String>>) {
+    let mut child = tokio::process::Command::new(BIN)
+        .arg("--config")
+        .arg(config)
+        .arg("serve")
+        .env_remove("RUST_LOG")
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let log = Arc::new(Mutex::new(String::new()));
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let sink = log.clone();
+    tokio::spawn(async move {
+        let mut tx = Some(tx);
+        while let Ok(Some(line)) = lines.next_line().await {
+            if let Some(i) = line.find("addr=") {
+                let addr: String = line[i + 5..].chars().take_while(|c| !c.is_whitespace()).collect();
+                if let Some(tx) = tx.take() {
+                    let _ = tx.send(addr);
+                }
+            }
+            sink.lock().unwrap().push_str(&line);
+            sink.lock().unwrap().push('\n');
+        }
+    });
+    let addr = tokio::time::timeout(Duration::from_secs(30), rx).await.unwrap().unwrap();
+    (child, format!("http://{addr}"), log)
+}
+
+async fn sigterm_and_wait(child: &mut tokio::process::Child) -> std::process::ExitStatus {
+    let pid = child.id().unwrap().to_string();
+    assert!(std::process::Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    tokio::time::timeout(Duration::from_secs(20), child.wait()).await.expect("exits after SIGTERM").unwrap()
+}
+
+#[tokio::test]
+async fn secrets_never_reach_the_logs_and_sigterm_stops_cleanly() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write_config(dir.path(), "");
+    let (mut child, base, log) = serve(&cfg).await;
+    let http = client();
+    let q_key = "abk_QUERYSECRETqueryqueryqueryqueryqueryqueryQS";
+    let k_key = "abk_KEYPARAMSECRETkeykeykeykeykeykeykeykeyKSS";
+    let h_key = "abk_HEADERSECRETheaderheaderheaderheaderheadH";
+    let token = "eyJTOKENSECRET.payload.signature";
+    for url in [
+        format!("{base}/api/v1/configs?api_key={q_key}"),
+        format!("{base}/api/v1/configs?username=bob&key={k_key}"),
+        format!("{base}/api/live_chat/ws?token={token}"),
+    ] {
+        http.get(url).send().await.unwrap();
+    }
+    http.get(format!("{base}/api/v1/configs")).header("X-API-Key", h_key).send().await.unwrap();
+    http.get(format!("{base}/api/v1/configs")).bearer_auth(token).send().await.unwrap();
+    http.post(format!("{base}/api/auth/login"))
+        .json(&serde_json::json!({"username": "astrgate", "password": PASSWORD}))
+        .send()
+        .await
+        .unwrap();
+
+    let status = sigterm_and_wait(&mut child).await;
+    assert!(status.success(), "clean exit on SIGTERM: {status}");
+    let log = log.lock().unwrap().clone();
+    assert!(log.contains("api_key=***"), "requests are logged with redacted queries:\n{log}");
+    assert!(log.contains("astrgate stopped"), "{log}");
+    for secret in [q_key, k_key, h_key, token, "QUERYSECRET", "KEYPARAMSECRET", "TOKENSECRET", PASSWORD] {
+        assert!(!log.contains(secret), "{secret} leaked into the logs:\n{log}");
+    }
+}

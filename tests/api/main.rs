@@ -1,0 +1,11 @@
+//! The one integration-test binary: every test starts the real app on 127.0.0.1:0 with its own
+//! data directory and talks to it over HTTP/WebSocket. Set TEST_LOG=1 to see the app's logs.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod helpers;
+
+mod api_keys;
+mod auth;
+mod cli;
+mod dashboard;
+mod errors;
