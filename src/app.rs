@@ -15,10 +15,13 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::agent::Agent;
 use crate::agent::profiles::Profiles;
+use crate::agent::prompt::PromptBuilder;
 use crate::auth::api_key::ApiKeys;
 use crate::auth::dashboard::DashboardAuth;
 use crate::config::Config;
+use crate::providers::Providers;
 use crate::store::{self, Store};
 
 /// Shared state handed to every handler. Cheap to clone.
@@ -29,6 +32,9 @@ pub struct AppState {
     pub keys: Arc<ApiKeys>,
     pub dashboard: Arc<DashboardAuth>,
     pub profiles: Arc<Profiles>,
+    pub providers: Arc<Providers>,
+    pub agent: Arc<Agent>,
+    pub prompt: Arc<PromptBuilder>,
     /// Cancelled on shutdown; long-lived tasks hold child tokens.
     pub shutdown: CancellationToken,
     /// Every spawned long task, so shutdown can wait for it.
@@ -48,7 +54,22 @@ impl AppState {
         let keys = Arc::new(ApiKeys::new(store.clone(), Duration::from_secs(config.api_keys.cache_ttl_secs)));
         let dashboard = Arc::new(DashboardAuth::init(&config.dashboard, store.as_ref()).await?);
         let profiles = Arc::new(Profiles::from_config(&config));
-        Ok(AppState { config, store, keys, dashboard, profiles, shutdown, tasks: TaskTracker::new() })
+        let providers = Arc::new(Providers::from_config(&config)?);
+        let tasks = TaskTracker::new();
+        let agent = Arc::new(Agent {
+            store: store.clone(),
+            runs: Default::default(),
+            providers: providers.clone(),
+            profiles: profiles.clone(),
+            max_events: config.runs.max_events,
+            tasks: tasks.clone(),
+            shutdown: shutdown.clone(),
+        });
+        let prompt = Arc::new(PromptBuilder {
+            attachments_dir: config.data_dir.join("attachments"),
+            inline_max: config.files.inline_text_max_bytes,
+        });
+        Ok(AppState { config, store, keys, dashboard, profiles, providers, agent, prompt, shutdown, tasks })
     }
 
     /// Starts periodic maintenance: batched `last_used_at` writes and old-run purging.

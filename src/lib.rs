@@ -10,6 +10,8 @@ pub mod cli;
 pub mod config;
 pub mod error;
 pub mod http;
+pub mod providers;
 pub mod store;
 pub mod telemetry;
 pub mod util;
+pub mod voice;

@@ -1,3 +1,52 @@
-//! The agent pipeline: profiles, runs, events and history. Nothing here imports axum.
+//! The agent pipeline: profiles, input parsing, runs (one task per turn with a replay log),
+//! history and prompts. Nothing here imports axum; front doors render [`events::AgentEvent`].
 
+pub mod events;
+pub mod history;
+pub mod input;
+pub mod pipeline;
 pub mod profiles;
+pub mod prompt;
+pub mod runs;
+
+use std::sync::Arc;
+
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::providers::Providers;
+use crate::store::Store;
+use pipeline::Turn;
+use profiles::Profiles;
+use runs::{RunHandle, RunRegistry, SessionBusy};
+
+/// The agent service shared by every front door.
+pub struct Agent {
+    pub store: Arc<dyn Store>,
+    pub runs: RunRegistry,
+    pub providers: Arc<Providers>,
+    pub profiles: Arc<Profiles>,
+    pub max_events: usize,
+    pub tasks: TaskTracker,
+    /// Runs hold child tokens: shutdown cancels them all.
+    pub shutdown: CancellationToken,
+}
+
+impl Agent {
+    /// Registers and starts a run; fails when the session already has one.
+    pub fn start(self: &Arc<Self>, turn: Turn) -> Result<Arc<RunHandle>, SessionBusy> {
+        let handle = Arc::new(RunHandle::new(
+            turn.run_id.clone(),
+            turn.session_id.clone(),
+            turn.username.clone(),
+            self.shutdown.child_token(),
+            self.max_events,
+        ));
+        self.runs.register(handle.clone())?;
+        handle.push(events::AgentEvent::SessionId { session_id: turn.session_id.clone() });
+        let agent = self.clone();
+        let h = handle.clone();
+        self.tasks.spawn(async move { pipeline::run(agent, turn, h).await });
+        Ok(handle)
+    }
+}

@@ -2,10 +2,14 @@
 //! modules and render their results in the wire shape of the front door they serve.
 
 pub mod api_keys;
+pub mod chat;
 pub mod configs;
 pub mod dashboard;
 pub mod health;
 pub mod im;
+pub mod params;
+pub mod sessions;
+pub mod sse;
 
 use std::time::Duration;
 
@@ -29,6 +33,12 @@ fn v1_routes() -> Vec<(&'static str, Requirement, MethodRouter<AppState>)> {
     use crate::auth::Scope::*;
     use Requirement::*;
     vec![
+        ("/api/v1/chat", Scope(Chat), post(chat::send_chat)),
+        ("/api/v1/chat/sessions", Scope(Chat), get(sessions::list_sessions)),
+        ("/api/v1/chat/sessions/{session_id}", Scope(Chat), delete(sessions::delete_session)),
+        ("/api/v1/chat/sessions/{session_id}/messages", Scope(Chat), get(sessions::session_messages)),
+        ("/api/v1/chat/sessions/{session_id}/stop", Scope(Chat), post(sessions::stop_session)),
+        ("/api/v1/chat/runs/{run_id}/stream", Scope(Chat), get(sessions::resume_run)),
         ("/api/v1/configs", Scope(Config), get(configs::list_configs)),
         ("/api/v1/im/bots", Scope(Im), get(im::list_bots)),
         ("/api/v1/api-keys", Dashboard, get(api_keys::list).post(api_keys::create)),
@@ -56,6 +66,7 @@ pub fn router(state: AppState) -> Router {
         app = app.route(path, route.route_layer(from_fn_with_state((state.clone(), req), require_scope)));
     }
 
+    app = app.layer(axum::extract::DefaultBodyLimit::max(state.config.server.max_json_body_bytes));
     let sensitive: [HeaderName; 3] = [header::AUTHORIZATION, header::COOKIE, HeaderName::from_static("x-api-key")];
     app.fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)

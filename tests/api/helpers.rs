@@ -59,6 +59,19 @@ pub async fn spawn_app() -> TestApp {
     spawn_with(|_| {}).await
 }
 
+/// Starts the app with extra TOML (providers, profiles…) on top of the test defaults.
+pub async fn spawn_toml(toml: &str) -> TestApp {
+    let extra = Config::from_toml(toml).unwrap();
+    spawn_with(move |c| {
+        let (data_dir, dashboard, server) = (c.data_dir.clone(), c.dashboard.clone(), c.server.clone());
+        *c = extra;
+        c.data_dir = data_dir;
+        c.dashboard = dashboard;
+        c.server.shutdown_grace_secs = server.shutdown_grace_secs;
+    })
+    .await
+}
+
 pub async fn spawn_with(f: impl FnOnce(&mut Config)) -> TestApp {
     spawn_in(Arc::new(tempfile::tempdir().unwrap()), f).await
 }
@@ -121,4 +134,99 @@ pub async fn send(req: reqwest::RequestBuilder) -> (StatusCode, Value) {
 pub fn assert_error(status: StatusCode, body: &Value, want_status: u16, want_message: &str) {
     assert_eq!(status.as_u16(), want_status, "{body}");
     assert_eq!(body, &json!({"status": "error", "message": want_message, "data": null}));
+}
+
+/// One SSE frame.
+#[derive(Debug, Clone)]
+pub struct Frame {
+    pub id: Option<String>,
+    #[allow(dead_code)]
+    pub event: Option<String>,
+    pub data: Value,
+}
+
+impl Frame {
+    pub fn ty(&self) -> &str {
+        self.data["type"].as_str().unwrap_or("")
+    }
+}
+
+/// Reads an SSE response incrementally.
+pub struct SseReader {
+    pub res: reqwest::Response,
+    buf: String,
+    pub comments: Vec<String>,
+}
+
+impl SseReader {
+    pub fn new(res: reqwest::Response) -> Self {
+        Self { res, buf: String::new(), comments: Vec::new() }
+    }
+
+    /// The next frame with data; `None` at the end of the stream.
+    pub async fn next(&mut self) -> Option<Frame> {
+        loop {
+            if let Some(i) = self.buf.find("\n\n") {
+                let block: String = self.buf.drain(..i + 2).collect();
+                let (mut id, mut event, mut data) = (None, None, None);
+                for line in block.lines() {
+                    if let Some(c) = line.strip_prefix(':') {
+                        self.comments.push(c.trim().to_string());
+                    } else if let Some(v) = line.strip_prefix("id: ") {
+                        id = Some(v.to_string());
+                    } else if let Some(v) = line.strip_prefix("event: ") {
+                        event = Some(v.to_string());
+                    } else if let Some(v) = line.strip_prefix("data: ") {
+                        data = Some(serde_json::from_str(v).unwrap_or_else(|e| panic!("bad data {v:?}: {e}")));
+                    }
+                }
+                if let Some(data) = data {
+                    return Some(Frame { id, event, data });
+                }
+                continue;
+            }
+            match tokio::time::timeout(std::time::Duration::from_secs(20), self.res.chunk()).await.expect("SSE stalled")
+            {
+                Ok(Some(c)) => self.buf.push_str(std::str::from_utf8(&c).unwrap()),
+                Ok(None) => return None,
+                Err(e) => panic!("SSE read failed: {e}"),
+            }
+        }
+    }
+
+    pub async fn collect(mut self) -> Vec<Frame> {
+        let mut v = Vec::new();
+        while let Some(f) = self.next().await {
+            v.push(f);
+        }
+        v
+    }
+}
+
+/// POSTs to /api/v1/chat and returns the SSE reader (asserting an SSE response).
+pub async fn chat(app: &TestApp, key: &str, body: Value) -> SseReader {
+    let res = app.http.post(app.url("/api/v1/chat")).bearer_auth(key).json(&body).send().await.unwrap();
+    assert_eq!(res.status(), 200);
+    let ct = res.headers()["content-type"].to_str().unwrap().to_string();
+    assert_eq!(ct, "text/event-stream; charset=utf-8");
+    SseReader::new(res)
+}
+
+pub fn types(frames: &[Frame]) -> Vec<String> {
+    frames.iter().map(|f| f.ty().to_string()).collect()
+}
+
+/// Polls until `f` returns Some, for at most 10 s.
+pub async fn eventually<T, F, Fut>(mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    for _ in 0..200 {
+        if let Some(v) = f().await {
+            return v;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    panic!("condition not reached within 10 s");
 }

@@ -2,10 +2,12 @@
 //! data directory and talks to it over HTTP/WebSocket. Set TEST_LOG=1 to see the app's logs.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod fake_llm;
 mod helpers;
 
 mod api_keys;
 mod auth;
+mod chat;
 mod cli;
 mod dashboard;
 mod errors;

@@ -1,0 +1,282 @@
+//! The run task: owns one chat turn from the saved user message to the saved reply.
+//!
+//! Order of events: `SessionId`, `UserMessageSaved`, `RunStarted`, deltas (or whole messages),
+//! `AgentStats`, `Complete`, `MessageSaved`, `End`. A provider failure becomes `Error` — with the
+//! provider's message — and is saved too, so history never shows an empty reply. Cancellation
+//! (stop, interrupt, shutdown) drops the upstream request at once and saves what was said.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use serde_json::{Value, json};
+use tokio::sync::mpsc;
+
+use super::Agent;
+use super::events::{AgentEvent, AgentStats};
+use super::history::model_messages;
+use super::runs::{LogFull, RunHandle};
+use crate::providers::llm::{ChatRequest, LlmError, LlmEvent, OpenAiProvider, Usage};
+use crate::store::{NewMessage, RunRecord, now_micros};
+
+/// Everything a run needs, decided by the front door before it starts.
+pub struct Turn {
+    pub run_id: String,
+    pub session_id: String,
+    pub platform_id: String,
+    pub username: String,
+    /// The stored form of the user message; `None` when the front door saved it already.
+    pub user_content: Option<Value>,
+    /// The model's content for the new user message (a string or OpenAI parts).
+    pub model_input: Value,
+    pub system_prompt: String,
+    pub history_turns: u32,
+    pub provider: Arc<OpenAiProvider>,
+    pub model: String,
+    pub streaming: bool,
+    pub show_reasoning: bool,
+    /// Keep the event log in the store when the run ends (for resume).
+    pub persist_events: bool,
+    /// Speak the reply sentence by sentence while it is generated (Live).
+    pub speech: Option<Speech>,
+}
+
+/// Sentence-level TTS for a run.
+#[derive(Clone)]
+pub struct Speech {
+    pub tts: Arc<dyn crate::providers::tts::Tts>,
+    pub min_sentence_chars: usize,
+}
+
+enum Failure {
+    Cancelled,
+    Llm(LlmError),
+    TooLong,
+}
+
+impl From<LogFull> for Failure {
+    fn from(_: LogFull) -> Self {
+        Failure::TooLong
+    }
+}
+
+struct Progress {
+    text: String,
+    reasoning: String,
+    usage: Option<Usage>,
+    first_token: Option<Instant>,
+}
+
+pub async fn run(agent: Arc<Agent>, turn: Turn, h: Arc<RunHandle>) {
+    drive(&agent, &turn, &h).await;
+    h.finish();
+    if turn.persist_events {
+        let events: Vec<Arc<AgentEvent>> = h.snapshot();
+        let status = if events.iter().any(|e| matches!(**e, AgentEvent::Error { .. })) { "error" } else { "done" };
+        let events: Vec<&AgentEvent> = events.iter().map(|e| e.as_ref()).collect();
+        match serde_json::to_string(&events) {
+            Ok(json) => {
+                let rec = RunRecord {
+                    run_id: h.run_id.clone(),
+                    session_id: h.session_id.clone(),
+                    username: h.username.clone(),
+                    status: status.into(),
+                    events: json,
+                    created_at: h.created_at,
+                    finished_at: now_micros(),
+                };
+                if let Err(e) = agent.store.insert_run(&rec).await {
+                    tracing::warn!(run.id = %h.run_id, error = %e, "saving the run log failed");
+                }
+            }
+            Err(e) => tracing::warn!(run.id = %h.run_id, error = %e, "serialising the run log failed"),
+        }
+    }
+    agent.runs.remove(&h.run_id);
+}
+
+async fn drive(agent: &Agent, turn: &Turn, h: &Arc<RunHandle>) {
+    let checkpoint = uuid::Uuid::new_v4().to_string();
+    let store = agent.store.as_ref();
+    // History is read before the new message is saved, so it holds only earlier turns.
+    let history = if turn.history_turns > 0 {
+        match store.recent_messages(&turn.session_id, i64::from(turn.history_turns) * 2).await {
+            Ok(h) => h,
+            Err(e) => return fail_early(h, &e.to_string()),
+        }
+    } else {
+        Vec::new()
+    };
+    if let Some(content) = &turn.user_content {
+        let msg = NewMessage {
+            session_id: turn.session_id.clone(),
+            platform_id: turn.platform_id.clone(),
+            sender_id: turn.username.clone(),
+            sender_name: turn.username.clone(),
+            content: content.clone(),
+            llm_checkpoint_id: Some(checkpoint.clone()),
+        };
+        match store.insert_message(&msg).await {
+            Ok((id, created_at)) => {
+                h.push(AgentEvent::UserMessageSaved { id, created_at, checkpoint: checkpoint.clone() });
+            }
+            Err(e) => return fail_early(h, &e.to_string()),
+        }
+    }
+    let request = ChatRequest {
+        model: turn.model.clone(),
+        messages: model_messages(&turn.system_prompt, &history, turn.model_input.clone()),
+    };
+    h.push(AgentEvent::RunStarted);
+
+    let start_wall = now_micros();
+    let started = Instant::now();
+    let mut p = Progress { text: String::new(), reasoning: String::new(), usage: None, first_token: None };
+
+    // Live: deltas also feed the sentence segmenter, whose sentences a TTS worker speaks while
+    // the model keeps writing.
+    let (speech_tx, speech_task) = match &turn.speech {
+        Some(s) => {
+            let (tx, rx) = mpsc::channel::<String>(64);
+            let task = crate::voice::speak::spawn_worker(s.clone(), rx, h.cancel.clone(), agent.tasks.clone(), h);
+            (Some(tx), Some(task))
+        }
+        None => (None, None),
+    };
+
+    let result = {
+        let work = generate(&turn.provider, &request, turn.streaming, turn.show_reasoning, h, &mut p, speech_tx);
+        tokio::select! {
+            biased;
+            _ = h.cancel.cancelled() => Err(Failure::Cancelled),
+            r = work => r,
+        }
+    };
+    if let Some(task) = speech_task {
+        // The worker drains what the segmenter produced (unless cancelled) before the turn ends.
+        let _ = task.await;
+    }
+
+    let end_wall = now_micros();
+    let stats = AgentStats {
+        input_other: p.usage.map(|u| u.prompt_tokens.saturating_sub(u.cached_tokens)).unwrap_or(0),
+        input_cached: p.usage.map(|u| u.cached_tokens).unwrap_or(0),
+        output: p.usage.map(|u| u.completion_tokens).unwrap_or(0),
+        current_context_tokens: p.usage.map(|u| u.prompt_tokens).unwrap_or(0),
+        start_time: crate::util::epoch_secs_f64(start_wall),
+        end_time: crate::util::epoch_secs_f64(end_wall),
+        time_to_first_token: p.first_token.map(|t| t.duration_since(started).as_secs_f64()).unwrap_or(0.0),
+    };
+
+    let mut content = json!({"type": "bot", "message": [{"type": "plain", "text": p.text}]});
+    match result {
+        Ok(()) => {
+            h.push(AgentEvent::AgentStats { stats: stats.clone() });
+            if turn.streaming {
+                h.push(AgentEvent::Complete { text: p.text.clone(), reasoning: p.reasoning.clone() });
+            } else {
+                if turn.show_reasoning && !p.reasoning.is_empty() {
+                    h.push(AgentEvent::Message { text: p.reasoning.clone(), reasoning: true });
+                }
+                h.push(AgentEvent::Message { text: p.text.clone(), reasoning: false });
+            }
+            content["agent_stats"] = serde_json::to_value(&stats).unwrap_or(Value::Null);
+        }
+        Err(Failure::Cancelled) => {
+            tracing::info!(run.id = %h.run_id, "run interrupted");
+            if turn.streaming {
+                h.push(AgentEvent::Complete { text: p.text.clone(), reasoning: p.reasoning.clone() });
+            } else if !p.text.is_empty() {
+                h.push(AgentEvent::Message { text: p.text.clone(), reasoning: false });
+            }
+            content["interrupted"] = json!(true);
+        }
+        Err(Failure::Llm(e)) => {
+            tracing::warn!(run.id = %h.run_id, provider = %turn.provider.id, error = %e, "provider failed");
+            let message = e.to_string();
+            h.push(AgentEvent::Error { message: message.clone(), code: e.code().into() });
+            if p.text.is_empty() {
+                content["message"] = json!([{"type": "plain", "text": message}]);
+            }
+            content["error"] = json!(message);
+        }
+        Err(Failure::TooLong) => {
+            let message = "The reply exceeded the run's event limit and was cut off".to_string();
+            h.push(AgentEvent::Error { message: message.clone(), code: "RUN_LIMIT".into() });
+            content["error"] = json!(message);
+        }
+    }
+    if !p.reasoning.is_empty() {
+        content["reasoning"] = json!(p.reasoning);
+    }
+    let msg = NewMessage {
+        session_id: turn.session_id.clone(),
+        platform_id: turn.platform_id.clone(),
+        sender_id: "bot".into(),
+        sender_name: "bot".into(),
+        content,
+        llm_checkpoint_id: Some(checkpoint.clone()),
+    };
+    match store.insert_message(&msg).await {
+        Ok((id, created_at)) => {
+            h.push(AgentEvent::MessageSaved { id, created_at, checkpoint });
+        }
+        Err(e) => {
+            tracing::error!(run.id = %h.run_id, error = %e, "saving the reply failed");
+            h.push(AgentEvent::Error { message: "Failed to save the reply".into(), code: "STORE_ERROR".into() });
+        }
+    }
+    h.push(AgentEvent::End);
+}
+
+fn fail_early(h: &RunHandle, cause: &str) {
+    tracing::error!(run.id = %h.run_id, error = %cause, "run failed before the model was called");
+    h.push(AgentEvent::Error { message: "Failed to save the message".into(), code: "STORE_ERROR".into() });
+    h.push(AgentEvent::End);
+}
+
+/// Calls the model and records what it says. Dropping this future aborts the request.
+async fn generate(
+    provider: &OpenAiProvider,
+    req: &ChatRequest,
+    streaming: bool,
+    show_reasoning: bool,
+    h: &RunHandle,
+    p: &mut Progress,
+    speech: Option<mpsc::Sender<String>>,
+) -> Result<(), Failure> {
+    if !streaming && speech.is_none() {
+        let c = provider.complete(req).await.map_err(Failure::Llm)?;
+        p.first_token = Some(Instant::now());
+        p.text = c.content;
+        p.reasoning = c.reasoning;
+        p.usage = c.usage;
+        return Ok(());
+    }
+    let mut stream = provider.stream(req).await.map_err(Failure::Llm)?;
+    while let Some(ev) = stream.next().await {
+        match ev.map_err(Failure::Llm)? {
+            LlmEvent::Content(t) => {
+                p.first_token.get_or_insert_with(Instant::now);
+                p.text.push_str(&t);
+                if let Some(tx) = &speech {
+                    // Bounded: if TTS falls behind, generation waits rather than buffering without limit.
+                    if tx.send(t.clone()).await.is_err() {
+                        return Err(Failure::Cancelled);
+                    }
+                }
+                if streaming {
+                    h.try_push(AgentEvent::Delta { text: t, reasoning: false })?;
+                }
+            }
+            LlmEvent::Reasoning(t) => {
+                p.first_token.get_or_insert_with(Instant::now);
+                p.reasoning.push_str(&t);
+                if streaming && show_reasoning {
+                    h.try_push(AgentEvent::Delta { text: t, reasoning: true })?;
+                }
+            }
+            LlmEvent::Usage(u) => p.usage = Some(u),
+        }
+    }
+    Ok(())
+}

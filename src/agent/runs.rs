@@ -1,0 +1,279 @@
+//! Runs: one task per chat turn, outliving the HTTP request that started it.
+//!
+//! Each run appends its events to an in-memory log (the replay buffer). Subscribers — SSE
+//! responses, WebSocket sessions, resumers — keep their own cursor into that log and are woken
+//! through a `watch` channel, so a slow or vanished subscriber never blocks the run and never
+//! queues anything of its own: memory per run is bounded by `runs.max_events`, whatever the
+//! number of subscribers. When the run ends its log is written to the store (for resumption
+//! after the run is gone) and the run leaves the registry.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use super::events::{AgentEvent, SeqEvent};
+use crate::store::{Micros, now_micros};
+
+/// Events kept free at the top of the log for the terminal events of a run that hit the cap.
+const TERMINAL_RESERVE: usize = 8;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("run event limit reached")]
+pub struct LogFull;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("Session is busy")]
+pub struct SessionBusy;
+
+struct Log {
+    events: Vec<Arc<AgentEvent>>,
+    finished: bool,
+}
+
+pub struct RunHandle {
+    pub run_id: String,
+    pub session_id: String,
+    pub username: String,
+    pub created_at: Micros,
+    /// Cancelling stops the upstream request and any pending TTS at once.
+    pub cancel: CancellationToken,
+    log: Mutex<Log>,
+    /// Bumped on every append and on finish; subscribers wait on it.
+    tick: watch::Sender<u64>,
+    max_events: usize,
+}
+
+impl RunHandle {
+    pub fn new(
+        run_id: String,
+        session_id: String,
+        username: String,
+        cancel: CancellationToken,
+        max_events: usize,
+    ) -> Self {
+        Self {
+            run_id,
+            session_id,
+            username,
+            created_at: now_micros(),
+            cancel,
+            log: Mutex::new(Log { events: Vec::with_capacity(64), finished: false }),
+            tick: watch::channel(0).0,
+            max_events,
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Log> {
+        self.log.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Appends an event that must be recorded (terminal events); returns its sequence number.
+    pub fn push(&self, ev: AgentEvent) -> u64 {
+        let seq = {
+            let mut log = self.lock();
+            log.events.push(Arc::new(ev));
+            log.events.len() as u64 - 1
+        };
+        self.tick.send_replace(seq + 1);
+        seq
+    }
+
+    /// Appends a streaming event unless the run reached its event limit.
+    pub fn try_push(&self, ev: AgentEvent) -> Result<u64, LogFull> {
+        let seq = {
+            let mut log = self.lock();
+            if log.events.len() + TERMINAL_RESERVE >= self.max_events {
+                return Err(LogFull);
+            }
+            log.events.push(Arc::new(ev));
+            log.events.len() as u64 - 1
+        };
+        self.tick.send_replace(seq + 1);
+        Ok(seq)
+    }
+
+    /// Marks the log complete: subscribers drain it and stop.
+    pub fn finish(&self) {
+        let n = {
+            let mut log = self.lock();
+            log.finished = true;
+            log.events.len() as u64
+        };
+        self.tick.send_replace(n + 1);
+    }
+
+    pub fn is_finished(&self) -> bool {
+        self.lock().finished
+    }
+
+    /// A copy of every event so far.
+    pub fn snapshot(&self) -> Vec<Arc<AgentEvent>> {
+        self.lock().events.clone()
+    }
+
+    /// Follows the log from sequence number `from` (0 = everything).
+    pub fn subscribe(self: &Arc<Self>, from: u64) -> Subscription {
+        Subscription { rx: self.tick.subscribe(), handle: self.clone(), next: from }
+    }
+}
+
+/// A cursor into a run's log.
+pub struct Subscription {
+    handle: Arc<RunHandle>,
+    next: u64,
+    rx: watch::Receiver<u64>,
+}
+
+impl Subscription {
+    /// Appends every event after the cursor to `out`, waiting until there is at least one.
+    /// Returns `false` once the run has finished and everything was read.
+    pub async fn recv(&mut self, out: &mut Vec<SeqEvent>) -> bool {
+        loop {
+            // Mark the current tick as seen *before* reading the log, so an append that lands
+            // between the read and the wait still wakes us.
+            self.rx.borrow_and_update();
+            {
+                let log = self.handle.lock();
+                let len = log.events.len() as u64;
+                if self.next < len {
+                    out.extend((self.next..len).map(|i| (i, log.events[i as usize].clone())));
+                    self.next = len;
+                    return true;
+                }
+                if log.finished {
+                    return false;
+                }
+            }
+            if self.rx.changed().await.is_err() {
+                return false;
+            }
+        }
+    }
+
+    pub fn run(&self) -> &Arc<RunHandle> {
+        &self.handle
+    }
+}
+
+#[derive(Default)]
+struct Inner {
+    runs: HashMap<String, Arc<RunHandle>>,
+    by_session: HashMap<String, String>,
+}
+
+/// The active runs, by id and by session (one active run per session).
+#[derive(Default)]
+pub struct RunRegistry {
+    inner: Mutex<Inner>,
+}
+
+impl RunRegistry {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Registers a run; fails when its session already has an active one.
+    pub fn register(&self, h: Arc<RunHandle>) -> Result<(), SessionBusy> {
+        let mut inner = self.lock();
+        if inner.by_session.contains_key(&h.session_id) {
+            return Err(SessionBusy);
+        }
+        inner.by_session.insert(h.session_id.clone(), h.run_id.clone());
+        inner.runs.insert(h.run_id.clone(), h);
+        Ok(())
+    }
+
+    pub fn get(&self, run_id: &str) -> Option<Arc<RunHandle>> {
+        self.lock().runs.get(run_id).cloned()
+    }
+
+    pub fn active_for_session(&self, session_id: &str) -> Option<Arc<RunHandle>> {
+        let inner = self.lock();
+        inner.by_session.get(session_id).and_then(|id| inner.runs.get(id)).cloned()
+    }
+
+    pub fn remove(&self, run_id: &str) {
+        let mut inner = self.lock();
+        if let Some(h) = inner.runs.remove(run_id)
+            && inner.by_session.get(&h.session_id).is_some_and(|r| r == run_id)
+        {
+            inner.by_session.remove(&h.session_id);
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.lock().runs.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn handle(max: usize) -> Arc<RunHandle> {
+        Arc::new(RunHandle::new("r".into(), "s".into(), "u".into(), CancellationToken::new(), max))
+    }
+
+    #[tokio::test]
+    async fn subscribers_replay_then_follow() {
+        let h = handle(100);
+        h.push(AgentEvent::RunStarted);
+        let mut late = h.subscribe(0);
+        let mut resumed = h.subscribe(1);
+        let follower = tokio::spawn({
+            let h = h.clone();
+            async move {
+                let mut sub = h.subscribe(0);
+                let mut all = Vec::new();
+                let mut buf = Vec::new();
+                while sub.recv(&mut buf).await {
+                    all.append(&mut buf);
+                }
+                all.into_iter().map(|(s, _)| s).collect::<Vec<_>>()
+            }
+        });
+        for i in 0..5 {
+            h.push(AgentEvent::Delta { text: i.to_string(), reasoning: false });
+            tokio::task::yield_now().await;
+        }
+        h.push(AgentEvent::End);
+        h.finish();
+        assert_eq!(follower.await.unwrap(), (0..7).collect::<Vec<u64>>());
+        let mut buf = Vec::new();
+        assert!(late.recv(&mut buf).await);
+        assert_eq!(buf.len(), 7);
+        assert!(!late.recv(&mut buf).await);
+        buf.clear();
+        assert!(resumed.recv(&mut buf).await);
+        assert_eq!(buf.first().map(|e| e.0), Some(1), "resuming starts after the last seen event");
+    }
+
+    #[test]
+    fn the_log_is_bounded_but_terminal_events_fit() {
+        let h = handle(20);
+        let mut n = 0;
+        while h.try_push(AgentEvent::Delta { text: "x".into(), reasoning: false }).is_ok() {
+            n += 1;
+        }
+        assert_eq!(n, 20 - TERMINAL_RESERVE);
+        h.push(AgentEvent::Error { message: "limit".into(), code: "X".into() });
+        h.push(AgentEvent::End);
+        assert_eq!(h.snapshot().len(), n + 2);
+    }
+
+    #[test]
+    fn one_active_run_per_session() {
+        let reg = RunRegistry::default();
+        reg.register(handle(10)).unwrap();
+        assert_eq!(reg.register(handle(10)), Err(SessionBusy));
+        reg.remove("r");
+        assert!(reg.is_empty());
+        reg.register(handle(10)).unwrap();
+    }
+}

@@ -1,0 +1,137 @@
+//! Rendering runs as AstrBot SSE: `id: <run_id>:<seq>` + `data: <json>` per event, a `: heartbeat`
+//! comment after idle time, and the headers AstrBot sends plus `X-Accel-Buffering: no`.
+//!
+//! The body follows a [`Subscription`]: a client that disconnects only drops its cursor; the run
+//! goes on and is saved. Events available together are written in one chunk.
+
+use std::convert::Infallible;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::http::{HeaderValue, header};
+use axum::response::Response;
+use bytes::Bytes;
+use serde_json::{Value, json};
+
+use crate::agent::events::{AgentEvent, SeqEvent};
+use crate::agent::runs::Subscription;
+use crate::util::iso_utc;
+
+/// AstrBot's JSON for one event of a chat run; `None` for events this front door does not show.
+pub fn chat_event_json(run_id: &str, ev: &AgentEvent) -> Option<Value> {
+    Some(match ev {
+        AgentEvent::SessionId { session_id } => json!({"type": "session_id", "data": null, "session_id": session_id}),
+        AgentEvent::UserMessageSaved { id, created_at, checkpoint } => json!({
+            "type": "user_message_saved",
+            "data": {"id": id, "created_at": iso_utc(*created_at), "llm_checkpoint_id": checkpoint},
+        }),
+        AgentEvent::RunStarted => {
+            json!({"type": "run_started", "data": {"run_id": run_id}, "streaming": false, "message_id": run_id})
+        }
+        AgentEvent::Delta { text, reasoning } => json!({
+            "type": "plain", "data": text, "streaming": true,
+            "chain_type": if *reasoning { json!("reasoning") } else { Value::Null }, "message_id": run_id,
+        }),
+        AgentEvent::Message { text, reasoning } => json!({
+            "type": "plain", "data": text, "streaming": false,
+            "chain_type": if *reasoning { json!("reasoning") } else { Value::Null }, "message_id": run_id,
+        }),
+        AgentEvent::AgentStats { stats } => json!({
+            "type": "agent_stats",
+            "data": {
+                "token_usage": {"input_other": stats.input_other, "input_cached": stats.input_cached, "output": stats.output},
+                "current_context_tokens": stats.current_context_tokens,
+                "start_time": stats.start_time,
+                "end_time": stats.end_time,
+                "time_to_first_token": stats.time_to_first_token,
+            },
+        }),
+        AgentEvent::Complete { text, reasoning } => {
+            json!({"type": "complete", "data": text, "reasoning": reasoning, "streaming": true, "message_id": run_id})
+        }
+        AgentEvent::Media { media } => {
+            let tag = match media.kind.as_str() {
+                "image" => "IMAGE",
+                "record" => "RECORD",
+                "video" => "VIDEO",
+                _ => "FILE",
+            };
+            let data = if media.kind == "file" {
+                format!("[FILE]{}|{}", media.stored_name, media.original_name)
+            } else {
+                format!("[{tag}]{}", media.stored_name)
+            };
+            json!({"type": media.kind, "data": data, "streaming": false, "message_id": run_id})
+        }
+        AgentEvent::AttachmentSaved { attachment_id, kind } => {
+            json!({"type": "attachment_saved", "data": {"id": attachment_id, "type": kind}})
+        }
+        AgentEvent::MessageSaved { id, created_at, checkpoint } => json!({
+            "type": "message_saved",
+            "data": {"id": id, "created_at": iso_utc(*created_at), "llm_checkpoint_id": checkpoint},
+        }),
+        AgentEvent::Error { message, code } => {
+            json!({"type": "error", "data": message, "code": code, "streaming": false, "message_id": run_id})
+        }
+        AgentEvent::End => json!({"type": "end", "data": "", "streaming": false, "message_id": run_id}),
+        AgentEvent::Audio { .. } | AgentEvent::TtsStats { .. } => return None,
+    })
+}
+
+/// Appends one SSE frame.
+pub fn write_frame(out: &mut String, run_id: &str, seq: u64, data: &Value) {
+    use std::fmt::Write;
+    let _ = write!(out, "id: {run_id}:{seq}\ndata: {data}\n\n");
+}
+
+fn sse_headers(res: &mut Response) {
+    let h = res.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream; charset=utf-8"));
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    h.insert("x-accel-buffering", HeaderValue::from_static("no"));
+}
+
+/// An SSE response following `sub` until its run ends.
+pub fn stream_run(sub: Subscription, keepalive: Duration) -> Response {
+    let run_id = sub.run().run_id.clone();
+    let run_header = HeaderValue::from_str(&run_id).ok();
+    let state = (sub, Vec::<SeqEvent>::new(), run_id);
+    let stream = futures_util::stream::unfold(state, move |(mut sub, mut batch, run_id)| async move {
+        batch.clear();
+        let more = tokio::select! {
+            more = sub.recv(&mut batch) => more,
+            _ = tokio::time::sleep(keepalive) => {
+                return Some((Ok::<Bytes, Infallible>(Bytes::from_static(b": heartbeat\n\n")), (sub, batch, run_id)));
+            }
+        };
+        if !more {
+            return None;
+        }
+        let mut out = String::with_capacity(batch.len() * 160);
+        for (seq, ev) in &batch {
+            if let Some(v) = chat_event_json(&run_id, ev) {
+                write_frame(&mut out, &run_id, *seq, &v);
+            }
+        }
+        Some((Ok(Bytes::from(out)), (sub, batch, run_id)))
+    });
+    let mut res = Response::new(Body::from_stream(stream));
+    sse_headers(&mut res);
+    if let Some(v) = run_header {
+        res.headers_mut().insert("x-run-id", v);
+    }
+    res
+}
+
+/// An SSE response replaying a finished run's stored events after `after` (exclusive).
+pub fn replay_events(run_id: &str, events: &[AgentEvent], from: u64) -> Response {
+    let mut out = String::new();
+    for (seq, ev) in events.iter().enumerate().skip(from as usize) {
+        if let Some(v) = chat_event_json(run_id, ev) {
+            write_frame(&mut out, run_id, seq as u64, &v);
+        }
+    }
+    let mut res = Response::new(Body::from(out));
+    sse_headers(&mut res);
+    res
+}

@@ -1,0 +1,362 @@
+//! An OpenAI-compatible `/chat/completions` client: streaming (parsed with a real SSE parser) and
+//! non-streaming, `reasoning_content`, usage, upstream error bodies, and three timeouts
+//! (connect, first token, idle between chunks).
+//!
+//! Dropping a [`ChatStream`] (or the future of [`OpenAiProvider::complete`]) aborts the upstream
+//! request at once: that is how a cancelled run stops paying for tokens.
+
+use std::collections::VecDeque;
+use std::pin::Pin;
+use std::time::Duration;
+
+use bytes::Bytes;
+use eventsource_stream::{EventStreamError, Eventsource};
+use futures_util::{Stream, StreamExt};
+use secrecy::{ExposeSecret, SecretString};
+use serde_json::{Value, json};
+
+use crate::config::ProviderConfig;
+
+/// Largest upstream error body we read (the rest is ignored).
+const MAX_ERROR_BODY: usize = 64 * 1024;
+
+#[derive(Debug, Clone, thiserror::Error, PartialEq)]
+pub enum LlmError {
+    #[error("cannot reach the LLM provider: {0}")]
+    Connect(String),
+    #[error("the LLM provider did not answer within {0} s")]
+    FirstTokenTimeout(u64),
+    #[error("the LLM provider stalled for {0} s mid-stream")]
+    IdleTimeout(u64),
+    #[error("LLM provider error (HTTP {status}): {message}")]
+    Upstream { status: u16, message: String },
+    #[error("the LLM provider's stream broke off: {0}")]
+    Interrupted(String),
+    #[error("unreadable answer from the LLM provider: {0}")]
+    Protocol(String),
+}
+
+impl LlmError {
+    /// A stable machine-readable code for error events.
+    pub fn code(&self) -> &'static str {
+        match self {
+            LlmError::Connect(_) => "UPSTREAM_UNREACHABLE",
+            LlmError::FirstTokenTimeout(_) | LlmError::IdleTimeout(_) => "UPSTREAM_TIMEOUT",
+            LlmError::Upstream { .. } => "UPSTREAM_ERROR",
+            LlmError::Interrupted(_) => "UPSTREAM_INTERRUPTED",
+            LlmError::Protocol(_) => "UPSTREAM_PROTOCOL",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Usage {
+    pub prompt_tokens: u64,
+    pub completion_tokens: u64,
+    pub cached_tokens: u64,
+}
+
+/// One piece of a streamed answer.
+#[derive(Debug, Clone, PartialEq)]
+pub enum LlmEvent {
+    Content(String),
+    Reasoning(String),
+    Usage(Usage),
+}
+
+/// A whole (non-streamed) answer.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Completion {
+    pub content: String,
+    pub reasoning: String,
+    pub usage: Option<Usage>,
+}
+
+/// What to ask. `messages` are OpenAI chat messages (content may be a string or parts).
+#[derive(Debug, Clone)]
+pub struct ChatRequest {
+    pub model: String,
+    pub messages: Vec<Value>,
+}
+
+pub struct OpenAiProvider {
+    pub id: String,
+    pub model: String,
+    url: String,
+    api_key: Option<SecretString>,
+    client: reqwest::Client,
+    first_token_timeout: Duration,
+    idle_timeout: Duration,
+    max_tokens: Option<u32>,
+    temperature: Option<f32>,
+}
+
+impl std::fmt::Debug for OpenAiProvider {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OpenAiProvider").field("id", &self.id).field("url", &self.url).finish_non_exhaustive()
+    }
+}
+
+impl OpenAiProvider {
+    pub fn new(cfg: &ProviderConfig) -> Result<Self, reqwest::Error> {
+        let client = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(cfg.connect_timeout_secs))
+            .pool_idle_timeout(Duration::from_secs(90))
+            .tcp_nodelay(true)
+            .build()?;
+        Ok(Self {
+            id: cfg.id.clone(),
+            model: cfg.model.clone(),
+            url: format!("{}/chat/completions", cfg.base_url.trim_end_matches('/')),
+            api_key: cfg.api_key.clone(),
+            client,
+            first_token_timeout: Duration::from_secs(cfg.first_token_timeout_secs),
+            idle_timeout: Duration::from_secs(cfg.idle_timeout_secs),
+            max_tokens: cfg.max_tokens,
+            temperature: cfg.temperature,
+        })
+    }
+
+    fn body(&self, req: &ChatRequest, stream: bool) -> Value {
+        let mut body = json!({"model": req.model, "messages": req.messages, "stream": stream});
+        if stream {
+            body["stream_options"] = json!({"include_usage": true});
+        }
+        if let Some(m) = self.max_tokens {
+            body["max_tokens"] = json!(m);
+        }
+        if let Some(t) = self.temperature {
+            body["temperature"] = json!(t);
+        }
+        body
+    }
+
+    async fn send(&self, body: &Value, accept: &str) -> Result<reqwest::Response, LlmError> {
+        let mut rb = self.client.post(&self.url).header("accept", accept).json(body);
+        if let Some(k) = &self.api_key {
+            rb = rb.bearer_auth(k.expose_secret());
+        }
+        let fut = rb.send();
+        let res = match tokio::time::timeout(self.first_token_timeout, fut).await {
+            Err(_) => return Err(LlmError::FirstTokenTimeout(self.first_token_timeout.as_secs())),
+            Ok(Err(e)) => return Err(LlmError::Connect(describe(e))),
+            Ok(Ok(r)) => r,
+        };
+        if !res.status().is_success() {
+            let status = res.status().as_u16();
+            let text = read_capped(res, MAX_ERROR_BODY).await;
+            return Err(LlmError::Upstream { status, message: error_message(&text, status) });
+        }
+        Ok(res)
+    }
+
+    /// Starts a streamed completion.
+    pub async fn stream(&self, req: &ChatRequest) -> Result<ChatStream, LlmError> {
+        let res = self.send(&self.body(req, true), "text/event-stream").await?;
+        Ok(ChatStream {
+            inner: Box::pin(res.bytes_stream().eventsource()),
+            pending: VecDeque::new(),
+            first: true,
+            first_timeout: self.first_token_timeout,
+            idle_timeout: self.idle_timeout,
+            done: false,
+            finished_reason: false,
+        })
+    }
+
+    /// A non-streamed completion.
+    pub async fn complete(&self, req: &ChatRequest) -> Result<Completion, LlmError> {
+        let res = self.send(&self.body(req, false), "application/json").await?;
+        let bytes = match tokio::time::timeout(self.first_token_timeout, res.bytes()).await {
+            Err(_) => return Err(LlmError::FirstTokenTimeout(self.first_token_timeout.as_secs())),
+            Ok(Err(e)) => return Err(LlmError::Interrupted(describe(e))),
+            Ok(Ok(b)) => b,
+        };
+        let v: Value = serde_json::from_slice(&bytes).map_err(|e| LlmError::Protocol(e.to_string()))?;
+        if let Some(err) = v.get("error").filter(|e| !e.is_null()) {
+            return Err(LlmError::Upstream { status: 200, message: error_text(err) });
+        }
+        let msg = &v["choices"][0]["message"];
+        if msg.is_null() {
+            return Err(LlmError::Protocol("no choices in the answer".into()));
+        }
+        Ok(Completion {
+            content: msg["content"].as_str().unwrap_or_default().to_string(),
+            reasoning: reasoning_of(msg).unwrap_or_default().to_string(),
+            usage: v.get("usage").and_then(parse_usage),
+        })
+    }
+}
+
+type SseStream =
+    Pin<Box<dyn Stream<Item = Result<eventsource_stream::Event, EventStreamError<reqwest::Error>>> + Send>>;
+
+/// A streamed answer; read it with [`ChatStream::next`]. Timeouts apply per read.
+pub struct ChatStream {
+    inner: SseStream,
+    pending: VecDeque<LlmEvent>,
+    first: bool,
+    first_timeout: Duration,
+    idle_timeout: Duration,
+    done: bool,
+    finished_reason: bool,
+}
+
+impl ChatStream {
+    /// The next event; `None` at the normal end of the answer.
+    pub async fn next(&mut self) -> Option<Result<LlmEvent, LlmError>> {
+        loop {
+            if let Some(ev) = self.pending.pop_front() {
+                return Some(Ok(ev));
+            }
+            if self.done {
+                return None;
+            }
+            let limit = if self.first { self.first_timeout } else { self.idle_timeout };
+            let item = match tokio::time::timeout(limit, self.inner.next()).await {
+                Err(_) => {
+                    self.done = true;
+                    let secs = limit.as_secs();
+                    return Some(Err(if self.first {
+                        LlmError::FirstTokenTimeout(secs)
+                    } else {
+                        LlmError::IdleTimeout(secs)
+                    }));
+                }
+                Ok(i) => i,
+            };
+            self.first = false;
+            match item {
+                None => {
+                    self.done = true;
+                    // Some servers omit [DONE]; a finish_reason is proof enough that the answer is whole.
+                    if self.finished_reason {
+                        return None;
+                    }
+                    return Some(Err(LlmError::Interrupted("the stream ended before the answer was complete".into())));
+                }
+                Some(Err(EventStreamError::Transport(e))) => {
+                    self.done = true;
+                    return Some(Err(LlmError::Interrupted(describe(e))));
+                }
+                Some(Err(e)) => {
+                    self.done = true;
+                    return Some(Err(LlmError::Protocol(e.to_string())));
+                }
+                Some(Ok(ev)) => {
+                    let data = ev.data.trim();
+                    if data.is_empty() {
+                        continue;
+                    }
+                    if data == "[DONE]" {
+                        self.done = true;
+                        continue;
+                    }
+                    let v: Value = match serde_json::from_str(data) {
+                        Ok(v) => v,
+                        Err(e) => {
+                            self.done = true;
+                            return Some(Err(LlmError::Protocol(format!("bad chunk: {e}"))));
+                        }
+                    };
+                    if let Some(err) = v.get("error").filter(|e| !e.is_null()) {
+                        self.done = true;
+                        return Some(Err(LlmError::Upstream { status: 200, message: error_text(err) }));
+                    }
+                    self.absorb(&v);
+                }
+            }
+        }
+    }
+
+    fn absorb(&mut self, v: &Value) {
+        if let Some(choice) = v.get("choices").and_then(|c| c.get(0)) {
+            let delta = &choice["delta"];
+            if let Some(r) = reasoning_of(delta).filter(|r| !r.is_empty()) {
+                self.pending.push_back(LlmEvent::Reasoning(r.to_string()));
+            }
+            if let Some(c) = delta.get("content").and_then(Value::as_str).filter(|c| !c.is_empty()) {
+                self.pending.push_back(LlmEvent::Content(c.to_string()));
+            }
+            if choice.get("finish_reason").is_some_and(|f| !f.is_null()) {
+                self.finished_reason = true;
+            }
+        }
+        if let Some(u) = v.get("usage").and_then(parse_usage) {
+            self.pending.push_back(LlmEvent::Usage(u));
+        }
+    }
+}
+
+fn reasoning_of(v: &Value) -> Option<&str> {
+    v.get("reasoning_content").and_then(Value::as_str).or_else(|| v.get("reasoning").and_then(Value::as_str))
+}
+
+fn parse_usage(u: &Value) -> Option<Usage> {
+    if u.is_null() {
+        return None;
+    }
+    Some(Usage {
+        prompt_tokens: u["prompt_tokens"].as_u64().unwrap_or(0),
+        completion_tokens: u["completion_tokens"].as_u64().unwrap_or(0),
+        cached_tokens: u["prompt_tokens_details"]["cached_tokens"].as_u64().unwrap_or(0),
+    })
+}
+
+/// The upstream's own message from an OpenAI error body, else the raw text, else the status.
+fn error_message(body: &str, status: u16) -> String {
+    match serde_json::from_str::<Value>(body) {
+        Ok(v) if v.get("error").is_some() => error_text(&v["error"]),
+        Ok(v) if v.get("message").and_then(Value::as_str).is_some() => {
+            v["message"].as_str().unwrap_or_default().to_string()
+        }
+        _ if !body.trim().is_empty() => crate::util::truncate_chars(body.trim(), 500).to_string(),
+        _ => format!("HTTP {status}"),
+    }
+}
+
+fn error_text(err: &Value) -> String {
+    match err {
+        Value::String(s) => s.clone(),
+        _ => err.get("message").and_then(Value::as_str).map(str::to_string).unwrap_or_else(|| err.to_string()),
+    }
+}
+
+async fn read_capped(mut res: reqwest::Response, cap: usize) -> String {
+    let mut buf: Vec<u8> = Vec::new();
+    while let Ok(Some(chunk)) = res.chunk().await {
+        let chunk: Bytes = chunk;
+        let room = cap.saturating_sub(buf.len());
+        buf.extend_from_slice(&chunk[..chunk.len().min(room)]);
+        if buf.len() >= cap {
+            break;
+        }
+    }
+    String::from_utf8_lossy(&buf).into_owned()
+}
+
+/// A reqwest error as text, without the URL (which could carry credentials in exotic setups).
+fn describe(e: reqwest::Error) -> String {
+    let e = e.without_url();
+    let mut s = e.to_string();
+    let mut src = std::error::Error::source(&e);
+    while let Some(inner) = src {
+        s.push_str(": ");
+        s.push_str(&inner.to_string());
+        src = inner.source();
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_bodies_are_read_like_openai() {
+        assert_eq!(error_message(r#"{"error":{"message":"quota exceeded","type":"x"}}"#, 429), "quota exceeded");
+        assert_eq!(error_message("upstream exploded", 500), "upstream exploded");
+        assert_eq!(error_message("", 502), "HTTP 502");
+        assert_eq!(error_message(r#"{"error":"plain"}"#, 400), "plain");
+    }
+}

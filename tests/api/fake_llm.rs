@@ -1,0 +1,223 @@
+//! A fake OpenAI-compatible upstream: a real HTTP server on 127.0.0.1:0 speaking the
+//! `/v1/chat/completions` wire format (SSE chunks, usage, `[DONE]`, error bodies). Each test
+//! scripts its replies; by default it echoes the last user message as 20 tokens.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::State;
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use serde_json::{Value, json};
+use tokio::sync::Notify;
+
+#[derive(Clone, Debug)]
+pub enum Chunk {
+    Content(String),
+    Reasoning(String),
+}
+
+#[derive(Clone, Debug)]
+pub enum Reply {
+    /// A streamed answer (or the same content as one JSON answer when the client did not stream).
+    Chunks { chunks: Vec<Chunk>, delay: Duration, first_delay: Duration },
+    /// The stream breaks off (connection aborted) after these chunks.
+    CutAfter(Vec<Chunk>),
+    /// Sends these chunks, then stays silent until the client goes away.
+    HangAfter(Vec<Chunk>),
+    /// An HTTP error with this body.
+    Error(u16, Value),
+}
+
+pub fn text(s: &str) -> Vec<Chunk> {
+    vec![Chunk::Content(s.to_string())]
+}
+
+pub fn tokens(words: &[&str]) -> Vec<Chunk> {
+    words.iter().map(|w| Chunk::Content(w.to_string())).collect()
+}
+
+#[derive(Default)]
+pub struct Inner {
+    pub requests: Mutex<Vec<Value>>,
+    script: Mutex<VecDeque<Reply>>,
+    /// Streams the client abandoned before their end.
+    pub abandoned: AtomicUsize,
+    pub abandoned_notify: Notify,
+    pub auth_headers: Mutex<Vec<Option<String>>>,
+}
+
+#[derive(Clone)]
+pub struct FakeLlm {
+    pub base_url: String,
+    pub inner: Arc<Inner>,
+}
+
+impl FakeLlm {
+    pub async fn start() -> FakeLlm {
+        let inner = Arc::new(Inner::default());
+        let app = Router::new().route("/v1/chat/completions", post(completions)).with_state(inner.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        FakeLlm { base_url: format!("http://{addr}/v1"), inner }
+    }
+
+    /// Queues a reply for the next request.
+    pub fn push(&self, r: Reply) {
+        self.inner.script.lock().unwrap().push_back(r);
+    }
+
+    pub fn requests(&self) -> Vec<Value> {
+        self.inner.requests.lock().unwrap().clone()
+    }
+
+    pub fn abandoned(&self) -> usize {
+        self.inner.abandoned.load(Ordering::SeqCst)
+    }
+
+    /// Waits until a stream was abandoned by the client (the upstream request was cancelled).
+    pub async fn wait_abandoned(&self, within: Duration) -> bool {
+        tokio::time::timeout(within, async {
+            loop {
+                let n = self.inner.abandoned_notify.notified();
+                if self.abandoned() > 0 {
+                    return;
+                }
+                n.await;
+            }
+        })
+        .await
+        .is_ok()
+    }
+
+    /// TOML for a provider pointing here.
+    pub fn provider_toml(&self, id: &str) -> String {
+        format!(
+            "[[providers]]\nid = \"{id}\"\nbase_url = \"{}\"\napi_key = \"sk-fake-upstream\"\nmodel = \"fake-model\"\nidle_timeout_secs = 5\n",
+            self.base_url
+        )
+    }
+}
+
+fn last_user_text(body: &Value) -> String {
+    let msgs = body["messages"].as_array().cloned().unwrap_or_default();
+    let last = msgs.iter().rev().find(|m| m["role"] == "user").cloned().unwrap_or(Value::Null);
+    match &last["content"] {
+        Value::String(s) => s.clone(),
+        Value::Array(parts) => parts.iter().filter_map(|p| p["text"].as_str()).collect::<Vec<_>>().join(" "),
+        _ => String::new(),
+    }
+}
+
+fn default_reply(body: &Value) -> Reply {
+    let words = format!("Echo: {}", last_user_text(body));
+    let chunks = words.split_inclusive(' ').map(|w| Chunk::Content(w.to_string())).collect();
+    Reply::Chunks { chunks, delay: Duration::ZERO, first_delay: Duration::ZERO }
+}
+
+fn chunk_json(c: &Chunk) -> String {
+    let delta = match c {
+        Chunk::Content(t) => json!({"content": t}),
+        Chunk::Reasoning(t) => json!({"reasoning_content": t}),
+    };
+    format!(
+        "data: {}\n\n",
+        json!({"id": "c1", "object": "chat.completion.chunk", "model": "fake-model", "choices": [{"index": 0, "delta": delta, "finish_reason": null}]})
+    )
+}
+
+fn usage_of(chunks: &[Chunk]) -> Value {
+    json!({"prompt_tokens": 10, "completion_tokens": chunks.len(), "total_tokens": 10 + chunks.len(), "prompt_tokens_details": {"cached_tokens": 2}})
+}
+
+/// Counts the stream as abandoned if dropped before its natural end.
+struct Guard {
+    inner: Arc<Inner>,
+    finished: bool,
+}
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        if !self.finished {
+            self.inner.abandoned.fetch_add(1, Ordering::SeqCst);
+            self.inner.abandoned_notify.notify_waiters();
+        }
+    }
+}
+
+enum Step {
+    Send(String, Duration),
+    Fail,
+    Hang,
+}
+
+async fn completions(State(inner): State<Arc<Inner>>, headers: axum::http::HeaderMap, body: Bytes) -> Response {
+    let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    inner.requests.lock().unwrap().push(body.clone());
+    inner.auth_headers.lock().unwrap().push(headers.get("authorization").map(|v| v.to_str().unwrap_or("").to_string()));
+    let reply = inner.script.lock().unwrap().pop_front().unwrap_or_else(|| default_reply(&body));
+    let stream = body["stream"].as_bool().unwrap_or(false);
+    let (chunks, delay, first_delay, tail) = match reply {
+        Reply::Error(status, v) => {
+            return (axum::http::StatusCode::from_u16(status).unwrap(), axum::Json(v)).into_response();
+        }
+        Reply::Chunks { chunks, delay, first_delay } => (chunks, delay, first_delay, None),
+        Reply::CutAfter(chunks) => (chunks, Duration::ZERO, Duration::ZERO, Some(Step::Fail)),
+        Reply::HangAfter(chunks) => (chunks, Duration::ZERO, Duration::ZERO, Some(Step::Hang)),
+    };
+    if !stream {
+        tokio::time::sleep(first_delay).await;
+        let content: String =
+            chunks.iter().filter_map(|c| if let Chunk::Content(t) = c { Some(t.as_str()) } else { None }).collect();
+        let reasoning: String =
+            chunks.iter().filter_map(|c| if let Chunk::Reasoning(t) = c { Some(t.as_str()) } else { None }).collect();
+        let mut message = json!({"role": "assistant", "content": content});
+        if !reasoning.is_empty() {
+            message["reasoning_content"] = json!(reasoning);
+        }
+        return axum::Json(json!({"id": "c1", "object": "chat.completion", "model": "fake-model", "choices": [{"index": 0, "message": message, "finish_reason": "stop"}], "usage": usage_of(&chunks)})).into_response();
+    }
+    let mut steps: VecDeque<Step> = VecDeque::new();
+    for (i, c) in chunks.iter().enumerate() {
+        steps.push_back(Step::Send(chunk_json(c), if i == 0 { first_delay } else { delay }));
+    }
+    match tail {
+        Some(t) => steps.push_back(t),
+        None => {
+            let fin = json!({"id": "c1", "object": "chat.completion.chunk", "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]});
+            let usage =
+                json!({"id": "c1", "object": "chat.completion.chunk", "choices": [], "usage": usage_of(&chunks)});
+            steps.push_back(Step::Send(format!("data: {fin}\n\ndata: {usage}\n\ndata: [DONE]\n\n"), Duration::ZERO));
+        }
+    }
+    let guard = Guard { inner: inner.clone(), finished: false };
+    let s = futures_util::stream::unfold((steps, guard), |(mut steps, mut guard)| async move {
+        match steps.pop_front() {
+            None => {
+                guard.finished = true;
+                drop(guard);
+                None
+            }
+            Some(Step::Send(text, delay)) => {
+                tokio::time::sleep(delay).await;
+                Some((Ok::<Bytes, std::io::Error>(Bytes::from(text)), (steps, guard)))
+            }
+            Some(Step::Fail) => {
+                // Let the client read what was sent: an abort resets the socket and would discard it.
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                guard.finished = true;
+                Some((Err(std::io::Error::other("cut")), (steps, guard)))
+            }
+            Some(Step::Hang) => {
+                std::future::pending::<()>().await;
+                None
+            }
+        }
+    });
+    Response::builder().header("content-type", "text/event-stream").body(Body::from_stream(s)).unwrap()
+}
