@@ -35,6 +35,10 @@ pub struct AppState {
     pub providers: Arc<Providers>,
     pub agent: Arc<Agent>,
     pub prompt: Arc<PromptBuilder>,
+    /// Live subscribers of sessions (proactive pushes).
+    pub bus: Arc<crate::bus::SessionBus>,
+    /// Configured outbound platforms by id.
+    pub platforms: Arc<std::collections::HashMap<String, crate::platforms::webhook::Webhook>>,
     /// Cancelled on shutdown; long-lived tasks hold child tokens.
     pub shutdown: CancellationToken,
     /// Every spawned long task, so shutdown can wait for it.
@@ -62,6 +66,7 @@ impl AppState {
             providers: providers.clone(),
             profiles: profiles.clone(),
             max_events: config.runs.max_events,
+            attachments_dir: config.data_dir.join("attachments"),
             tasks: tasks.clone(),
             shutdown: shutdown.clone(),
         });
@@ -69,7 +74,25 @@ impl AppState {
             attachments_dir: config.data_dir.join("attachments"),
             inline_max: config.files.inline_text_max_bytes,
         });
-        Ok(AppState { config, store, keys, dashboard, profiles, providers, agent, prompt, shutdown, tasks })
+        let platforms = config
+            .platforms
+            .iter()
+            .map(|p| crate::platforms::webhook::Webhook::new(p).map(|w| (p.id.clone(), w)))
+            .collect::<Result<_, _>>()?;
+        Ok(AppState {
+            config,
+            store,
+            keys,
+            dashboard,
+            profiles,
+            providers,
+            agent,
+            prompt,
+            bus: Arc::default(),
+            platforms: Arc::new(platforms),
+            shutdown,
+            tasks,
+        })
     }
 
     /// Starts periodic maintenance: batched `last_used_at` writes and old-run purging.

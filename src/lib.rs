@@ -5,11 +5,14 @@
 
 pub mod agent;
 pub mod app;
+pub mod attachments;
 pub mod auth;
+pub mod bus;
 pub mod cli;
 pub mod config;
 pub mod error;
 pub mod http;
+pub mod platforms;
 pub mod providers;
 pub mod store;
 pub mod telemetry;

@@ -89,6 +89,11 @@ pub enum AgentEvent {
         created_at: Micros,
         checkpoint: String,
     },
+    /// A proactive message (IM API) pushed into the session while this run streams.
+    Proactive {
+        text: String,
+        message_id: i64,
+    },
     Error {
         message: String,
         code: String,

@@ -27,6 +27,8 @@ pub struct Agent {
     pub providers: Arc<Providers>,
     pub profiles: Arc<Profiles>,
     pub max_events: usize,
+    /// Where generated media (spoken replies) is saved.
+    pub attachments_dir: std::path::PathBuf,
     pub tasks: TaskTracker,
     /// Runs hold child tokens: shutdown cancels them all.
     pub shutdown: CancellationToken,

@@ -38,6 +38,8 @@ pub struct Turn {
     pub persist_events: bool,
     /// Speak the reply sentence by sentence while it is generated (Live).
     pub speech: Option<Speech>,
+    /// Speak the finished reply into a `record` attachment (profiles with `tts = true`).
+    pub speak_reply: Option<Arc<dyn crate::providers::tts::Tts>>,
 }
 
 /// Sentence-level TTS for a run.
@@ -180,6 +182,11 @@ async fn drive(agent: &Agent, turn: &Turn, h: &Arc<RunHandle>) {
                 h.push(AgentEvent::Message { text: p.text.clone(), reasoning: false });
             }
             content["agent_stats"] = serde_json::to_value(&stats).unwrap_or(Value::Null);
+            if let Some(tts) = &turn.speak_reply
+                && !p.text.trim().is_empty()
+            {
+                speak_reply(agent, h, tts.as_ref(), &p.text, &mut content).await;
+            }
         }
         Err(Failure::Cancelled) => {
             tracing::info!(run.id = %h.run_id, "run interrupted");
@@ -226,6 +233,58 @@ async fn drive(agent: &Agent, turn: &Turn, h: &Arc<RunHandle>) {
         }
     }
     h.push(AgentEvent::End);
+}
+
+/// Synthesises the whole reply and attaches it as a `record` (media out). A TTS failure does not
+/// fail the turn: the text reply stands, and the failure is noted on the saved message.
+async fn speak_reply(
+    agent: &Agent,
+    h: &RunHandle,
+    tts: &dyn crate::providers::tts::Tts,
+    text: &str,
+    content: &mut Value,
+) {
+    let audio = tokio::select! {
+        _ = h.cancel.cancelled() => return,
+        a = tts.synthesize(text) => a,
+    };
+    let audio = match audio {
+        Ok(a) => a,
+        Err(e) => {
+            tracing::warn!(run.id = %h.run_id, error = %e, "speaking the reply failed");
+            content["tts_error"] = json!(e.to_string());
+            return;
+        }
+    };
+    let ext = if tts.mime() == "audio/mpeg" { "mp3" } else { "wav" };
+    match crate::attachments::save_bytes(
+        agent.store.as_ref(),
+        &agent.attachments_dir,
+        &format!("reply.{ext}"),
+        tts.mime(),
+        &audio,
+    )
+    .await
+    {
+        Ok(rec) => {
+            h.push(AgentEvent::Media {
+                media: super::events::MediaOut {
+                    attachment_id: rec.attachment_id.clone(),
+                    kind: "record".into(),
+                    stored_name: rec.stored_name.clone(),
+                    original_name: rec.original_name.clone(),
+                },
+            });
+            h.push(AgentEvent::AttachmentSaved { attachment_id: rec.attachment_id.clone(), kind: "record".into() });
+            if let Some(parts) = content["message"].as_array_mut() {
+                parts.push(json!({"type": "record", "attachment_id": rec.attachment_id, "filename": rec.original_name, "mime_type": rec.mime_type}));
+            }
+        }
+        Err(e) => {
+            tracing::error!(run.id = %h.run_id, error = %e, "saving the spoken reply failed");
+            content["tts_error"] = json!("saving the audio failed");
+        }
+    }
 }
 
 fn fail_early(h: &RunHandle, cause: &str) {

@@ -71,10 +71,17 @@ pub async fn prepare(
 ) -> ApiResult<Prepared> {
     let username = params::username(caller, obj.get("username"))?;
     let session_id = session_id_of(obj)?;
-    let existing = match &session_id {
+    let mut existing = match &session_id {
         Some(id) => state.store.get_session(id).await?,
         None => None,
     };
+    // A session created by a proactive message has no owner yet: the first chat claims it.
+    if let Some(s) = existing.as_mut()
+        && s.creator.is_empty()
+        && state.store.claim_session(&s.session_id, &username).await?
+    {
+        s.creator = username.clone();
+    }
     if let Some(s) = &existing
         && s.creator != username
     {
@@ -182,6 +189,7 @@ pub async fn prepare(
             show_reasoning: profile.show_reasoning,
             persist_events: true,
             speech: None,
+            speak_reply: if profile.tts { state.providers.tts().cloned() } else { None },
         },
         new_session,
         bind_profile,

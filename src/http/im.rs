@@ -1,15 +1,164 @@
-//! IM endpoints (scope `im`): `GET /api/v1/im/bots`.
+//! IM endpoints (scope `im`): `POST /api/v1/im/message` (alias `/api/v1/im/messages`) and
+//! `GET /api/v1/im/bots`.
+//!
+//! `umo` = `<platform_id>:<MessageType>:<session>`. For the built-in `webchat` the message is
+//! saved to the session's history as a bot message, injected into the session's running chat
+//! stream (as AstrBot does), and pushed to every WebSocket bound to the session. For a configured
+//! webhook platform it is delivered, signed, with retries; a failed delivery is 502.
 
 use axum::extract::State;
+use axum::http::StatusCode;
 use axum::response::Response;
-use serde_json::json;
+use serde_json::{Value, json};
 
+use super::chat::input_error;
+use crate::agent::events::AgentEvent;
+use crate::agent::input::{self, EMPTY_MESSAGE};
 use crate::app::AppState;
 use crate::auth::Caller;
-use crate::error::ok;
+use crate::bus::Push;
+use crate::error::{ApiError, ApiJson, ApiResult, ok};
+use crate::store::{NewMessage, SessionRecord, now_micros};
+
+const MESSAGE_TYPES: [&str; 3] = ["GroupMessage", "FriendMessage", "OtherMessage"];
 
 /// The configured platform ids (the built-in `webchat` is not listed, as in AstrBot).
 pub async fn list_bots(State(state): State<AppState>, _caller: Caller) -> Response {
     let ids: Vec<&str> = state.config.platforms.iter().map(|p| p.id.as_str()).collect();
     ok(json!({ "bot_ids": ids }))
+}
+
+/// A parsed unified message origin.
+#[derive(Debug, PartialEq)]
+pub struct Umo {
+    pub platform_id: String,
+    pub message_type: String,
+    pub session: String,
+}
+
+/// Splits on the first two `:` with AstrBot's error texts.
+pub fn parse_umo(umo: &str) -> Result<Umo, String> {
+    let parts: Vec<&str> = umo.splitn(3, ':').collect();
+    if parts.len() < 3 {
+        return Err(format!("Invalid umo: not enough values to unpack (expected 3, got {})", parts.len()));
+    }
+    if !MESSAGE_TYPES.contains(&parts[1]) {
+        return Err(format!("Invalid umo: '{}' is not a valid MessageType", parts[1]));
+    }
+    if parts[0].is_empty() || parts[2].trim().is_empty() {
+        return Err("Invalid umo: platform id and session must not be empty".into());
+    }
+    Ok(Umo { platform_id: parts[0].to_string(), message_type: parts[1].to_string(), session: parts[2].to_string() })
+}
+
+pub async fn send_message(
+    State(state): State<AppState>,
+    _caller: Caller,
+    ApiJson(body): ApiJson<Value>,
+) -> ApiResult<Response> {
+    let obj = body.as_object().ok_or_else(|| ApiError::bad_request("Invalid request body: expected a JSON object"))?;
+    if obj.get("message").is_some_and(Value::is_null) {
+        return Err(ApiError::bad_request("Missing key: message"));
+    }
+    let umo = match obj.get("umo") {
+        None | Some(Value::Null) => return Err(ApiError::bad_request("Missing key: umo")),
+        Some(Value::String(s)) => parse_umo(s.trim()).map_err(ApiError::bad_request)?,
+        Some(_) => return Err(ApiError::bad_request("Invalid umo: umo must be a string")),
+    };
+    let webchat = umo.platform_id == "webchat";
+    if !webchat && !state.platforms.contains_key(&umo.platform_id) {
+        return Err(ApiError::bad_request(format!("Bot not found or not running for platform: {}", umo.platform_id)));
+    }
+    let parts = input::parse_message(obj.get("message").unwrap_or(&Value::Null), true).map_err(input_error)?;
+    if !input::has_content(&parts) {
+        return Err(ApiError::bad_request(EMPTY_MESSAGE));
+    }
+    // `webchat!<user>!<session>` names the owner too.
+    let (owner, session_id) = match umo.session.strip_prefix("webchat!").and_then(|r| r.split_once('!')) {
+        Some((user, sid)) if webchat => (Some(user.to_string()), sid.to_string()),
+        _ => (None, umo.session.clone()),
+    };
+    let resolved = input::resolve(state.store.as_ref(), &session_id, parts).await.map_err(input_error)?;
+    let content = input::stored_user_content(&resolved);
+    let message = content["message"].clone();
+    let text = input::message_text(&content);
+
+    if !webchat {
+        let payload = json!({
+            "platform_id": umo.platform_id,
+            "umo": format!("{}:{}:{}", umo.platform_id, umo.message_type, umo.session),
+            "message_type": umo.message_type,
+            "session_id": umo.session,
+            "message": message,
+            "text": text,
+            "timestamp": chrono::Utc::now().timestamp(),
+        });
+        let hook = &state.platforms[&umo.platform_id];
+        return match hook.deliver(&payload).await {
+            Ok(()) => Ok(ok(json!({}))),
+            Err(reason) => Err(ApiError::new(StatusCode::BAD_GATEWAY, format!("Failed to send message: {reason}"))),
+        };
+    }
+
+    let session = match state.store.get_session(&session_id).await? {
+        Some(s) => s,
+        None => {
+            let now = now_micros();
+            let s = SessionRecord {
+                session_id: session_id.clone(),
+                platform_id: "webchat".into(),
+                creator: owner.clone().unwrap_or_default(),
+                display_name: None,
+                is_group: umo.message_type == "GroupMessage",
+                profile_id: None,
+                created_at: now,
+                updated_at: now,
+            };
+            state.store.create_session(&s).await?;
+            state.store.get_session(&session_id).await?.unwrap_or(s)
+        }
+    };
+    if let Some(owner) = &owner
+        && !session.creator.is_empty()
+        && &session.creator != owner
+    {
+        return Err(ApiError::forbidden("session_id belongs to another username"));
+    }
+    let bot_content = json!({"type": "bot", "message": message, "proactive": true});
+    let msg = NewMessage {
+        session_id: session_id.clone(),
+        platform_id: session.platform_id.clone(),
+        sender_id: "bot".into(),
+        sender_name: "bot".into(),
+        content: bot_content.clone(),
+        llm_checkpoint_id: None,
+    };
+    let (id, created_at) = state.store.insert_message(&msg).await?;
+    if let Some(run) = state.agent.runs.active_for_session(&session_id) {
+        run.push(AgentEvent::Proactive { text: text.clone(), message_id: id });
+    }
+    let delivered = state.bus.publish(Push {
+        session_id: session_id.clone(),
+        message_id: id,
+        created_at,
+        content: bot_content,
+        text,
+    });
+    tracing::info!(session.id = %session_id, subscribers = delivered, "proactive message saved");
+    Ok(ok(json!({"message_id": id})))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn umo_parsing() {
+        assert_eq!(parse_umo("webchat:FriendMessage:a:b").unwrap().session, "a:b");
+        assert_eq!(
+            parse_umo("webchat:FriendMessage").unwrap_err(),
+            "Invalid umo: not enough values to unpack (expected 3, got 2)"
+        );
+        assert_eq!(parse_umo("webchat:Bogus:x").unwrap_err(), "Invalid umo: 'Bogus' is not a valid MessageType");
+    }
 }

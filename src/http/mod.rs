@@ -5,6 +5,7 @@ pub mod api_keys;
 pub mod chat;
 pub mod configs;
 pub mod dashboard;
+pub mod files;
 pub mod health;
 pub mod im;
 pub mod params;
@@ -40,7 +41,15 @@ fn v1_routes() -> Vec<(&'static str, Requirement, MethodRouter<AppState>)> {
         ("/api/v1/chat/sessions/{session_id}/stop", Scope(Chat), post(sessions::stop_session)),
         ("/api/v1/chat/runs/{run_id}/stream", Scope(Chat), get(sessions::resume_run)),
         ("/api/v1/configs", Scope(Config), get(configs::list_configs)),
+        // Uploads enforce their own limit while streaming instead of the JSON body limit.
+        (
+            "/api/v1/file",
+            Scope(File),
+            get(files::download).post(files::upload).layer(axum::extract::DefaultBodyLimit::disable()),
+        ),
         ("/api/v1/im/bots", Scope(Im), get(im::list_bots)),
+        ("/api/v1/im/message", Scope(Im), post(im::send_message)),
+        ("/api/v1/im/messages", Scope(Im), post(im::send_message)),
         ("/api/v1/api-keys", Dashboard, get(api_keys::list).post(api_keys::create)),
         ("/api/v1/api-keys/{key_id}/revoke", Dashboard, post(api_keys::revoke)),
         ("/api/v1/api-keys/{key_id}", Dashboard, delete(api_keys::delete)),

@@ -73,6 +73,10 @@ pub fn chat_event_json(run_id: &str, ev: &AgentEvent) -> Option<Value> {
         AgentEvent::Error { message, code } => {
             json!({"type": "error", "data": message, "code": code, "streaming": false, "message_id": run_id})
         }
+        AgentEvent::Proactive { text, message_id } => json!({
+            "type": "complete", "data": text, "chain_type": "proactive", "streaming": false,
+            "message_id": run_id, "history_id": message_id,
+        }),
         AgentEvent::End => json!({"type": "end", "data": "", "streaming": false, "message_id": run_id}),
         AgentEvent::Audio { .. } | AgentEvent::TtsStats { .. } => return None,
     })

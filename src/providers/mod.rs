@@ -28,7 +28,7 @@ impl Providers {
             .map(|p| OpenAiProvider::new(p).map(Arc::new).with_context(|| format!("provider {}", p.id)))
             .collect::<anyhow::Result<Vec<_>>>()?;
         let default_llm = cfg.providers.iter().position(|p| p.default).or(if llm.is_empty() { None } else { Some(0) });
-        Ok(Self { llm, default_llm, stt: None, tts: None })
+        Ok(Self { llm, default_llm, stt: build_stt(cfg)?, tts: build_tts(cfg)? })
     }
 
     pub fn llm(&self, id: &str) -> Option<&Arc<OpenAiProvider>> {
@@ -46,4 +46,63 @@ impl Providers {
     pub fn tts(&self) -> Option<&Arc<dyn tts::Tts>> {
         self.tts.as_ref()
     }
+}
+
+/// Finds an executable on PATH.
+fn find_program(name: &str) -> Option<String> {
+    if name.contains('/') {
+        return std::path::Path::new(name).is_file().then(|| name.to_string());
+    }
+    std::env::var_os("PATH")
+        .and_then(|paths| std::env::split_paths(&paths).map(|d| d.join(name)).find(|p| p.is_file()))
+        .map(|p| p.display().to_string())
+}
+
+const POCKETSPHINX: &str = "pocketsphinx_continuous";
+const POCKETSPHINX_MODEL: &str = "/usr/share/pocketsphinx/model/en-us/en-us";
+
+/// `[stt]`, or pocketsphinx when nothing is configured and it is installed.
+fn build_stt(cfg: &Config) -> anyhow::Result<Option<Arc<dyn stt::Stt>>> {
+    let tmp = cfg.data_dir.join("tmp");
+    let Some(c) = &cfg.stt else {
+        let auto = find_program(POCKETSPHINX).filter(|_| std::path::Path::new(POCKETSPHINX_MODEL).is_dir());
+        return Ok(auto.map(|cmd| {
+            Arc::new(stt::PocketSphinx::new(cmd, tmp, std::time::Duration::from_secs(60))) as Arc<dyn stt::Stt>
+        }));
+    };
+    let timeout = std::time::Duration::from_secs(c.timeout_secs);
+    Ok(match c.kind.as_str() {
+        "openai" => {
+            let url = c.base_url.as_deref().context("stt.base_url is required")?;
+            Some(Arc::new(stt::OpenAiStt::new(c, url)?))
+        }
+        "pocketsphinx" => {
+            let cmd = c.command.clone().unwrap_or_else(|| POCKETSPHINX.into());
+            let cmd = find_program(&cmd).with_context(|| format!("stt: program {cmd} not found"))?;
+            Some(Arc::new(stt::PocketSphinx::new(cmd, tmp, timeout)))
+        }
+        _ => None,
+    })
+}
+
+/// `[tts]`, or espeak-ng when nothing is configured and it is installed.
+fn build_tts(cfg: &Config) -> anyhow::Result<Option<Arc<dyn tts::Tts>>> {
+    let Some(c) = &cfg.tts else {
+        return Ok(find_program("espeak-ng").map(|cmd| {
+            Arc::new(tts::EspeakTts::new(cmd, None, std::time::Duration::from_secs(60))) as Arc<dyn tts::Tts>
+        }));
+    };
+    let timeout = std::time::Duration::from_secs(c.timeout_secs);
+    Ok(match c.kind.as_str() {
+        "openai" => {
+            let url = c.base_url.as_deref().context("tts.base_url is required")?;
+            Some(Arc::new(tts::OpenAiTts::new(c, url)?))
+        }
+        "espeak-ng" => {
+            let cmd = c.command.clone().unwrap_or_else(|| "espeak-ng".into());
+            let cmd = find_program(&cmd).with_context(|| format!("tts: program {cmd} not found"))?;
+            Some(Arc::new(tts::EspeakTts::new(cmd, c.voice.clone(), timeout)))
+        }
+        _ => None,
+    })
 }

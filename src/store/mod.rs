@@ -149,6 +149,8 @@ pub trait Store: Send + Sync + 'static {
     async fn get_session(&self, session_id: &str) -> StoreResult<Option<SessionRecord>>;
     /// Inserts the session unless it exists; returns whether it was created.
     async fn create_session(&self, rec: &SessionRecord) -> StoreResult<bool>;
+    /// Gives an unowned session (creator `""`, made by a proactive message) to `creator`.
+    async fn claim_session(&self, session_id: &str, creator: &str) -> StoreResult<bool>;
     async fn set_session_profile(&self, session_id: &str, profile_id: Option<&str>) -> StoreResult<()>;
     async fn set_session_display_name(&self, session_id: &str, name: &str) -> StoreResult<()>;
     /// Newest `updated_at` first.

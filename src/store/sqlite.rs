@@ -228,6 +228,15 @@ impl Store for SqliteStore {
         Ok(r.rows_affected() > 0)
     }
 
+    async fn claim_session(&self, session_id: &str, creator: &str) -> StoreResult<bool> {
+        let r = sqlx::query("UPDATE sessions SET creator = ? WHERE session_id = ? AND creator = ''")
+            .bind(creator)
+            .bind(session_id)
+            .execute(&self.pool)
+            .await?;
+        Ok(r.rows_affected() > 0)
+    }
+
     async fn set_session_profile(&self, session_id: &str, profile_id: Option<&str>) -> StoreResult<()> {
         sqlx::query("UPDATE sessions SET profile_id = ? WHERE session_id = ?")
             .bind(profile_id)

@@ -3,3 +3,4 @@
 
 pub mod segmenter;
 pub mod speak;
+pub mod wav;

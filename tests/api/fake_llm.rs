@@ -49,6 +49,16 @@ pub struct Inner {
     pub abandoned: AtomicUsize,
     pub abandoned_notify: Notify,
     pub auth_headers: Mutex<Vec<Option<String>>>,
+    /// Texts sent to /audio/speech, in order.
+    pub speech_inputs: Mutex<Vec<String>>,
+    /// Delay before each /audio/speech answer.
+    pub speech_delay: Mutex<Duration>,
+    /// What /audio/transcriptions answers (default "hello from the fake stt").
+    pub transcript: Mutex<Option<String>>,
+    /// Sizes of the files sent to /audio/transcriptions.
+    pub transcribed: Mutex<Vec<usize>>,
+    /// Speech requests cancelled before they were answered.
+    pub speech_abandoned: AtomicUsize,
 }
 
 #[derive(Clone)]
@@ -60,7 +70,11 @@ pub struct FakeLlm {
 impl FakeLlm {
     pub async fn start() -> FakeLlm {
         let inner = Arc::new(Inner::default());
-        let app = Router::new().route("/v1/chat/completions", post(completions)).with_state(inner.clone());
+        let app = Router::new()
+            .route("/v1/chat/completions", post(completions))
+            .route("/v1/audio/speech", post(speech))
+            .route("/v1/audio/transcriptions", post(transcriptions))
+            .with_state(inner.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
@@ -93,6 +107,14 @@ impl FakeLlm {
         })
         .await
         .is_ok()
+    }
+
+    /// TOML for OpenAI-compatible STT and TTS pointing here.
+    pub fn audio_toml(&self) -> String {
+        format!(
+            "[stt]\ntype = \"openai\"\nbase_url = \"{0}\"\napi_key = \"sk-stt\"\n[tts]\ntype = \"openai\"\nbase_url = \"{0}\"\napi_key = \"sk-tts\"\n",
+            self.base_url
+        )
     }
 
     /// TOML for a provider pointing here.
@@ -220,4 +242,50 @@ async fn completions(State(inner): State<Arc<Inner>>, headers: axum::http::Heade
         }
     });
     Response::builder().header("content-type", "text/event-stream").body(Body::from_stream(s)).unwrap()
+}
+
+/// The WAV the fake TTS returns for `text`: 0.1 s of tone whose first samples spell the text length.
+pub fn fake_wav(text: &str) -> Vec<u8> {
+    let mut samples: Vec<i16> = (0..1600).map(|i| ((i as f32 / 8.0).sin() * 8000.0) as i16).collect();
+    samples[0] = text.chars().count() as i16;
+    astrgate::voice::wav::pcm16_to_wav(&astrgate::voice::wav::samples_to_bytes(&samples), 16_000, 1)
+}
+
+struct SpeechGuard {
+    inner: Arc<Inner>,
+    done: bool,
+}
+
+impl Drop for SpeechGuard {
+    fn drop(&mut self) {
+        if !self.done {
+            self.inner.speech_abandoned.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+}
+
+async fn speech(State(inner): State<Arc<Inner>>, axum::Json(body): axum::Json<Value>) -> Response {
+    let text = body["input"].as_str().unwrap_or("").to_string();
+    inner.speech_inputs.lock().unwrap().push(text.clone());
+    let mut guard = SpeechGuard { inner: inner.clone(), done: false };
+    let delay = *inner.speech_delay.lock().unwrap();
+    tokio::time::sleep(delay).await;
+    guard.done = true;
+    ([("content-type", "audio/wav")], fake_wav(&text)).into_response()
+}
+
+async fn transcriptions(State(inner): State<Arc<Inner>>, mut mp: axum::extract::Multipart) -> Response {
+    let mut size = 0;
+    let mut model = String::new();
+    while let Ok(Some(f)) = mp.next_field().await {
+        match f.name() {
+            Some("file") => size = f.bytes().await.map(|b| b.len()).unwrap_or(0),
+            Some("model") => model = f.text().await.unwrap_or_default(),
+            _ => {}
+        }
+    }
+    assert!(!model.is_empty(), "the model field is sent");
+    inner.transcribed.lock().unwrap().push(size);
+    let text = inner.transcript.lock().unwrap().clone().unwrap_or_else(|| "hello from the fake stt".into());
+    axum::Json(json!({"text": text})).into_response()
 }

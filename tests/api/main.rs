@@ -11,3 +11,5 @@ mod chat;
 mod cli;
 mod dashboard;
 mod errors;
+mod files;
+mod im;

@@ -1,0 +1,266 @@
+//! Attachments (scope `file`): `POST /api/v1/file` (multipart, streamed to disk) and
+//! `GET /api/v1/file?attachment_id=` (streamed back, with Range, ETag and Content-Disposition).
+//!
+//! Uploads never overwrite each other (a timestamped, random, sanitised stored name opened with
+//! `create_new`), are limited while streaming (413, and the partial file is removed), and get
+//! their type from their bytes. Downloads only ever open names that came from the database for
+//! a well-formed attachment id, so no request can read outside the attachments folder.
+
+use std::path::PathBuf;
+
+use axum::body::Body;
+use axum::extract::{Multipart, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
+use serde_json::json;
+use sha2::{Digest, Sha256};
+use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
+
+use super::params::Params;
+use crate::app::AppState;
+use crate::attachments::{SNIFF_BYTES, classify, create_unique, sanitize_filename};
+use crate::auth::Caller;
+use crate::error::{ApiError, ApiResult, ok};
+use crate::store::{AttachmentRecord, now_micros};
+
+fn attachments_dir(state: &AppState) -> PathBuf {
+    state.prompt.attachments_dir.clone()
+}
+
+/// Removes a partial upload when dropped unless disarmed.
+struct PartialFile(Option<PathBuf>);
+
+impl Drop for PartialFile {
+    fn drop(&mut self) {
+        if let Some(p) = self.0.take() {
+            let _ = std::fs::remove_file(p);
+        }
+    }
+}
+
+pub async fn upload(
+    State(state): State<AppState>,
+    _caller: Caller,
+    headers: HeaderMap,
+    multipart: Result<Multipart, axum::extract::multipart::MultipartRejection>,
+) -> ApiResult<Response> {
+    let limit = state.config.files.max_upload_bytes;
+    // A declared length far beyond the limit is refused before reading anything.
+    if let Some(len) =
+        headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok())
+        && len > limit.saturating_add(1024 * 1024)
+    {
+        return Err(too_large(limit));
+    }
+    let mut multipart =
+        multipart.map_err(|e| ApiError::bad_request(format!("Invalid multipart body: {}", e.body_text())))?;
+    loop {
+        let field = multipart.next_field().await.map_err(multipart_error)?;
+        let Some(mut field) = field else {
+            return Err(ApiError::bad_request("Missing key: file"));
+        };
+        if field.name() != Some("file") {
+            continue;
+        }
+        let original = sanitize_filename(field.file_name().unwrap_or(""));
+        let declared = field.content_type().map(str::to_string);
+        let dir = attachments_dir(&state);
+        let (mut file, stored) = create_unique(&dir, &original).await.map_err(ApiError::internal)?;
+        let mut guard = PartialFile(Some(dir.join(&stored)));
+        let mut hasher = Sha256::new();
+        let mut size: u64 = 0;
+        let mut head: Vec<u8> = Vec::with_capacity(SNIFF_BYTES);
+        while let Some(chunk) = field.chunk().await.map_err(multipart_error)? {
+            size += chunk.len() as u64;
+            if size > limit {
+                return Err(too_large(limit)); // the guard removes the partial file
+            }
+            if head.len() < SNIFF_BYTES {
+                let take = (SNIFF_BYTES - head.len()).min(chunk.len());
+                head.extend_from_slice(&chunk[..take]);
+            }
+            hasher.update(&chunk);
+            file.write_all(&chunk).await.map_err(ApiError::internal)?;
+        }
+        file.flush().await.map_err(ApiError::internal)?;
+        file.sync_data().await.map_err(ApiError::internal)?;
+        drop(file);
+        let (mime, kind) = classify(&head, declared.as_deref(), &original);
+        let rec = AttachmentRecord {
+            attachment_id: uuid::Uuid::new_v4().to_string(),
+            stored_name: stored.clone(),
+            original_name: original.clone(),
+            kind: kind.to_string(),
+            mime_type: mime,
+            size: size as i64,
+            sha256: hex::encode(hasher.finalize()),
+            created_at: now_micros(),
+        };
+        state.store.insert_attachment(&rec).await?;
+        guard.0 = None;
+        tracing::info!(attachment.id = %rec.attachment_id, size, kind, "attachment stored");
+        return Ok(ok(json!({
+            "attachment_id": rec.attachment_id,
+            "filename": original,
+            "stored_filename": stored,
+            "type": kind,
+            "mime_type": rec.mime_type,
+            "size": size,
+        })));
+    }
+}
+
+fn too_large(limit: u64) -> ApiError {
+    ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, format!("File too large (limit {limit} bytes)"))
+}
+
+fn multipart_error(e: axum::extract::multipart::MultipartError) -> ApiError {
+    if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "Request body too large")
+    } else {
+        ApiError::bad_request(format!("Invalid multipart body: {}", e.body_text()))
+    }
+}
+
+/// Characters escaped in the RFC 5987 `filename*` parameter.
+const ATTR: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'.').remove(b'_').remove(b'~');
+
+/// `inline; filename="ascii fallback"; filename*=UTF-8''percent-encoded`.
+pub fn content_disposition(name: &str) -> String {
+    let fallback: String =
+        name.chars().map(|c| if c.is_ascii_graphic() && c != '"' && c != '\\' || c == ' ' { c } else { '_' }).collect();
+    format!("inline; filename=\"{fallback}\"; filename*=UTF-8''{}", utf8_percent_encode(name, ATTR))
+}
+
+/// Parses a single `bytes=` range against `len`; `Err(())` when unsatisfiable, `Ok(None)` when
+/// absent or not a single byte range (the whole file is then sent).
+fn parse_range(h: Option<&str>, len: u64) -> Result<Option<(u64, u64)>, ()> {
+    let Some(spec) = h.and_then(|v| v.trim().strip_prefix("bytes=")) else { return Ok(None) };
+    if spec.contains(',') {
+        return Ok(None);
+    }
+    let (a, b) = spec.split_once('-').ok_or(())?;
+    let (a, b) = (a.trim(), b.trim());
+    let (start, end) = if a.is_empty() {
+        let n: u64 = b.parse().map_err(|_| ())?;
+        if n == 0 {
+            return Err(());
+        }
+        (len.saturating_sub(n), len.saturating_sub(1))
+    } else {
+        let s: u64 = a.parse().map_err(|_| ())?;
+        let e: u64 = if b.is_empty() {
+            len.saturating_sub(1)
+        } else {
+            b.parse::<u64>().map_err(|_| ())?.min(len.saturating_sub(1))
+        };
+        (s, e)
+    };
+    if len == 0 || start >= len || start > end {
+        return Err(());
+    }
+    Ok(Some((start, end)))
+}
+
+pub async fn download(
+    State(state): State<AppState>,
+    _caller: Caller,
+    q: Params,
+    headers: HeaderMap,
+) -> ApiResult<Response> {
+    let id = q
+        .get("attachment_id")
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .ok_or_else(|| ApiError::bad_request("Missing key: attachment_id"))?;
+    // Only our own ids are looked up; anything else cannot name a file.
+    if uuid::Uuid::parse_str(id).is_err() {
+        return Err(ApiError::not_found("Attachment not found"));
+    }
+    let rec = state.store.get_attachment(id).await?.ok_or_else(|| ApiError::not_found("Attachment not found"))?;
+    let path = open_path(&state, &rec)?;
+    let mut file = tokio::fs::File::open(&path).await.map_err(|_| ApiError::not_found("File access error"))?;
+    let meta = file.metadata().await.map_err(|_| ApiError::not_found("File access error"))?;
+    let len = meta.len();
+    let etag = format!("\"{}\"", rec.sha256);
+    let last_modified = chrono::DateTime::<chrono::Utc>::from_timestamp_micros(rec.created_at)
+        .unwrap_or_default()
+        .format("%a, %d %b %Y %H:%M:%S GMT")
+        .to_string();
+
+    let mut builder = Response::builder()
+        .header(header::CONTENT_TYPE, &rec.mime_type)
+        .header(header::ETAG, &etag)
+        .header(header::LAST_MODIFIED, &last_modified)
+        .header(header::ACCEPT_RANGES, "bytes")
+        .header(header::CACHE_CONTROL, "private, max-age=0")
+        .header(header::CONTENT_DISPOSITION, content_disposition(&rec.original_name));
+    if headers
+        .get(header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.split(',').any(|t| t.trim() == etag || t.trim() == "*"))
+    {
+        return builder.status(StatusCode::NOT_MODIFIED).body(Body::empty()).map_err(ApiError::internal);
+    }
+    let range = headers.get(header::RANGE).and_then(|v| v.to_str().ok());
+    // If-Range with another validator means: send the whole (changed) file.
+    let if_range_ok = headers.get(header::IF_RANGE).and_then(|v| v.to_str().ok()).is_none_or(|v| v.trim() == etag);
+    match parse_range(range.filter(|_| if_range_ok), len) {
+        Err(()) => Ok((
+            StatusCode::RANGE_NOT_SATISFIABLE,
+            [(header::CONTENT_RANGE, format!("bytes */{len}"))],
+            ApiError::new(StatusCode::RANGE_NOT_SATISFIABLE, "Range not satisfiable"),
+        )
+            .into_response()),
+        Ok(Some((start, end))) => {
+            file.seek(std::io::SeekFrom::Start(start)).await.map_err(ApiError::internal)?;
+            let n = end - start + 1;
+            let body = Body::from_stream(tokio_util::io::ReaderStream::new(file.take(n)));
+            builder = builder
+                .status(StatusCode::PARTIAL_CONTENT)
+                .header(header::CONTENT_LENGTH, n)
+                .header(header::CONTENT_RANGE, format!("bytes {start}-{end}/{len}"));
+            builder.body(body).map_err(ApiError::internal)
+        }
+        Ok(None) => {
+            let body = Body::from_stream(tokio_util::io::ReaderStream::new(file));
+            builder.header(header::CONTENT_LENGTH, HeaderValue::from(len)).body(body).map_err(ApiError::internal)
+        }
+    }
+}
+
+/// The on-disk path of a stored attachment, refusing any stored name that is not a plain file name.
+pub fn open_path(state: &AppState, rec: &AttachmentRecord) -> Result<PathBuf, ApiError> {
+    let name = &rec.stored_name;
+    if name.is_empty() || name.contains(['/', '\\', '\0']) || name.starts_with('.') {
+        tracing::error!(attachment.id = %rec.attachment_id, "refusing a stored name that is not a plain file name");
+        return Err(ApiError::not_found("File access error"));
+    }
+    Ok(attachments_dir(state).join(name))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ranges() {
+        assert_eq!(parse_range(Some("bytes=0-9"), 100), Ok(Some((0, 9))));
+        assert_eq!(parse_range(Some("bytes=90-"), 100), Ok(Some((90, 99))));
+        assert_eq!(parse_range(Some("bytes=-10"), 100), Ok(Some((90, 99))));
+        assert_eq!(parse_range(Some("bytes=50-500"), 100), Ok(Some((50, 99))));
+        assert_eq!(parse_range(Some("bytes=100-"), 100), Err(()));
+        assert_eq!(parse_range(Some("bytes=0-1,5-6"), 100), Ok(None));
+        assert_eq!(parse_range(None, 100), Ok(None));
+        assert_eq!(parse_range(Some("bytes=x-y"), 100), Err(()));
+    }
+
+    #[test]
+    fn disposition() {
+        assert_eq!(
+            content_disposition("résumé \"x\".pdf"),
+            "inline; filename=\"r_sum_ _x_.pdf\"; filename*=UTF-8''r%C3%A9sum%C3%A9%20%22x%22.pdf"
+        );
+    }
+}
