@@ -41,7 +41,7 @@ impl Agent {
             turn.run_id.clone(),
             turn.session_id.clone(),
             turn.username.clone(),
-            self.shutdown.child_token(),
+            turn.parent_cancel.as_ref().unwrap_or(&self.shutdown).child_token(),
             self.max_events,
         ));
         self.runs.register(handle.clone())?;

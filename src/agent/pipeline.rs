@@ -40,6 +40,8 @@ pub struct Turn {
     pub speech: Option<Speech>,
     /// Speak the finished reply into a `record` attachment (profiles with `tts = true`).
     pub speak_reply: Option<Arc<dyn crate::providers::tts::Tts>>,
+    /// When set, the run's token is a child of this one (a Live turn cancels its run with it).
+    pub parent_cancel: Option<tokio_util::sync::CancellationToken>,
 }
 
 /// Sentence-level TTS for a run.

@@ -190,6 +190,7 @@ pub async fn prepare(
             persist_events: true,
             speech: None,
             speak_reply: if profile.tts { state.providers.tts().cloned() } else { None },
+            parent_cancel: None,
         },
         new_session,
         bind_profile,

@@ -3,14 +3,17 @@
 
 pub mod api_keys;
 pub mod chat;
+pub mod chat_ws;
 pub mod configs;
 pub mod dashboard;
 pub mod files;
 pub mod health;
 pub mod im;
+pub mod live_ws;
 pub mod params;
 pub mod sessions;
 pub mod sse;
+pub mod ws;
 
 use std::time::Duration;
 
@@ -61,7 +64,15 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(health::healthz))
         .route("/api/auth/login", post(dashboard::login))
         .route("/api/v1/auth/login", post(dashboard::login))
-        .route("/api/auth/logout", post(dashboard::logout));
+        .route("/api/auth/logout", post(dashboard::logout))
+        // WebSockets authenticate inside the upgrade, as AstrBot: accept, send an error frame,
+        // close 1008 with the reason.
+        .route("/api/v1/chat/ws", get(chat_ws::chat_ws))
+        .route("/api/v1/live/ws", get(live_ws::live_v1))
+        .route("/api/live_chat/ws", get(live_ws::live_chat_jwt))
+        .route("/api/v1/live-chat/ws", get(live_ws::live_chat_jwt))
+        .route("/api/unified_chat/ws", get(live_ws::unified_chat_jwt))
+        .route("/api/v1/unified-chat/ws", get(live_ws::unified_chat_jwt));
 
     let legacy_dashboard = Router::new()
         .route("/api/apikey/list", get(api_keys::list))

@@ -267,11 +267,18 @@ impl Drop for SpeechGuard {
 async fn speech(State(inner): State<Arc<Inner>>, axum::Json(body): axum::Json<Value>) -> Response {
     let text = body["input"].as_str().unwrap_or("").to_string();
     inner.speech_inputs.lock().unwrap().push(text.clone());
-    let mut guard = SpeechGuard { inner: inner.clone(), done: false };
     let delay = *inner.speech_delay.lock().unwrap();
-    tokio::time::sleep(delay).await;
-    guard.done = true;
-    ([("content-type", "audio/wav")], fake_wav(&text)).into_response()
+    // Headers at once, audio after the delay: a client that gives up drops the body stream,
+    // which the guard counts.
+    let guard = SpeechGuard { inner: inner.clone(), done: false };
+    let s = futures_util::stream::unfold(Some((guard, text)), move |st| async move {
+        let (mut guard, text) = st?;
+        tokio::time::sleep(delay).await;
+        guard.done = true;
+        drop(guard);
+        Some((Ok::<Bytes, std::io::Error>(Bytes::from(fake_wav(&text))), None))
+    });
+    Response::builder().header("content-type", "audio/wav").body(Body::from_stream(s)).unwrap()
 }
 
 async fn transcriptions(State(inner): State<Arc<Inner>>, mut mp: axum::extract::Multipart) -> Response {

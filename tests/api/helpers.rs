@@ -230,3 +230,86 @@ where
     }
     panic!("condition not reached within 10 s");
 }
+
+/// A WebSocket test client.
+pub struct WsClient {
+    pub ws: tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>,
+}
+
+/// Connects to `path` (with its query) on the app, with extra headers.
+pub async fn ws_connect(app: &TestApp, path: &str, headers: &[(&str, &str)]) -> WsClient {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let mut req = format!("ws://{}{}", app.addr, path).into_client_request().unwrap();
+    for (k, v) in headers {
+        req.headers_mut().insert(axum::http::HeaderName::from_bytes(k.as_bytes()).unwrap(), v.parse().unwrap());
+    }
+    let (ws, _) = tokio_tungstenite::connect_async(req).await.unwrap();
+    WsClient { ws }
+}
+
+/// What a socket received next.
+#[derive(Debug)]
+pub enum WsEvent {
+    Frame(Value),
+    Closed(Option<(u16, String)>),
+}
+
+impl WsClient {
+    pub async fn send(&mut self, v: Value) {
+        self.send_text(&v.to_string()).await;
+    }
+
+    pub async fn send_text(&mut self, s: &str) {
+        use futures_util::SinkExt;
+        self.ws.send(tokio_tungstenite::tungstenite::Message::Text(s.into())).await.unwrap();
+    }
+
+    pub async fn event(&mut self) -> WsEvent {
+        use futures_util::StreamExt;
+        use tokio_tungstenite::tungstenite::Message;
+        loop {
+            let m =
+                tokio::time::timeout(std::time::Duration::from_secs(30), self.ws.next()).await.expect("socket stalled");
+            match m {
+                None => return WsEvent::Closed(None),
+                Some(Err(_)) => return WsEvent::Closed(None),
+                Some(Ok(Message::Text(t))) => return WsEvent::Frame(serde_json::from_str(&t).unwrap()),
+                Some(Ok(Message::Close(f))) => {
+                    return WsEvent::Closed(f.map(|f| (u16::from(f.code), f.reason.to_string())));
+                }
+                Some(Ok(_)) => continue,
+            }
+        }
+    }
+
+    /// The next JSON frame (panics if the socket closes).
+    pub async fn recv(&mut self) -> Value {
+        match self.event().await {
+            WsEvent::Frame(v) => v,
+            WsEvent::Closed(c) => panic!("socket closed: {c:?}"),
+        }
+    }
+
+    /// Frames up to and including the first one for which `done` is true.
+    pub async fn until(&mut self, mut done: impl FnMut(&Value) -> bool) -> Vec<Value> {
+        let mut out = Vec::new();
+        loop {
+            let v = self.recv().await;
+            let stop = done(&v);
+            out.push(v);
+            if stop {
+                return out;
+            }
+        }
+    }
+
+    /// Expects an error frame followed by a close with `code` and `reason`.
+    pub async fn expect_refusal(&mut self, code: u16, reason: &str) -> Value {
+        let frame = self.recv().await;
+        match self.event().await {
+            WsEvent::Closed(Some((c, r))) => assert_eq!((c, r.as_str()), (code, reason)),
+            other => panic!("expected a close, got {other:?}"),
+        }
+        frame
+    }
+}

@@ -13,3 +13,5 @@ mod dashboard;
 mod errors;
 mod files;
 mod im;
+mod live;
+mod ws;

@@ -1,0 +1,686 @@
+//! The Live / unified WebSockets (seed 000, notes §12):
+//!
+//! - `/api/v1/live/ws?username=&ct=live|chat` — API key (scope `chat`) or dashboard JWT;
+//! - `/api/live_chat/ws?token=`, `/api/v1/live-chat/ws?token=` — dashboard JWT, Live mode;
+//! - `/api/unified_chat/ws?token=`, `/api/v1/unified-chat/ws?token=` — dashboard JWT, `ct` per frame.
+//!
+//! Live mode: `start_speaking` / `speaking_part` (base64 PCM s16le mono 16 kHz) / `end_speaking`,
+//! or `text_input`, start a turn: STT → agent run with sentence-level TTS → `bot_delta_chunk`,
+//! `bot_text_chunk` + `response` per sentence, `metrics`, `end`. The receive loop never waits for
+//! a turn, so `interrupt` (or a new `start_speaking`, barge-in) cancels the model stream and
+//! pending TTS at once and answers `stop_play` then `end`; the interrupted turn is saved.
+//!
+//! Chat mode (`ct: "chat"`): `send` (multiplexed by `message_id`), `bind` (proactive pushes of a
+//! session), `interrupt`; frames carry `"ct":"chat"`.
+
+use std::collections::HashMap;
+use std::time::Instant;
+
+use axum::extract::State;
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
+use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::http::{HeaderMap, Uri};
+use axum::response::{IntoResponse, Response};
+use base64::Engine;
+use futures_util::StreamExt;
+use serde_json::{Map, Value, json};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use super::chat::{prepare, start};
+use super::sse::chat_event_json;
+use super::ws::{self, CLOSE_GOING_AWAY, Outbox};
+use crate::agent::events::AgentEvent;
+use crate::agent::pipeline::{Speech, Turn};
+use crate::app::AppState;
+use crate::auth::caller::{Requirement, authenticate, query_param};
+use crate::auth::jwt::JwtError;
+use crate::auth::{Caller, Scope};
+use crate::store::{SessionRecord, now_micros};
+use crate::util::{iso_utc, now_ms};
+
+const SAMPLE_RATE: u32 = 16_000;
+const MAX_CHAT_SENDS: usize = 16;
+const MAX_BINDS: usize = 32;
+/// AstrBot's text for an utterance that cannot be assembled.
+const ASSEMBLY_FAILED: &str = "音频组装失败";
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Mode {
+    Live,
+    Chat,
+}
+
+/// `/api/v1/live/ws`: API key (or JWT), `username` and `ct` in the query.
+pub async fn live_v1(
+    State(state): State<AppState>,
+    ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+    headers: HeaderMap,
+    uri: Uri,
+) -> Response {
+    let ws = match ws::upgrade_or_426(ws, state.config.live.max_frame_bytes * 2) {
+        Ok(w) => w,
+        Err(e) => return e.into_response(),
+    };
+    let q = uri.query();
+    let auth = authenticate(&state, &headers, q, Requirement::Scope(Scope::Chat)).await;
+    let username = query_param(q, "username");
+    let ct =
+        query_param(q, "ct").map(|c| c.trim().to_string()).filter(|c| !c.is_empty()).unwrap_or_else(|| "live".into());
+    ws.on_upgrade(move |socket| async move {
+        let caller = match auth {
+            Ok(c) => c,
+            Err(e) => {
+                return ws::refuse(
+                    socket,
+                    json!({"type": "error", "code": "UNAUTHORIZED", "data": e.message}),
+                    &e.message,
+                )
+                .await;
+            }
+        };
+        let provided = username.map(Value::String);
+        let username = match super::params::username(&caller, provided.as_ref()) {
+            Ok(u) => u,
+            Err(e) => {
+                return ws::refuse(socket, json!({"type": "error", "code": "BAD_USER", "data": e.message}), &e.message)
+                    .await;
+            }
+        };
+        let mode = match ct.as_str() {
+            "live" => Mode::Live,
+            "chat" => Mode::Chat,
+            _ => {
+                return ws::refuse(
+                    socket,
+                    json!({"type": "error", "code": "INVALID_MESSAGE", "data": "ct must be 'live' or 'chat'"}),
+                    "Invalid ct",
+                )
+                .await;
+            }
+        };
+        serve(state, caller, username, Some(mode), socket).await
+    })
+}
+
+/// `/api/live_chat/ws` and `/api/v1/live-chat/ws`: dashboard JWT in `?token=`, Live mode.
+pub async fn live_chat_jwt(
+    State(state): State<AppState>,
+    ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+    uri: Uri,
+) -> Response {
+    jwt_socket(state, ws, uri, Some(Mode::Live))
+}
+
+/// `/api/unified_chat/ws` and `/api/v1/unified-chat/ws`: dashboard JWT, `ct` per frame.
+pub async fn unified_chat_jwt(
+    State(state): State<AppState>,
+    ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+    uri: Uri,
+) -> Response {
+    jwt_socket(state, ws, uri, None)
+}
+
+fn jwt_socket(
+    state: AppState,
+    ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+    uri: Uri,
+    mode: Option<Mode>,
+) -> Response {
+    let ws = match ws::upgrade_or_426(ws, state.config.live.max_frame_bytes * 2) {
+        Ok(w) => w,
+        Err(e) => return e.into_response(),
+    };
+    let token = query_param(uri.query(), "token").filter(|t| !t.is_empty());
+    let claims = token.map(|t| state.dashboard.jwt.decode(&t, chrono::Utc::now().timestamp()));
+    ws.on_upgrade(move |socket| async move {
+        let reason = match claims {
+            None => "Missing authentication token",
+            Some(Err(JwtError::Expired)) => "Token expired",
+            Some(Err(JwtError::Invalid)) => "Invalid token",
+            Some(Ok(c)) => {
+                let caller = Caller::Dashboard { username: c.username.clone() };
+                return serve(state, caller, c.username, mode, socket).await;
+            }
+        };
+        ws::refuse(socket, json!({"t": "error", "code": "UNAUTHORIZED", "data": reason}), reason).await
+    })
+}
+
+struct Utterance {
+    stamp: String,
+    pcm: Vec<u8>,
+    started: Instant,
+}
+
+struct LiveTurn {
+    token: CancellationToken,
+    task: JoinHandle<()>,
+}
+
+impl LiveTurn {
+    fn active(&self) -> bool {
+        !self.task.is_finished()
+    }
+}
+
+/// One connection.
+struct Conn {
+    state: AppState,
+    caller: Caller,
+    username: String,
+    /// `webchat_live!<user>!<uuid>`: the session of this connection's Live turns.
+    session_id: String,
+    force: Option<Mode>,
+    out: Outbox,
+    speaking: Option<Utterance>,
+    turn: Option<LiveTurn>,
+    chat_sends: HashMap<String, JoinHandle<()>>,
+    chat_runs: HashMap<String, CancellationToken>,
+    binds: HashMap<String, JoinHandle<()>>,
+}
+
+async fn serve(state: AppState, caller: Caller, username: String, force: Option<Mode>, socket: WebSocket) {
+    let (mut incoming, out, writer) = ws::split(socket);
+    let mut c = Conn {
+        session_id: format!("webchat_live!{username}!{}", uuid::Uuid::new_v4()),
+        state,
+        caller,
+        username,
+        force,
+        out,
+        speaking: None,
+        turn: None,
+        chat_sends: HashMap::new(),
+        chat_runs: HashMap::new(),
+        binds: HashMap::new(),
+    };
+    let limit = c.state.config.live.max_frame_bytes;
+    loop {
+        let msg = tokio::select! {
+            _ = c.state.shutdown.cancelled() => {
+                c.out.close(CLOSE_GOING_AWAY, "server shutting down");
+                break;
+            }
+            m = incoming.next() => m,
+        };
+        let text = match msg {
+            None | Some(Err(_)) | Some(Ok(Message::Close(_))) => break,
+            Some(Ok(Message::Text(t))) => t,
+            Some(Ok(Message::Binary(_))) => {
+                c.live_error("INVALID_MESSAGE_FORMAT", "binary frames are not supported");
+                continue;
+            }
+            Some(Ok(_)) => continue,
+        };
+        if text.len() > limit {
+            c.live_error("INVALID_MESSAGE_FORMAT", &format!("message too large (limit {limit} bytes)"));
+            continue;
+        }
+        let frame = match ws::parse_frame(&text) {
+            Ok(Value::Object(o)) => o,
+            Ok(_) => {
+                c.live_error("INVALID_MESSAGE_FORMAT", "message must be an object");
+                continue;
+            }
+            Err(e) => {
+                c.live_error("INVALID_MESSAGE_FORMAT", e);
+                continue;
+            }
+        };
+        let mode = c.force.unwrap_or(match frame.get("ct").and_then(Value::as_str) {
+            Some("chat") => Mode::Chat,
+            _ => Mode::Live,
+        });
+        match mode {
+            Mode::Live => c.live_frame(frame),
+            Mode::Chat => c.chat_frame(frame).await,
+        }
+    }
+    // The client is gone: a Live turn has nobody to speak to, so it stops (and is saved);
+    // chat runs are independent and finish on their own.
+    if let Some(t) = c.turn.take() {
+        t.token.cancel();
+    }
+    for (_, t) in c.chat_sends.drain().chain(c.binds.drain()) {
+        t.abort();
+    }
+    drop(c.out);
+    let _ = writer.await;
+}
+
+impl Conn {
+    fn live_error(&self, code: &str, data: &str) {
+        self.out.control(&json!({"t": "error", "data": data, "code": code}));
+    }
+
+    fn busy(&self) -> bool {
+        self.turn.as_ref().is_some_and(LiveTurn::active)
+    }
+
+    fn live_frame(&mut self, f: Map<String, Value>) {
+        match f.get("t").and_then(Value::as_str).unwrap_or_default() {
+            "start_speaking" => {
+                let Some(stamp) = f.get("stamp").and_then(stamp_of) else {
+                    return self.live_error("INVALID_MESSAGE_FORMAT", "start_speaking needs a stamp");
+                };
+                // Barge-in: talking over the bot interrupts it.
+                if self.busy() {
+                    self.interrupt();
+                }
+                self.speaking = Some(Utterance { stamp, pcm: Vec::new(), started: Instant::now() });
+            }
+            "speaking_part" => {
+                let max = self.state.config.live.max_utterance_secs as usize * SAMPLE_RATE as usize * 2;
+                let Some(u) = self.speaking.as_mut() else {
+                    return self
+                        .live_error("INVALID_MESSAGE_FORMAT", "speaking_part outside start_speaking/end_speaking");
+                };
+                let decoded = f
+                    .get("data")
+                    .and_then(Value::as_str)
+                    .map(|d| base64::engine::general_purpose::STANDARD.decode(d.trim()));
+                match decoded {
+                    Some(Ok(bytes)) => {
+                        if u.pcm.len() + bytes.len() > max {
+                            self.speaking = None;
+                            let secs = self.state.config.live.max_utterance_secs;
+                            return self
+                                .live_error("AUDIO_TOO_LONG", &format!("utterance longer than {secs} s; discarded"));
+                        }
+                        u.pcm.extend_from_slice(&bytes);
+                    }
+                    _ => self.live_error("INVALID_MESSAGE_FORMAT", "speaking_part data must be base64 PCM"),
+                }
+            }
+            "end_speaking" => {
+                if self.busy() {
+                    return self.live_error("PROCESSING_ERROR", "Session is busy");
+                }
+                let stamp = f.get("stamp").and_then(stamp_of);
+                match self.speaking.take() {
+                    Some(u) if Some(&u.stamp) == stamp.as_ref() && u.pcm.len() >= 2 => {
+                        tracing::debug!(username = %self.username, secs = u.started.elapsed().as_secs_f64(), "utterance received");
+                        self.start_turn(Input::Audio { pcm: u.pcm, assemble_started: Instant::now() });
+                    }
+                    other => {
+                        // A mismatched stamp leaves the current utterance going.
+                        if let Some(u) = other
+                            && Some(&u.stamp) != stamp.as_ref()
+                        {
+                            self.speaking = Some(u);
+                        }
+                        self.out
+                            .control(&json!({"t": "error", "data": ASSEMBLY_FAILED, "code": "INVALID_MESSAGE_FORMAT"}));
+                    }
+                }
+            }
+            "text_input" => {
+                if self.busy() {
+                    return self.live_error("PROCESSING_ERROR", "Session is busy");
+                }
+                let text = f
+                    .get("text")
+                    .and_then(Value::as_str)
+                    .or_else(|| f.get("message").and_then(Value::as_str))
+                    .map(str::trim)
+                    .unwrap_or_default();
+                if text.is_empty() {
+                    return self.live_error("INVALID_MESSAGE_FORMAT", "message must be non-empty text");
+                }
+                self.start_turn(Input::Text(text.to_string()));
+            }
+            "interrupt" => {
+                if self.busy() {
+                    self.interrupt();
+                }
+            }
+            "ping" => self.out.control(&json!({"t": "pong"})),
+            other => self.live_error("INVALID_MESSAGE_FORMAT", &format!("Unsupported message type: {other}")),
+        }
+    }
+
+    /// Cancels the current turn (model stream and TTS stop at once), drops its queued audio,
+    /// and tells the client to stop playing.
+    fn interrupt(&mut self) {
+        if let Some(t) = self.turn.take() {
+            t.token.cancel();
+            self.out.bump_generation();
+            self.out.control(&json!({"t": "stop_play"}));
+            self.out.control(&json!({"t": "end"}));
+            tracing::info!(username = %self.username, "live turn interrupted");
+        }
+    }
+
+    fn start_turn(&mut self, input: Input) {
+        let generation = self.out.bump_generation();
+        let token = self.state.shutdown.child_token();
+        let ctx = TurnCtx {
+            state: self.state.clone(),
+            username: self.username.clone(),
+            session_id: self.session_id.clone(),
+            out: self.out.clone(),
+            generation,
+            token: token.clone(),
+        };
+        let t = token.clone();
+        let task = tokio::spawn(async move {
+            tokio::select! {
+                biased;
+                _ = t.cancelled() => {}
+                _ = live_turn(&ctx, input) => {}
+            }
+        });
+        self.turn = Some(LiveTurn { token, task });
+    }
+
+    async fn chat_frame(&mut self, f: Map<String, Value>) {
+        let chat_error = |out: &Outbox, code: &str, data: &str, mid: Option<&str>| {
+            let mut v = json!({"ct": "chat", "t": "error", "data": data, "code": code});
+            if let Some(m) = mid {
+                v["message_id"] = json!(m);
+            }
+            out.control(&v);
+        };
+        self.chat_sends.retain(|_, t| !t.is_finished());
+        self.chat_runs.retain(|_, t| !t.is_cancelled());
+        match f.get("t").and_then(Value::as_str).unwrap_or("send") {
+            "send" => {
+                let mid = match f.get("message_id") {
+                    Some(Value::String(s)) if !s.trim().is_empty() => s.trim().to_string(),
+                    _ => uuid::Uuid::new_v4().to_string(),
+                };
+                if self.chat_sends.contains_key(&mid) {
+                    return chat_error(&self.out, "INVALID_MESSAGE_FORMAT", "Duplicate active message_id", Some(&mid));
+                }
+                if self.chat_sends.len() >= MAX_CHAT_SENDS {
+                    return chat_error(&self.out, "PROCESSING_ERROR", "too many concurrent sends", Some(&mid));
+                }
+                if !f.get("message").is_some_and(Value::is_array) {
+                    return chat_error(&self.out, "INVALID_MESSAGE_FORMAT", "message must be list", Some(&mid));
+                }
+                let mut body = f.clone();
+                body.insert("username".into(), json!(self.username));
+                if body.get("session_id").and_then(Value::as_str).is_none_or(|s| s.trim().is_empty()) {
+                    body.insert("session_id".into(), json!(self.session_id));
+                }
+                let prepared = match prepare(&self.state, &self.caller, &body, "webchat").await {
+                    Ok(p) => p,
+                    Err(e) => {
+                        let code =
+                            if e.status.is_server_error() { "PROCESSING_ERROR" } else { "INVALID_MESSAGE_FORMAT" };
+                        return chat_error(&self.out, code, &e.message, Some(&mid));
+                    }
+                };
+                let run = match start(&self.state, prepared).await {
+                    Ok(r) => r,
+                    Err(e) => return chat_error(&self.out, "PROCESSING_ERROR", &e.message, Some(&mid)),
+                };
+                self.chat_runs.insert(mid.clone(), run.cancel.clone());
+                let out = self.out.clone();
+                let m = mid.clone();
+                let task = tokio::spawn(async move {
+                    let mut sub = run.subscribe(0);
+                    let mut batch = Vec::new();
+                    let generation = out.generation();
+                    while sub.recv(&mut batch).await {
+                        for (_, ev) in batch.drain(..) {
+                            let Some(mut v) = chat_event_json(&run.run_id, &ev) else { continue };
+                            if let Value::Object(o) = &mut v {
+                                o.insert("message_id".into(), json!(m));
+                                let mut framed = Map::new();
+                                framed.insert("ct".into(), json!("chat"));
+                                framed.extend(std::mem::take(o));
+                                *o = framed;
+                            }
+                            if !out.data(generation, &v).await {
+                                return;
+                            }
+                        }
+                    }
+                });
+                self.chat_sends.insert(mid, task);
+            }
+            "bind" => {
+                let Some(sid) = f.get("session_id").and_then(Value::as_str).map(str::trim).filter(|s| !s.is_empty())
+                else {
+                    return chat_error(&self.out, "INVALID_MESSAGE_FORMAT", "session_id is required", None);
+                };
+                match self.state.store.get_session(sid).await {
+                    Ok(Some(s)) if !s.creator.is_empty() && s.creator != self.username => {
+                        return chat_error(&self.out, "SESSION_ERROR", "session_id belongs to another username", None);
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, "bind: reading the session failed");
+                        return chat_error(&self.out, "PROCESSING_ERROR", "Internal server error", None);
+                    }
+                    _ => {}
+                }
+                if !self.binds.contains_key(sid) && self.binds.len() >= MAX_BINDS {
+                    return chat_error(
+                        &self.out,
+                        "INVALID_MESSAGE_FORMAT",
+                        &format!("too many bound sessions (limit {MAX_BINDS})"),
+                        None,
+                    );
+                }
+                let mut r = [0u8; 8];
+                crate::util::fill_random(&mut r);
+                let sub_id = format!("ws_sub_{}", hex::encode(r));
+                let mut rx = self.state.bus.subscribe(sid);
+                let out = self.out.clone();
+                let (sid_s, sub) = (sid.to_string(), sub_id.clone());
+                let task = tokio::spawn(async move {
+                    loop {
+                        let push = match rx.recv().await {
+                            Ok(p) => p,
+                            Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                                tracing::warn!(session.id = %sid_s, skipped = n, "bound socket fell behind");
+                                continue;
+                            }
+                            Err(_) => return,
+                        };
+                        let g = out.generation();
+                        let pushed = json!({"ct": "chat", "type": "complete", "data": push.text, "chain_type": "proactive", "streaming": false,
+                            "session_id": push.session_id, "message_id": sub, "history_id": push.message_id});
+                        let saved = json!({"ct": "chat", "type": "message_saved", "data": {"id": push.message_id, "created_at": iso_utc(push.created_at)},
+                            "session_id": push.session_id, "message_id": sub});
+                        if !out.data(g, &pushed).await || !out.data(g, &saved).await {
+                            return;
+                        }
+                    }
+                });
+                if let Some(old) = self.binds.insert(sid.to_string(), task) {
+                    old.abort();
+                }
+                self.out
+                    .control(&json!({"ct": "chat", "type": "session_bound", "session_id": sid, "message_id": sub_id}));
+            }
+            "interrupt" => {
+                let target = f.get("message_id").and_then(Value::as_str).map(str::to_string);
+                for (mid, tok) in &self.chat_runs {
+                    if target.as_ref().is_none_or(|t| t == mid) {
+                        tok.cancel();
+                    }
+                }
+                let mut v = json!({"ct": "chat", "t": "error", "data": "INTERRUPTED", "code": "INTERRUPTED"});
+                if let Some(m) = target {
+                    v["message_id"] = json!(m);
+                }
+                self.out.control(&v);
+            }
+            "ping" => self.out.control(&json!({"ct": "chat", "type": "pong"})),
+            other => {
+                chat_error(&self.out, "INVALID_MESSAGE_FORMAT", &format!("Unsupported message type: {other}"), None)
+            }
+        }
+    }
+}
+
+fn stamp_of(v: &Value) -> Option<String> {
+    match v {
+        Value::String(s) if !s.is_empty() => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        _ => None,
+    }
+}
+
+enum Input {
+    Audio { pcm: Vec<u8>, assemble_started: Instant },
+    Text(String),
+}
+
+struct TurnCtx {
+    state: AppState,
+    username: String,
+    session_id: String,
+    out: Outbox,
+    generation: u64,
+    token: CancellationToken,
+}
+
+impl TurnCtx {
+    async fn send(&self, v: Value) -> bool {
+        self.out.data(self.generation, &v).await
+    }
+
+    async fn error_and_end(&self, code: &str, data: &str) {
+        self.send(json!({"t": "error", "data": data, "code": code})).await;
+        self.send(json!({"t": "end"})).await;
+    }
+}
+
+/// One Live turn: (STT) → run with sentence TTS → frames. Cancelled from outside via `ctx.token`.
+async fn live_turn(ctx: &TurnCtx, input: Input) {
+    let state = &ctx.state;
+    let (text, started) = match input {
+        Input::Text(t) => {
+            let started = Instant::now();
+            ctx.send(json!({"t": "metrics", "data": {"input_type": "text"}})).await;
+            (t, started)
+        }
+        Input::Audio { pcm, assemble_started } => {
+            let wav = crate::voice::wav::pcm16_to_wav(&pcm, SAMPLE_RATE, 1);
+            let assemble = assemble_started.elapsed().as_secs_f64();
+            ctx.send(json!({"t": "metrics", "data": {"wav_assemble_time": assemble, "input_type": "audio"}})).await;
+            let started = Instant::now();
+            let Some(stt) = state.providers.stt().cloned() else {
+                return ctx
+                    .error_and_end("STT_NOT_CONFIGURED", "No STT provider is configured (语音识别服务未配置)")
+                    .await;
+            };
+            ctx.send(json!({"t": "metrics", "data": {"stt": stt.name()}})).await;
+            match stt.transcribe(bytes::Bytes::from(wav), "live.wav", "audio/wav").await {
+                Err(e) => return ctx.error_and_end("STT_ERROR", &format!("处理失败: {e}")).await,
+                Ok(t) if t.trim().is_empty() => {
+                    return ctx.error_and_end("STT_EMPTY", "No speech was recognised (empty transcript)").await;
+                }
+                Ok(t) => (t.trim().to_string(), started),
+            }
+        }
+    };
+    ctx.send(json!({"t": "user_msg", "data": {"text": text, "ts": now_ms()}})).await;
+
+    let profile = state.profiles.default_profile().clone();
+    let Some(provider) = profile
+        .provider
+        .as_deref()
+        .and_then(|p| state.providers.llm(p))
+        .or_else(|| state.providers.default_llm())
+        .cloned()
+    else {
+        return ctx.error_and_end("PROCESSING_ERROR", "No LLM provider is configured").await;
+    };
+    let model = profile.model.clone().unwrap_or_else(|| provider.model.clone());
+    let now = now_micros();
+    let session = SessionRecord {
+        session_id: ctx.session_id.clone(),
+        platform_id: "live".into(),
+        creator: ctx.username.clone(),
+        display_name: Some(crate::util::truncate_chars(&text, 40).to_string()),
+        is_group: false,
+        profile_id: None,
+        created_at: now,
+        updated_at: now,
+    };
+    if let Err(e) = state.store.create_session(&session).await {
+        tracing::error!(error = %e, "live: creating the session failed");
+        return ctx.error_and_end("PROCESSING_ERROR", "Internal server error").await;
+    }
+    let speech = state
+        .providers
+        .tts()
+        .cloned()
+        .map(|tts| Speech { tts, min_sentence_chars: state.config.live.min_sentence_chars });
+    let turn = Turn {
+        run_id: uuid::Uuid::new_v4().to_string(),
+        session_id: ctx.session_id.clone(),
+        platform_id: "live".into(),
+        username: ctx.username.clone(),
+        user_content: Some(json!({"type": "user", "message": [{"type": "plain", "text": text}]})),
+        model_input: Value::String(text),
+        system_prompt: profile.system_prompt.clone(),
+        history_turns: profile.history_turns,
+        provider,
+        model: model.clone(),
+        streaming: true,
+        show_reasoning: false,
+        persist_events: false,
+        speech,
+        speak_reply: None,
+        parent_cancel: Some(ctx.token.clone()),
+    };
+    let run = match state.agent.start(turn) {
+        Ok(r) => r,
+        Err(_) => return ctx.error_and_end("PROCESSING_ERROR", "Session is busy").await,
+    };
+
+    let mut sub = run.subscribe(0);
+    let mut batch = Vec::new();
+    let mut audio_played = false;
+    let mut bot_text = String::new();
+    let mut failed = false;
+    while sub.recv(&mut batch).await {
+        for (_, ev) in batch.drain(..) {
+            let ok = match &*ev {
+                // Raw deltas only: reasoning and tool text are never spoken or shown here.
+                AgentEvent::Delta { text, reasoning: false } => {
+                    bot_text.push_str(text);
+                    ctx.send(json!({"t": "bot_delta_chunk", "data": {"text": text}})).await
+                }
+                AgentEvent::Audio { text, audio, .. } => {
+                    if !audio_played {
+                        audio_played = true;
+                        ctx.send(json!({"t": "metrics", "data": {"speak_to_first_frame": started.elapsed().as_secs_f64()}})).await;
+                    }
+                    let b64 = base64::engine::general_purpose::STANDARD.encode(audio);
+                    ctx.send(json!({"t": "bot_text_chunk", "data": {"text": text}})).await && ctx.send(json!({"t": "response", "data": b64})).await
+                }
+                AgentEvent::AgentStats { stats } => {
+                    ctx.send(json!({"t": "metrics", "data": {"llm_ttft": stats.time_to_first_token, "llm_total_time": stats.end_time - stats.start_time}})).await
+                }
+                AgentEvent::TtsStats { first_frame_secs, total_secs, tts } => {
+                    ctx.send(json!({"t": "metrics", "data": {"tts_total_time": total_secs, "tts_first_frame_time": first_frame_secs, "tts": tts, "chat_model": model}}))
+                        .await
+                }
+                AgentEvent::Error { message, code } => {
+                    failed = true;
+                    ctx.send(json!({"t": "error", "data": message, "code": code})).await
+                }
+                AgentEvent::Complete { .. } | AgentEvent::End => {
+                    let nothing_said = failed && bot_text.is_empty();
+                    if !audio_played && !nothing_said {
+                        ctx.send(json!({"t": "bot_msg", "data": {"text": bot_text, "ts": now_ms()}})).await;
+                    }
+                    ctx.send(json!({"t": "end"})).await;
+                    ctx.send(json!({"t": "metrics", "data": {"wav_to_tts_total_time": started.elapsed().as_secs_f64()}})).await;
+                    return;
+                }
+                _ => true,
+            };
+            if !ok {
+                return;
+            }
+        }
+    }
+}

@@ -1,0 +1,145 @@
+//! WebSocket plumbing shared by the chat and Live sockets: the writer task, upgrade settings and
+//! the "accept, send an error frame, close 1008" authentication failure.
+//!
+//! One task owns the socket's sink. Everything else sends frames to it through two bounded
+//! lanes: *control* (errors, pongs, `stop_play`, `end`: never waits, dropped if a client reads
+//! nothing at all) and *data* (deltas, audio: senders wait, so a slow reader slows its own turn
+//! instead of growing memory). Data frames carry the turn generation they belong to; bumping
+//! the generation (interrupt) makes the writer discard frames of the old turn still queued, so no
+//! audio is ever played after `stop_play`.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
+use axum::http::StatusCode;
+use futures_util::stream::SplitSink;
+use futures_util::{SinkExt, StreamExt};
+use serde_json::Value;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+use crate::error::ApiError;
+
+const CONTROL_LANE: usize = 32;
+const DATA_LANE: usize = 16;
+/// Policy violation, the close code AstrBot uses for authentication failures.
+pub const CLOSE_POLICY: u16 = 1008;
+pub const CLOSE_GOING_AWAY: u16 = 1001;
+
+/// Maps a failed upgrade (a plain HTTP request) onto our envelope.
+pub fn upgrade_or_426(
+    ws: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
+    max_message: usize,
+) -> Result<WebSocketUpgrade, ApiError> {
+    match ws {
+        Ok(ws) => Ok(ws
+            // A small read buffer keeps idle sockets cheap; it grows for large messages.
+            .read_buffer_size(4 * 1024)
+            .write_buffer_size(0)
+            .max_write_buffer_size(4 * 1024 * 1024)
+            .max_message_size(max_message)
+            .max_frame_size(max_message)),
+        Err(_) => Err(ApiError::new(StatusCode::UPGRADE_REQUIRED, "Expected a WebSocket upgrade")),
+    }
+}
+
+enum Out {
+    Frame(Message),
+    Close(u16, String),
+}
+
+/// The sending side of a socket.
+#[derive(Clone)]
+pub struct Outbox {
+    control: mpsc::Sender<Out>,
+    data: mpsc::Sender<(u64, Message)>,
+    generation: Arc<AtomicU64>,
+}
+
+impl Outbox {
+    /// Queues a control frame without waiting (dropped if the client reads nothing).
+    pub fn control(&self, v: &Value) {
+        let _ = self.control.try_send(Out::Frame(Message::Text(Utf8Bytes::from(v.to_string()))));
+    }
+
+    /// Queues a data frame of turn `generation`, waiting for room; false once the socket is gone.
+    pub async fn data(&self, generation: u64, v: &Value) -> bool {
+        self.data.send((generation, Message::Text(Utf8Bytes::from(v.to_string())))).await.is_ok()
+    }
+
+    /// Closes the socket after the control frames queued so far.
+    pub fn close(&self, code: u16, reason: &str) {
+        let _ = self.control.try_send(Out::Close(code, reason.to_string()));
+    }
+
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::SeqCst)
+    }
+
+    /// Starts a new turn generation: queued data frames of older ones are dropped.
+    pub fn bump_generation(&self) -> u64 {
+        self.generation.fetch_add(1, Ordering::SeqCst) + 1
+    }
+
+    pub fn is_closed(&self) -> bool {
+        self.control.is_closed()
+    }
+}
+
+/// Spawns the writer for `sink`.
+pub fn spawn_writer(mut sink: SplitSink<WebSocket, Message>) -> (Outbox, JoinHandle<()>) {
+    let (ctx, mut crx) = mpsc::channel::<Out>(CONTROL_LANE);
+    let (dtx, mut drx) = mpsc::channel::<(u64, Message)>(DATA_LANE);
+    let generation = Arc::new(AtomicU64::new(0));
+    let gen_w = generation.clone();
+    let task = tokio::spawn(async move {
+        loop {
+            let out = tokio::select! {
+                biased;
+                c = crx.recv() => match c {
+                    Some(o) => o,
+                    None => break,
+                },
+                d = drx.recv() => match d {
+                    Some((g, m)) if g == gen_w.load(Ordering::SeqCst) => Out::Frame(m),
+                    Some(_) => continue, // a frame of an interrupted turn
+                    None => break,
+                },
+            };
+            let res = match out {
+                Out::Frame(m) => sink.send(m).await,
+                Out::Close(code, reason) => {
+                    let _ = sink.send(Message::Close(Some(CloseFrame { code, reason: Utf8Bytes::from(reason) }))).await;
+                    break;
+                }
+            };
+            if res.is_err() {
+                break;
+            }
+        }
+        let _ = sink.close().await;
+    });
+    (Outbox { control: ctx, data: dtx, generation }, task)
+}
+
+/// Splits a socket into its incoming stream and an [`Outbox`].
+pub fn split(socket: WebSocket) -> (futures_util::stream::SplitStream<WebSocket>, Outbox, JoinHandle<()>) {
+    let (sink, stream) = socket.split();
+    let (out, task) = spawn_writer(sink);
+    (stream, out, task)
+}
+
+/// AstrBot's authentication failure on a socket: an error frame, then close 1008 with the reason.
+pub async fn refuse(socket: WebSocket, frame: Value, reason: &str) {
+    let (_stream, out, writer) = split(socket);
+    out.control(&frame);
+    out.close(CLOSE_POLICY, reason);
+    drop(out);
+    let _ = writer.await;
+}
+
+/// A text frame parsed as JSON; `Err` names what is wrong with it.
+pub fn parse_frame(text: &str) -> Result<Value, &'static str> {
+    serde_json::from_str::<Value>(text).map_err(|_| "message must be valid JSON")
+}
