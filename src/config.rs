@@ -391,11 +391,13 @@ pub struct CompatConfig {
     pub require_api_key: bool,
     /// Profile used by these APIs; the default profile when absent.
     pub profile: Option<String>,
+    /// Largest `/v1/conversation` body (images and voice arrive base64-encoded in the JSON).
+    pub max_body_bytes: usize,
 }
 
 impl Default for CompatConfig {
     fn default() -> Self {
-        Self { require_api_key: true, profile: None }
+        Self { require_api_key: true, profile: None, max_body_bytes: 32 * 1024 * 1024 }
     }
 }
 

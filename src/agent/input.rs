@@ -11,6 +11,11 @@ use crate::store::{AttachmentRecord, Store, StoreError};
 
 pub const EMPTY_MESSAGE: &str = "Message content is empty (reply only is not allowed)";
 
+/// Parts accepted in one message, and attachments among them: each attachment costs a lookup
+/// and possibly a file read or a transcription, so their number is bounded.
+pub const MAX_PARTS: usize = 64;
+pub const MAX_ATTACHMENTS: usize = 16;
+
 /// Kinds of attachment parts.
 pub const ATTACHMENT_KINDS: [&str; 4] = ["image", "record", "file", "video"];
 
@@ -45,6 +50,9 @@ pub fn parse_message(v: &Value, strict: bool) -> Result<Vec<Part>, InputError> {
             Ok(if t.is_empty() { vec![] } else { vec![Part::Plain(t.to_string())] })
         }
         Value::Array(items) => {
+            if items.len() > MAX_PARTS {
+                return Err(invalid(format!("too many message parts (max {MAX_PARTS})")));
+            }
             let mut out = Vec::with_capacity(items.len());
             for item in items {
                 let Some(obj) = item.as_object() else {
@@ -98,6 +106,9 @@ pub fn parse_files(v: &Value) -> Result<Vec<Part>, InputError> {
     let Value::Array(items) = v else {
         return Err(invalid("files must be a list"));
     };
+    if items.len() > MAX_ATTACHMENTS {
+        return Err(invalid(format!("too many attachments (max {MAX_ATTACHMENTS})")));
+    }
     items
         .iter()
         .map(|i| {
@@ -137,6 +148,9 @@ pub enum Resolved {
 
 /// Checks replies (same session only) and attachments against the store.
 pub async fn resolve(store: &dyn Store, session_id: &str, parts: Vec<Part>) -> Result<Vec<Resolved>, InputError> {
+    if parts.iter().filter(|p| matches!(p, Part::Attachment { .. })).count() > MAX_ATTACHMENTS {
+        return Err(invalid(format!("too many attachments (max {MAX_ATTACHMENTS})")));
+    }
     let mut out = Vec::with_capacity(parts.len());
     for p in parts {
         out.push(match p {

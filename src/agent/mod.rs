@@ -35,6 +35,23 @@ pub struct Agent {
 }
 
 impl Agent {
+    /// Waits (up to `limit`) while the session's active run is one that was cancelled and is
+    /// only saving what it had; a run still answering leaves the session busy at once.
+    pub async fn settle(&self, session_id: &str, limit: std::time::Duration) {
+        let Some(run) = self.runs.active_for_session(session_id) else { return };
+        if !run.cancel.is_cancelled() {
+            return;
+        }
+        let mut sub = run.subscribe(u64::MAX);
+        let mut sink = Vec::new();
+        let _ = tokio::time::timeout(limit, async {
+            while sub.recv(&mut sink).await {
+                sink.clear();
+            }
+        })
+        .await;
+    }
+
     /// Registers and starts a run; fails when the session already has one.
     pub fn start(self: &Arc<Self>, turn: Turn) -> Result<Arc<RunHandle>, SessionBusy> {
         let handle = Arc::new(RunHandle::new(

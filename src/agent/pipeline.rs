@@ -1,7 +1,7 @@
 //! The run task: owns one chat turn from the saved user message to the saved reply.
 //!
 //! Order of events: `SessionId`, `UserMessageSaved`, `RunStarted`, deltas (or whole messages),
-//! `AgentStats`, `Complete`, `MessageSaved`, `End`. A provider failure becomes `Error` — with the
+//! `AgentStats`, `Complete`, `MessageSaved`, `End` (pushed by [`run`] after the session is free). A provider failure becomes `Error` — with the
 //! provider's message — and is saved too, so history never shows an empty reply. Cancellation
 //! (stop, interrupt, shutdown) drops the upstream request at once and saves what was said.
 
@@ -72,6 +72,10 @@ struct Progress {
 
 pub async fn run(agent: Arc<Agent>, turn: Turn, h: Arc<RunHandle>) {
     drive(&agent, &turn, &h).await;
+    // The reply is saved. Free the session *before* `End` is visible, so a client that sees
+    // `end` can start its next turn at once.
+    agent.runs.release_session(&h.run_id);
+    h.push(AgentEvent::End);
     h.finish();
     if turn.persist_events {
         let events: Vec<Arc<AgentEvent>> = h.snapshot();
@@ -234,7 +238,6 @@ async fn drive(agent: &Agent, turn: &Turn, h: &Arc<RunHandle>) {
             h.push(AgentEvent::Error { message: "Failed to save the reply".into(), code: "STORE_ERROR".into() });
         }
     }
-    h.push(AgentEvent::End);
 }
 
 /// Synthesises the whole reply and attaches it as a `record` (media out). A TTS failure does not
@@ -292,7 +295,6 @@ async fn speak_reply(
 fn fail_early(h: &RunHandle, cause: &str) {
     tracing::error!(run.id = %h.run_id, error = %cause, "run failed before the model was called");
     h.push(AgentEvent::Error { message: "Failed to save the message".into(), code: "STORE_ERROR".into() });
-    h.push(AgentEvent::End);
 }
 
 /// Calls the model and records what it says. Dropping this future aborts the request.

@@ -17,6 +17,10 @@ pub enum PromptError {
     Io(String, std::io::Error),
 }
 
+/// Largest image sent to a model, and the most image bytes in one message.
+pub const MAX_IMAGE_BYTES: i64 = 20 * 1024 * 1024;
+pub const MAX_TOTAL_IMAGE_BYTES: i64 = 40 * 1024 * 1024;
+
 /// Builds OpenAI content parts from resolved input.
 pub struct PromptBuilder {
     pub attachments_dir: PathBuf,
@@ -43,6 +47,22 @@ impl PromptBuilder {
     pub async fn user_content(&self, parts: &[Resolved], transcripts: &[String]) -> Result<Value, PromptError> {
         let mut out: Vec<Value> = Vec::new();
         let mut transcripts = transcripts.iter();
+        let mut image_bytes = 0i64;
+        for p in parts {
+            if let Resolved::Attachment { rec, filename } = p
+                && rec.kind == "image"
+            {
+                if rec.size > MAX_IMAGE_BYTES {
+                    let max = MAX_IMAGE_BYTES >> 20;
+                    return Err(PromptError::Invalid(format!("image {filename} is too large to send to a model (max {max} MiB)")));
+                }
+                image_bytes += rec.size;
+            }
+        }
+        if image_bytes > MAX_TOTAL_IMAGE_BYTES {
+            let max = MAX_TOTAL_IMAGE_BYTES >> 20;
+            return Err(PromptError::Invalid(format!("too many image bytes in one message (max {max} MiB)")));
+        }
         for p in parts {
             match p {
                 Resolved::Plain(t) => out.push(json!({"type": "text", "text": t})),

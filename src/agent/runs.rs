@@ -194,6 +194,17 @@ impl RunRegistry {
         inner.by_session.get(session_id).and_then(|id| inner.runs.get(id)).cloned()
     }
 
+    /// Frees the run's session for a new run (its reply is saved; the run stays resumable by id
+    /// until [`RunRegistry::remove`], after its log is stored).
+    pub fn release_session(&self, run_id: &str) {
+        let mut inner = self.lock();
+        if let Some(h) = inner.runs.get(run_id).cloned()
+            && inner.by_session.get(&h.session_id).is_some_and(|r| r == run_id)
+        {
+            inner.by_session.remove(&h.session_id);
+        }
+    }
+
     pub fn remove(&self, run_id: &str) {
         let mut inner = self.lock();
         if let Some(h) = inner.runs.remove(run_id)

@@ -1,9 +1,9 @@
 //! Who is calling, and the middleware that decides it.
 //!
-//! `/api/v1` credentials are read in AstrBot's order (notes §4.1): `Authorization: ApiKey`,
-//! `?api_key`, `?key`, `X-API-Key`; then `Authorization: Bearer` (dashboard JWT first, then as an
-//! API key); then the dashboard cookie. Unknown, expired and revoked keys all answer
-//! `Invalid API key`.
+//! `/api/v1` credentials are read as AstrBot reads them (notes §4.1): an `Authorization: Bearer`
+//! header, when present, is the only carrier (a dashboard JWT, else tried as an API key);
+//! otherwise the first of `Authorization: ApiKey`, `?api_key`, `?key`, `X-API-Key`; otherwise the
+//! dashboard cookie. Unknown, expired and revoked keys all answer `Invalid API key`.
 //!
 //! Deny by default: handlers take [`Caller`] as an extractor, and it only exists in the request
 //! after [`require_scope`] or [`require_dashboard`] authorised it. A route mounted without one of
@@ -223,11 +223,26 @@ pub async fn require_dashboard(
     Ok(next.run(req).await)
 }
 
+/// Route layer for the compat APIs (`/v1/conversation`, stage `/chat`…): an API key with scope
+/// `chat` (or a dashboard JWT), unless `[compat] require_api_key = false`, meant for loopback
+/// deployments, in which case callers act as the anonymous key `compat`.
+pub async fn require_compat(State(state): State<AppState>, mut req: Request, next: Next) -> Result<Response, ApiError> {
+    let caller = if state.config.compat.require_api_key {
+        authenticate(&state, req.headers(), req.uri().query(), Requirement::Scope(Scope::Chat)).await?
+    } else {
+        Caller::ApiKey { key_id: "compat".into(), scopes: vec![Scope::Chat] }
+    };
+    req.extensions_mut().insert(Authorized(caller));
+    Ok(next.run(req).await)
+}
+
 /// The client address used for rate limiting.
 pub fn client_ip(headers: &HeaderMap, connect: Option<&ConnectInfo<SocketAddr>>, trust_forwarded_for: bool) -> IpAddr {
+    // The rightmost entry is the one our (single, trusted) proxy appended; entries to its left
+    // come from the client and can be forged.
     if trust_forwarded_for
         && let Some(ip) = header_str(headers, "x-forwarded-for")
-            .and_then(|v| v.split(',').next())
+            .and_then(|v| v.rsplit(',').next())
             .and_then(|s| s.trim().parse::<IpAddr>().ok())
     {
         return ip;

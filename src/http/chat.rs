@@ -32,6 +32,8 @@ pub struct Prepared {
     pub new_session: Option<SessionRecord>,
     /// A profile binding to persist on the session (`Some(None)` = back to the default).
     pub bind_profile: Option<Option<String>>,
+    /// The session exists without an owner (made by a proactive message): claim it on start.
+    pub claim: bool,
 }
 
 pub async fn send_chat(
@@ -47,6 +49,8 @@ pub async fn send_chat(
 
 /// Creates the session if needed, binds the profile, and starts the run.
 pub async fn start(state: &AppState, p: Prepared) -> ApiResult<Arc<crate::agent::runs::RunHandle>> {
+    // A run that was just stopped may still be saving its partial reply: let it finish.
+    state.agent.settle(&p.turn.session_id, Duration::from_secs(5)).await;
     if state.agent.runs.active_for_session(&p.turn.session_id).is_some() {
         return Err(ApiError::conflict("Session is busy"));
     }
@@ -55,6 +59,10 @@ pub async fn start(state: &AppState, p: Prepared) -> ApiResult<Arc<crate::agent:
     {
         // Created concurrently by someone else: ownership decides.
         params::owned_session(state, &s.session_id, &s.creator).await?;
+    }
+    if p.claim && !state.store.claim_session(&p.turn.session_id, &p.turn.username).await? {
+        // Claimed concurrently: ownership decides.
+        params::owned_session(state, &p.turn.session_id, &p.turn.username).await?;
     }
     if let Some(binding) = &p.bind_profile {
         state.store.set_session_profile(&p.turn.session_id, binding.as_deref()).await?;
@@ -71,19 +79,16 @@ pub async fn prepare(
 ) -> ApiResult<Prepared> {
     let username = params::username(caller, obj.get("username"))?;
     let session_id = session_id_of(obj)?;
-    let mut existing = match &session_id {
+    let existing = match &session_id {
         Some(id) => state.store.get_session(id).await?,
         None => None,
     };
-    // A session created by a proactive message has no owner yet: the first chat claims it.
-    if let Some(s) = existing.as_mut()
-        && s.creator.is_empty()
-        && state.store.claim_session(&s.session_id, &username).await?
-    {
-        s.creator = username.clone();
-    }
+    // A session created by a proactive message has no owner yet: the first chat claims it
+    // (in `start`, once everything is validated).
+    let claim = existing.as_ref().is_some_and(|s| s.creator.is_empty());
     if let Some(s) = &existing
         && s.creator != username
+        && !claim
     {
         return Err(ApiError::forbidden("session_id belongs to another username"));
     }
@@ -194,6 +199,7 @@ pub async fn prepare(
         },
         new_session,
         bind_profile,
+        claim,
     })
 }
 
@@ -271,6 +277,14 @@ async fn transcribe_records(state: &AppState, parts: &[Resolved]) -> ApiResult<V
     let Some(stt) = state.providers.stt() else {
         return Err(ApiError::bad_request("No STT provider is configured: record attachments cannot be transcribed"));
     };
+    const MAX_RECORDS: usize = 4;
+    const MAX_RECORD_BYTES: i64 = 25 * 1024 * 1024;
+    if records.len() > MAX_RECORDS {
+        return Err(ApiError::bad_request(format!("too many record attachments in one message (max {MAX_RECORDS})")));
+    }
+    if let Some((_, name)) = records.iter().find(|(r, _)| r.size > MAX_RECORD_BYTES) {
+        return Err(ApiError::bad_request(format!("record {name} is too large to transcribe (max 25 MiB)")));
+    }
     let mut out = Vec::with_capacity(records.len());
     for (rec, filename) in records {
         let path = state.prompt.attachments_dir.join(&rec.stored_name);

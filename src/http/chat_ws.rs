@@ -38,7 +38,7 @@ pub async fn chat_ws(
         Ok(w) => w,
         Err(e) => return e.into_response(),
     };
-    let auth = authenticate(&state, &headers, uri.query(), Requirement::Scope(Scope::Chat)).await;
+    let auth = authenticate(&state, &ws::without_cookies(&headers), uri.query(), Requirement::Scope(Scope::Chat)).await;
     ws.on_upgrade(move |socket| async move {
         match auth {
             Err(e) => {
@@ -125,13 +125,7 @@ async fn serve(state: AppState, caller: Caller, socket: WebSocket) {
     let _ = writer.await;
 }
 
-async fn handle_send(
-    state: &AppState,
-    caller: &Caller,
-    frame: Map<String, Value>,
-    out: &Outbox,
-    active: &mut HashMap<String, JoinHandle<()>>,
-) {
+async fn handle_send(state: &AppState, caller: &Caller, frame: Map<String, Value>, out: &Outbox, active: &mut HashMap<String, JoinHandle<()>>) {
     let mid = match frame.get("message_id") {
         Some(Value::String(s)) if !s.trim().is_empty() => s.trim().to_string(),
         _ => uuid::Uuid::new_v4().to_string(),
@@ -141,58 +135,52 @@ async fn handle_send(
         return;
     }
     if active.len() >= MAX_ACTIVE_SENDS {
-        out.control(&error_frame(
-            "PROCESSING_ERROR",
-            &format!("too many concurrent sends (limit {MAX_ACTIVE_SENDS})"),
-            Some(&mid),
-        ));
+        out.control(&error_frame("PROCESSING_ERROR", &format!("too many concurrent sends (limit {MAX_ACTIVE_SENDS})"), Some(&mid)));
         return;
     }
+    // Validation, start and forwarding run in the send's own task: the receive loop never waits.
+    let (state, caller, out, m) = (state.clone(), caller.clone(), out.clone(), mid.clone());
+    let task = tokio::spawn(async move { run_send(state, caller, frame, out, m).await });
+    active.insert(mid, task);
+}
+
+async fn run_send(state: AppState, caller: Caller, frame: Map<String, Value>, out: Outbox, mid: String) {
     // AstrBot checks the message before the username on this socket.
     if frame.get("message").is_none_or(Value::is_null) && frame.get("files").is_none_or(Value::is_null) {
         out.control(&error_frame("INVALID_MESSAGE", "Missing key: message", Some(&mid)));
         return;
     }
-    let prepared = match prepare(state, caller, &frame, "webchat").await {
+    let prepared = match prepare(&state, &caller, &frame, "webchat").await {
         Ok(p) => p,
         Err(e) => return out.control(&error_frame(code_for(&e), &e.message, Some(&mid))),
     };
     let session_id = prepared.turn.session_id.clone();
-    let run = match start(state, prepared).await {
+    let run = match start(&state, prepared).await {
         Ok(r) => r,
         Err(e) => return out.control(&error_frame(code_for(&e), &e.message, Some(&mid))),
     };
-    let out = out.clone();
-    let m = mid.clone();
-    let task = tokio::spawn(async move {
-        let mut sub = run.subscribe(0);
-        let mut batch = Vec::new();
-        let generation = out.generation();
-        while sub.recv(&mut batch).await {
-            for (_, ev) in batch.drain(..) {
-                let frame = match &*ev {
-                    AgentEvent::SessionId { session_id } => {
-                        json!({"type": "session_id", "data": null, "session_id": session_id, "message_id": m})
-                    }
-                    AgentEvent::UserMessageSaved { .. } => continue,
-                    AgentEvent::MessageSaved { id, created_at, .. } => {
-                        json!({"type": "message_saved", "data": {"id": id, "created_at": iso_utc(*created_at)}, "session_id": session_id, "message_id": m})
-                    }
-                    other => match chat_event_json(&run.run_id, other) {
-                        Some(mut v) => {
-                            if v.get("message_id").is_some() {
-                                v["message_id"] = json!(m);
-                            }
-                            v
-                        }
-                        None => continue,
-                    },
-                };
-                if !out.data(generation, &frame).await {
-                    return;
+    let mut sub = run.subscribe(0);
+    let mut batch = Vec::new();
+    while sub.recv(&mut batch).await {
+        for (_, ev) in batch.drain(..) {
+            let frame = match &*ev {
+                AgentEvent::SessionId { session_id } => json!({"type": "session_id", "data": null, "session_id": session_id, "message_id": mid}),
+                AgentEvent::UserMessageSaved { .. } => continue,
+                AgentEvent::MessageSaved { id, created_at, .. } => {
+                    json!({"type": "message_saved", "data": {"id": id, "created_at": iso_utc(*created_at)}, "session_id": session_id, "message_id": mid})
                 }
+                other => match chat_event_json(&run.run_id, other) {
+                    // Every frame names its send, so concurrent sends can be told apart.
+                    Some(mut v) => {
+                        v["message_id"] = json!(mid);
+                        v
+                    }
+                    None => continue,
+                },
+            };
+            if !out.data(&frame).await {
+                return;
             }
         }
-    });
-    active.insert(mid, task);
+    }
 }

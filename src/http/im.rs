@@ -134,8 +134,9 @@ pub async fn send_message(
         llm_checkpoint_id: None,
     };
     let (id, created_at) = state.store.insert_message(&msg).await?;
+    // Shown in the open stream too, unless that run's event log is full (it is saved either way).
     if let Some(run) = state.agent.runs.active_for_session(&session_id) {
-        run.push(AgentEvent::Proactive { text: text.clone(), message_id: id });
+        let _ = run.try_push(AgentEvent::Proactive { text: text.clone(), message_id: id });
     }
     let delivered = state.bus.publish(Push {
         session_id: session_id.clone(),

@@ -14,6 +14,7 @@
 //! session), `interrupt`; frames carry `"ct":"chat"`.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Instant;
 
 use axum::extract::State;
@@ -63,7 +64,7 @@ pub async fn live_v1(
         Err(e) => return e.into_response(),
     };
     let q = uri.query();
-    let auth = authenticate(&state, &headers, q, Requirement::Scope(Scope::Chat)).await;
+    let auth = authenticate(&state, &ws::without_cookies(&headers), q, Requirement::Scope(Scope::Chat)).await;
     let username = query_param(q, "username");
     let ct =
         query_param(q, "ct").map(|c| c.trim().to_string()).filter(|c| !c.is_empty()).unwrap_or_else(|| "live".into());
@@ -175,8 +176,8 @@ struct Conn {
     out: Outbox,
     speaking: Option<Utterance>,
     turn: Option<LiveTurn>,
-    chat_sends: HashMap<String, JoinHandle<()>>,
-    chat_runs: HashMap<String, CancellationToken>,
+    /// Chat-mode sends in flight: their task and the token that interrupts them.
+    chat_sends: HashMap<String, (JoinHandle<()>, CancellationToken)>,
     binds: HashMap<String, JoinHandle<()>>,
 }
 
@@ -192,7 +193,6 @@ async fn serve(state: AppState, caller: Caller, username: String, force: Option<
         speaking: None,
         turn: None,
         chat_sends: HashMap::new(),
-        chat_runs: HashMap::new(),
         binds: HashMap::new(),
     };
     let limit = c.state.config.live.max_frame_bytes;
@@ -242,7 +242,10 @@ async fn serve(state: AppState, caller: Caller, username: String, force: Option<
     if let Some(t) = c.turn.take() {
         t.token.cancel();
     }
-    for (_, t) in c.chat_sends.drain().chain(c.binds.drain()) {
+    for (_, (t, _)) in c.chat_sends.drain() {
+        t.abort();
+    }
+    for (_, t) in c.binds.drain() {
         t.abort();
     }
     drop(c.out);
@@ -375,15 +378,8 @@ impl Conn {
     }
 
     async fn chat_frame(&mut self, f: Map<String, Value>) {
-        let chat_error = |out: &Outbox, code: &str, data: &str, mid: Option<&str>| {
-            let mut v = json!({"ct": "chat", "t": "error", "data": data, "code": code});
-            if let Some(m) = mid {
-                v["message_id"] = json!(m);
-            }
-            out.control(&v);
-        };
-        self.chat_sends.retain(|_, t| !t.is_finished());
-        self.chat_runs.retain(|_, t| !t.is_cancelled());
+        self.chat_sends.retain(|_, (t, _)| !t.is_finished());
+        self.binds.retain(|_, t| !t.is_finished());
         match f.get("t").and_then(Value::as_str).unwrap_or("send") {
             "send" => {
                 let mid = match f.get("message_id") {
@@ -399,108 +395,47 @@ impl Conn {
                 if !f.get("message").is_some_and(Value::is_array) {
                     return chat_error(&self.out, "INVALID_MESSAGE_FORMAT", "message must be list", Some(&mid));
                 }
-                let mut body = f.clone();
+                let mut body = f;
                 body.insert("username".into(), json!(self.username));
                 if body.get("session_id").and_then(Value::as_str).is_none_or(|s| s.trim().is_empty()) {
                     body.insert("session_id".into(), json!(self.session_id));
                 }
-                let prepared = match prepare(&self.state, &self.caller, &body, "webchat").await {
-                    Ok(p) => p,
-                    Err(e) => {
-                        let code =
-                            if e.status.is_server_error() { "PROCESSING_ERROR" } else { "INVALID_MESSAGE_FORMAT" };
-                        return chat_error(&self.out, code, &e.message, Some(&mid));
-                    }
-                };
-                let run = match start(&self.state, prepared).await {
-                    Ok(r) => r,
-                    Err(e) => return chat_error(&self.out, "PROCESSING_ERROR", &e.message, Some(&mid)),
-                };
-                self.chat_runs.insert(mid.clone(), run.cancel.clone());
-                let out = self.out.clone();
-                let m = mid.clone();
-                let task = tokio::spawn(async move {
-                    let mut sub = run.subscribe(0);
-                    let mut batch = Vec::new();
-                    let generation = out.generation();
-                    while sub.recv(&mut batch).await {
-                        for (_, ev) in batch.drain(..) {
-                            let Some(mut v) = chat_event_json(&run.run_id, &ev) else { continue };
-                            if let Value::Object(o) = &mut v {
-                                o.insert("message_id".into(), json!(m));
-                                let mut framed = Map::new();
-                                framed.insert("ct".into(), json!("chat"));
-                                framed.extend(std::mem::take(o));
-                                *o = framed;
-                            }
-                            if !out.data(generation, &v).await {
-                                return;
-                            }
-                        }
-                    }
-                });
-                self.chat_sends.insert(mid, task);
+                let stop = CancellationToken::new();
+                let (state, caller, out, m, st) = (self.state.clone(), self.caller.clone(), self.out.clone(), mid.clone(), stop.clone());
+                // Validation, start and forwarding run in the send's own task.
+                let task = tokio::spawn(async move { chat_send(state, caller, body, out, m, st).await });
+                self.chat_sends.insert(mid, (task, stop));
             }
             "bind" => {
-                let Some(sid) = f.get("session_id").and_then(Value::as_str).map(str::trim).filter(|s| !s.is_empty())
-                else {
+                let Some(sid) = f.get("session_id").and_then(Value::as_str).map(str::trim).filter(|s| !s.is_empty()).map(str::to_string) else {
                     return chat_error(&self.out, "INVALID_MESSAGE_FORMAT", "session_id is required", None);
                 };
-                match self.state.store.get_session(sid).await {
-                    Ok(Some(s)) if !s.creator.is_empty() && s.creator != self.username => {
-                        return chat_error(&self.out, "SESSION_ERROR", "session_id belongs to another username", None);
-                    }
+                if !self.binds.contains_key(&sid) && self.binds.len() >= MAX_BINDS {
+                    return chat_error(&self.out, "INVALID_MESSAGE_FORMAT", &format!("too many bound sessions (limit {MAX_BINDS})"), None);
+                }
+                match own_session(&self.state, &sid, &self.username).await {
+                    Ok(true) => {}
+                    Ok(false) => return chat_error(&self.out, "SESSION_ERROR", "session_id belongs to another username", None),
                     Err(e) => {
                         tracing::error!(error = %e, "bind: reading the session failed");
                         return chat_error(&self.out, "PROCESSING_ERROR", "Internal server error", None);
                     }
-                    _ => {}
-                }
-                if !self.binds.contains_key(sid) && self.binds.len() >= MAX_BINDS {
-                    return chat_error(
-                        &self.out,
-                        "INVALID_MESSAGE_FORMAT",
-                        &format!("too many bound sessions (limit {MAX_BINDS})"),
-                        None,
-                    );
                 }
                 let mut r = [0u8; 8];
                 crate::util::fill_random(&mut r);
                 let sub_id = format!("ws_sub_{}", hex::encode(r));
-                let mut rx = self.state.bus.subscribe(sid);
-                let out = self.out.clone();
-                let (sid_s, sub) = (sid.to_string(), sub_id.clone());
-                let task = tokio::spawn(async move {
-                    loop {
-                        let push = match rx.recv().await {
-                            Ok(p) => p,
-                            Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
-                                tracing::warn!(session.id = %sid_s, skipped = n, "bound socket fell behind");
-                                continue;
-                            }
-                            Err(_) => return,
-                        };
-                        let g = out.generation();
-                        let pushed = json!({"ct": "chat", "type": "complete", "data": push.text, "chain_type": "proactive", "streaming": false,
-                            "session_id": push.session_id, "message_id": sub, "history_id": push.message_id});
-                        let saved = json!({"ct": "chat", "type": "message_saved", "data": {"id": push.message_id, "created_at": iso_utc(push.created_at)},
-                            "session_id": push.session_id, "message_id": sub});
-                        if !out.data(g, &pushed).await || !out.data(g, &saved).await {
-                            return;
-                        }
-                    }
-                });
-                if let Some(old) = self.binds.insert(sid.to_string(), task) {
+                let rx = self.state.bus.subscribe(&sid);
+                let task = tokio::spawn(forward_pushes(self.state.clone(), self.username.clone(), rx, self.out.clone(), sub_id.clone()));
+                if let Some(old) = self.binds.insert(sid.clone(), task) {
                     old.abort();
                 }
-                self.out
-                    .control(&json!({"ct": "chat", "type": "session_bound", "session_id": sid, "message_id": sub_id}));
+                self.out.control(&json!({"ct": "chat", "type": "session_bound", "session_id": sid, "message_id": sub_id}));
             }
             "interrupt" => {
                 let target = f.get("message_id").and_then(Value::as_str).map(str::to_string);
-                for (mid, tok) in &self.chat_runs {
+                for (mid, (_, stop)) in &self.chat_sends {
                     if target.as_ref().is_none_or(|t| t == mid) {
-                        tok.cancel();
+                        stop.cancel();
                     }
                 }
                 let mut v = json!({"ct": "chat", "t": "error", "data": "INTERRUPTED", "code": "INTERRUPTED"});
@@ -510,8 +445,111 @@ impl Conn {
                 self.out.control(&v);
             }
             "ping" => self.out.control(&json!({"ct": "chat", "type": "pong"})),
-            other => {
-                chat_error(&self.out, "INVALID_MESSAGE_FORMAT", &format!("Unsupported message type: {other}"), None)
+            other => chat_error(&self.out, "INVALID_MESSAGE_FORMAT", &format!("Unsupported message type: {other}"), None),
+        }
+    }
+}
+
+fn chat_error(out: &Outbox, code: &str, data: &str, mid: Option<&str>) {
+    let mut v = json!({"ct": "chat", "t": "error", "data": data, "code": code});
+    if let Some(m) = mid {
+        v["message_id"] = json!(m);
+    }
+    out.control(&v);
+}
+
+/// Makes sure `username` owns `session_id`: an unknown session is created for them, an unowned
+/// one (made by a proactive message) is claimed; another user's is refused (`false`).
+async fn own_session(state: &AppState, session_id: &str, username: &str) -> Result<bool, crate::store::StoreError> {
+    if let Some(s) = state.store.get_session(session_id).await? {
+        if s.creator == username {
+            return Ok(true);
+        }
+        if !s.creator.is_empty() {
+            return Ok(false);
+        }
+        return Ok(state.store.claim_session(session_id, username).await? || state.store.get_session(session_id).await?.is_some_and(|s| s.creator == username));
+    }
+    let now = now_micros();
+    let rec = SessionRecord {
+        session_id: session_id.to_string(),
+        platform_id: "webchat".into(),
+        creator: username.to_string(),
+        display_name: None,
+        is_group: false,
+        profile_id: None,
+        created_at: now,
+        updated_at: now,
+    };
+    state.store.create_session(&rec).await?;
+    Ok(state.store.get_session(session_id).await?.is_some_and(|s| s.creator == username))
+}
+
+/// Forwards proactive messages of a bound session, re-checking ownership for each one (the
+/// session could have been deleted and recreated by someone else).
+async fn forward_pushes(state: AppState, username: String, mut rx: tokio::sync::broadcast::Receiver<Arc<crate::bus::Push>>, out: Outbox, sub: String) {
+    loop {
+        let push = match rx.recv().await {
+            Ok(p) => p,
+            Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                tracing::warn!(skipped = n, "bound socket fell behind");
+                continue;
+            }
+            Err(_) => return,
+        };
+        match state.store.get_session(&push.session_id).await {
+            Ok(Some(s)) if s.creator == username => {}
+            _ => return,
+        }
+        let pushed = json!({"ct": "chat", "type": "complete", "data": push.text, "chain_type": "proactive", "streaming": false,
+            "session_id": push.session_id, "message_id": sub, "history_id": push.message_id});
+        let saved = json!({"ct": "chat", "type": "message_saved", "data": {"id": push.message_id, "created_at": iso_utc(push.created_at)},
+            "session_id": push.session_id, "message_id": sub});
+        if !out.data(&pushed).await || !out.data(&saved).await {
+            return;
+        }
+    }
+}
+
+/// One chat-mode send: validate, start, forward; `stop` (interrupt) cancels the run itself.
+async fn chat_send(state: AppState, caller: Caller, body: Map<String, Value>, out: Outbox, mid: String, stop: CancellationToken) {
+    let prepared = match prepare(&state, &caller, &body, "webchat").await {
+        Ok(p) => p,
+        Err(e) => {
+            let code = if e.status.is_server_error() { "PROCESSING_ERROR" } else { "INVALID_MESSAGE_FORMAT" };
+            return chat_error(&out, code, &e.message, Some(&mid));
+        }
+    };
+    let run = match start(&state, prepared).await {
+        Ok(r) => r,
+        Err(e) => return chat_error(&out, "PROCESSING_ERROR", &e.message, Some(&mid)),
+    };
+    let mut sub = run.subscribe(0);
+    let mut batch = Vec::new();
+    let mut stopped = false;
+    loop {
+        let more = tokio::select! {
+            _ = stop.cancelled(), if !stopped => {
+                stopped = true;
+                run.cancel.cancel();
+                continue;
+            }
+            more = sub.recv(&mut batch) => more,
+        };
+        if !more {
+            return;
+        }
+        for (_, ev) in batch.drain(..) {
+            let Some(mut v) = chat_event_json(&run.run_id, &ev) else { continue };
+            if let Value::Object(o) = &mut v {
+                o.insert("message_id".into(), json!(mid));
+                let mut framed = Map::new();
+                framed.insert("ct".into(), json!("chat"));
+                framed.extend(std::mem::take(o));
+                *o = framed;
+            }
+            if !out.data(&v).await {
+                return;
             }
         }
     }
@@ -541,7 +579,7 @@ struct TurnCtx {
 
 impl TurnCtx {
     async fn send(&self, v: Value) -> bool {
-        self.out.data(self.generation, &v).await
+        self.out.turn_data(self.generation, &v).await
     }
 
     async fn error_and_end(&self, code: &str, data: &str) {
@@ -630,6 +668,8 @@ async fn live_turn(ctx: &TurnCtx, input: Input) {
         speak_reply: None,
         parent_cancel: Some(ctx.token.clone()),
     };
+    // An interrupted turn of this session may still be saving what it had said.
+    state.agent.settle(&ctx.session_id, std::time::Duration::from_secs(5)).await;
     let run = match state.agent.start(turn) {
         Ok(r) => r,
         Err(_) => return ctx.error_and_end("PROCESSING_ERROR", "Session is busy").await,
@@ -667,7 +707,8 @@ async fn live_turn(ctx: &TurnCtx, input: Input) {
                     failed = true;
                     ctx.send(json!({"t": "error", "data": message, "code": code})).await
                 }
-                AgentEvent::Complete { .. } | AgentEvent::End => {
+                // `End` comes after the reply is saved and the session is free again.
+                AgentEvent::End => {
                     let nothing_said = failed && bot_text.is_empty();
                     if !audio_played && !nothing_said {
                         ctx.send(json!({"t": "bot_msg", "data": {"text": bot_text, "ts": now_ms()}})).await;

@@ -54,7 +54,7 @@ pub async fn list_sessions(State(state): State<AppState>, caller: Caller, q: Par
         let p = state.store.list_sessions(&username, platform, 0, 100).await?;
         return Ok(ok(p.items.iter().map(session_json).collect::<Vec<_>>()));
     }
-    let p = state.store.list_sessions(&username, platform, (page - 1) * size, size).await?;
+    let p = state.store.list_sessions(&username, platform, (page - 1).saturating_mul(size), size).await?;
     Ok(ok(json!({
         "sessions": p.items.iter().map(session_json).collect::<Vec<_>>(),
         "page": page,
@@ -78,7 +78,7 @@ pub async fn session_messages(
         "desc" => true,
         _ => return Err(ApiError::bad_request("order must be asc or desc")),
     };
-    let p = state.store.list_messages(&session_id, (page - 1) * size, size, newest_first).await?;
+    let p = state.store.list_messages(&session_id, (page - 1).saturating_mul(size), size, newest_first).await?;
     Ok(ok(json!({
         "session": session_json(&session),
         "messages": p.items.iter().map(message_json).collect::<Vec<_>>(),
@@ -150,7 +150,7 @@ pub async fn resume_run(
             if rid != run_id {
                 return Err(ApiError::bad_request("Last-Event-ID belongs to another run"));
             }
-            seq.parse::<u64>().map_err(|_| ApiError::bad_request("Invalid Last-Event-ID"))? + 1
+            seq.parse::<u64>().map_err(|_| ApiError::bad_request("Invalid Last-Event-ID"))?.saturating_add(1)
         }
     };
     let keepalive = Duration::from_secs(state.config.server.sse_keepalive_secs.max(1));

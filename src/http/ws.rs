@@ -4,9 +4,10 @@
 //! One task owns the socket's sink. Everything else sends frames to it through two bounded
 //! lanes: *control* (errors, pongs, `stop_play`, `end`: never waits, dropped if a client reads
 //! nothing at all) and *data* (deltas, audio: senders wait, so a slow reader slows its own turn
-//! instead of growing memory). Data frames carry the turn generation they belong to; bumping
-//! the generation (interrupt) makes the writer discard frames of the old turn still queued, so no
-//! audio is ever played after `stop_play`.
+//! instead of growing memory). Live-turn frames carry the turn generation they belong to;
+//! bumping the generation (interrupt) makes the writer discard frames of the old turn still
+//! queued, so no audio is ever played after `stop_play`. Other data frames (chat sends, pushes)
+//! carry no generation and are never discarded.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -53,7 +54,7 @@ enum Out {
 #[derive(Clone)]
 pub struct Outbox {
     control: mpsc::Sender<Out>,
-    data: mpsc::Sender<(u64, Message)>,
+    data: mpsc::Sender<(Option<u64>, Message)>,
     generation: Arc<AtomicU64>,
 }
 
@@ -63,9 +64,14 @@ impl Outbox {
         let _ = self.control.try_send(Out::Frame(Message::Text(Utf8Bytes::from(v.to_string()))));
     }
 
-    /// Queues a data frame of turn `generation`, waiting for room; false once the socket is gone.
-    pub async fn data(&self, generation: u64, v: &Value) -> bool {
-        self.data.send((generation, Message::Text(Utf8Bytes::from(v.to_string())))).await.is_ok()
+    /// Queues a frame of Live turn `generation`, waiting for room; false once the socket is gone.
+    pub async fn turn_data(&self, generation: u64, v: &Value) -> bool {
+        self.data.send((Some(generation), Message::Text(Utf8Bytes::from(v.to_string())))).await.is_ok()
+    }
+
+    /// Queues a data frame that belongs to no Live turn, waiting for room.
+    pub async fn data(&self, v: &Value) -> bool {
+        self.data.send((None, Message::Text(Utf8Bytes::from(v.to_string())))).await.is_ok()
     }
 
     /// Closes the socket after the control frames queued so far.
@@ -90,7 +96,7 @@ impl Outbox {
 /// Spawns the writer for `sink`.
 pub fn spawn_writer(mut sink: SplitSink<WebSocket, Message>) -> (Outbox, JoinHandle<()>) {
     let (ctx, mut crx) = mpsc::channel::<Out>(CONTROL_LANE);
-    let (dtx, mut drx) = mpsc::channel::<(u64, Message)>(DATA_LANE);
+    let (dtx, mut drx) = mpsc::channel::<(Option<u64>, Message)>(DATA_LANE);
     let generation = Arc::new(AtomicU64::new(0));
     let gen_w = generation.clone();
     let task = tokio::spawn(async move {
@@ -102,7 +108,8 @@ pub fn spawn_writer(mut sink: SplitSink<WebSocket, Message>) -> (Outbox, JoinHan
                     None => break,
                 },
                 d = drx.recv() => match d {
-                    Some((g, m)) if g == gen_w.load(Ordering::SeqCst) => Out::Frame(m),
+                    Some((None, m)) => Out::Frame(m),
+                    Some((Some(g), m)) if g == gen_w.load(Ordering::SeqCst) => Out::Frame(m),
                     Some(_) => continue, // a frame of an interrupted turn
                     None => break,
                 },
@@ -137,6 +144,15 @@ pub async fn refuse(socket: WebSocket, frame: Value, reason: &str) {
     out.close(CLOSE_POLICY, reason);
     drop(out);
     let _ = writer.await;
+}
+
+/// The headers without cookies. Sockets never authenticate by cookie: a browser sends the
+/// dashboard cookie with cross-site WebSocket requests too (SameSite ignores ports), so a page on
+/// another port of the same host could otherwise open a socket with dashboard rights.
+pub fn without_cookies(h: &axum::http::HeaderMap) -> axum::http::HeaderMap {
+    let mut h = h.clone();
+    h.remove(axum::http::header::COOKIE);
+    h
 }
 
 /// A text frame parsed as JSON; `Err` names what is wrong with it.

@@ -98,6 +98,9 @@ impl PocketSphinx {
     }
 }
 
+/// Longest audio handed to the offline recogniser.
+const MAX_SECONDS: f64 = 600.0;
+
 /// Removes a temporary file when dropped.
 struct TempFile(PathBuf);
 
@@ -115,6 +118,9 @@ impl Stt for PocketSphinx {
     async fn transcribe(&self, audio: Bytes, _filename: &str, _mime: &str) -> Result<String, SttError> {
         let parsed = wav::parse(&audio)
             .map_err(|e| SttError::Unsupported(format!("pocketsphinx needs 16-bit PCM WAV audio: {e}")))?;
+        if parsed.duration_secs() > MAX_SECONDS {
+            return Err(SttError::Unsupported(format!("audio longer than {MAX_SECONDS} s cannot be transcribed")));
+        }
         let pcm = wav::to_mono(&parsed, 16_000);
         let file = wav::pcm16_to_wav(&wav::samples_to_bytes(&pcm), 16_000, 1);
         tokio::fs::create_dir_all(&self.tmp_dir).await.map_err(|e| SttError::Failed(e.to_string()))?;

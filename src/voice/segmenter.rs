@@ -40,6 +40,10 @@ pub struct Segmenter {
     soft: Option<usize>,
     min_chars: usize,
     max_chars: usize,
+    /// Characters of the pending text up to `counted`, not counting leading whitespace. Kept
+    /// incrementally so each character is counted once (no rescans of a growing buffer).
+    count: usize,
+    counted: usize,
 }
 
 impl Segmenter {
@@ -48,7 +52,16 @@ impl Segmenter {
     }
 
     pub fn with_limits(min_chars: usize, max_chars: usize) -> Self {
-        Self { buf: String::new(), start: 0, pos: 0, soft: None, min_chars, max_chars: max_chars.max(min_chars + 1) }
+        Self {
+            buf: String::new(),
+            start: 0,
+            pos: 0,
+            soft: None,
+            min_chars,
+            max_chars: max_chars.max(min_chars + 1),
+            count: 0,
+            counted: 0,
+        }
     }
 
     /// Adds a delta; returns the sentences it completed.
@@ -72,6 +85,8 @@ impl Segmenter {
         self.start = 0;
         self.pos = 0;
         self.soft = None;
+        self.count = 0;
+        self.counted = 0;
         out
     }
 
@@ -79,6 +94,7 @@ impl Segmenter {
         if self.start > 4096 {
             self.buf.drain(..self.start);
             self.pos -= self.start;
+            self.counted -= self.start;
             self.soft = self.soft.map(|s| s - self.start);
             self.start = 0;
         }
@@ -91,10 +107,28 @@ impl Segmenter {
         }
         self.start = end;
         self.soft = None;
+        // Recount only what was already scanned past the cut (at most `max_chars`).
+        let to = self.counted.max(end);
+        self.count = 0;
+        self.counted = end;
+        self.pending_chars(to);
     }
 
-    fn pending_chars(&self, end: usize) -> usize {
-        self.buf[self.start..end].trim().chars().count()
+    /// Pending characters up to `end` (leading whitespace excluded), counted incrementally.
+    fn pending_chars(&mut self, end: usize) -> usize {
+        if end > self.counted {
+            for c in self.buf[self.counted..end].chars() {
+                if self.count > 0 || !c.is_whitespace() {
+                    self.count += 1;
+                }
+            }
+            self.counted = end;
+        }
+        if self.count == 0 {
+            // Only whitespace so far: drop it, so a stream of blanks cannot grow the buffer.
+            self.start = self.counted;
+        }
+        self.count
     }
 
     fn scan(&mut self, at_end: bool, out: &mut Vec<String>) {
@@ -283,6 +317,16 @@ mod tests {
         assert_eq!(s.push("Version 3."), Vec::<String>::new());
         assert_eq!(s.push("14 is out. Next"), ["Version 3.14 is out."]);
         assert_eq!(s.finish(), ["Next"]);
+    }
+
+    #[test]
+    fn a_storm_of_whitespace_is_not_buffered() {
+        let mut s = Segmenter::new(10);
+        for _ in 0..200 {
+            assert!(s.push(&" \n ".repeat(1000)).is_empty());
+        }
+        assert!(s.buf.len() < 8192, "whitespace-only text is dropped as it comes ({} bytes kept)", s.buf.len());
+        assert_eq!(s.push("Then words finally arrive. "), ["Then words finally arrive."]);
     }
 
     mod props {

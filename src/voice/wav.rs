@@ -80,8 +80,9 @@ pub fn parse(bytes: &[u8]) -> Result<Wav, WavError> {
             fmt = Some((format, channels, rate, bits));
         } else if id == b"data" {
             let (format, channels, sample_rate, bits) = fmt.ok_or(WavError::NotWav)?;
-            // 1 = PCM; 0xFFFE = extensible (PCM in practice for 16-bit).
-            if !(format == 1 || format == 0xFFFE) || bits != 16 || channels == 0 || sample_rate == 0 {
+            // 1 = PCM; 0xFFFE = extensible (PCM in practice for 16-bit). Implausible rates and
+            // channel counts are refused: resampling a "1 Hz" file would allocate without bound.
+            if !(format == 1 || format == 0xFFFE) || bits != 16 || !(1..=8).contains(&channels) || !(8_000..=192_000).contains(&sample_rate) {
                 return Err(WavError::Unsupported);
             }
             let data = &bytes[body..end];
@@ -193,5 +194,7 @@ mod tests {
         fix_header(&mut wav);
         assert_eq!(u32_at(&wav, 40), Some(4410));
         assert_eq!(parse(b"nope"), Err(WavError::NotWav));
+        let bogus = pcm16_to_wav(&[0u8; 64], 1, 1);
+        assert_eq!(parse(&bogus), Err(WavError::Unsupported), "a 1 Hz header is refused");
     }
 }

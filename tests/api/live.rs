@@ -385,3 +385,24 @@ async fn two_hundred_live_sessions_do_not_interfere() {
         assert_eq!(spoken, vec![fake_wav(&format!("Echo: client number {i}."))]);
     }
 }
+
+#[tokio::test]
+async fn a_new_turn_right_after_end_or_interrupt_is_not_busy() {
+    let (app, fake, key) = fake_voice_app("").await;
+    let mut ws = live(&app, &key, "u").await;
+    for i in 0..5 {
+        ws.send(json!({"t": "text_input", "text": format!("turn {i}")})).await;
+        let frames = turn(&mut ws).await;
+        assert!(!frames.iter().any(|f| f["t"] == "error"), "turn {i}: {frames:?}");
+    }
+    fake.push(Reply::HangAfter(tokens(&["hanging"])));
+    ws.send(json!({"t": "text_input", "text": "long"})).await;
+    ws.until(|f| f["t"] == "bot_delta_chunk").await;
+    ws.send(json!({"t": "interrupt"})).await;
+    ws.send(json!({"t": "text_input", "text": "right after"})).await;
+    ws.until(|f| f["t"] == "end").await; // the interrupted turn's
+    let frames = turn(&mut ws).await;
+    assert!(!frames.iter().any(|f| f["t"] == "error"), "{frames:?}");
+    let said: String = frames.iter().filter(|f| f["t"] == "bot_delta_chunk").map(|f| f["data"]["text"].as_str().unwrap()).collect();
+    assert_eq!(said, "Echo: right after");
+}
