@@ -189,6 +189,9 @@ impl Server {
 pub async fn run(config: Config) -> anyhow::Result<()> {
     let shutdown = CancellationToken::new();
     let listen = config.listen;
+    if !config.compat.require_api_key && !listen.ip().is_loopback() {
+        tracing::warn!(%listen, "[compat] require_api_key = false on a non-loopback address: /v1/conversation and /chat are open to anyone who can reach it");
+    }
     let state = AppState::build(config, shutdown.clone()).await?;
     let listener = TcpListener::bind(listen).await.with_context(|| format!("binding {listen}"))?;
     let server = Server::start(state, listener).await?;

@@ -9,6 +9,7 @@ pub mod attachments;
 pub mod auth;
 pub mod bus;
 pub mod cli;
+pub mod compat;
 pub mod config;
 pub mod error;
 pub mod http;

@@ -54,7 +54,9 @@ impl PromptBuilder {
             {
                 if rec.size > MAX_IMAGE_BYTES {
                     let max = MAX_IMAGE_BYTES >> 20;
-                    return Err(PromptError::Invalid(format!("image {filename} is too large to send to a model (max {max} MiB)")));
+                    return Err(PromptError::Invalid(format!(
+                        "image {filename} is too large to send to a model (max {max} MiB)"
+                    )));
                 }
                 image_bytes += rec.size;
             }

@@ -125,7 +125,13 @@ async fn serve(state: AppState, caller: Caller, socket: WebSocket) {
     let _ = writer.await;
 }
 
-async fn handle_send(state: &AppState, caller: &Caller, frame: Map<String, Value>, out: &Outbox, active: &mut HashMap<String, JoinHandle<()>>) {
+async fn handle_send(
+    state: &AppState,
+    caller: &Caller,
+    frame: Map<String, Value>,
+    out: &Outbox,
+    active: &mut HashMap<String, JoinHandle<()>>,
+) {
     let mid = match frame.get("message_id") {
         Some(Value::String(s)) if !s.trim().is_empty() => s.trim().to_string(),
         _ => uuid::Uuid::new_v4().to_string(),
@@ -135,7 +141,11 @@ async fn handle_send(state: &AppState, caller: &Caller, frame: Map<String, Value
         return;
     }
     if active.len() >= MAX_ACTIVE_SENDS {
-        out.control(&error_frame("PROCESSING_ERROR", &format!("too many concurrent sends (limit {MAX_ACTIVE_SENDS})"), Some(&mid)));
+        out.control(&error_frame(
+            "PROCESSING_ERROR",
+            &format!("too many concurrent sends (limit {MAX_ACTIVE_SENDS})"),
+            Some(&mid),
+        ));
         return;
     }
     // Validation, start and forwarding run in the send's own task: the receive loop never waits.
@@ -164,7 +174,9 @@ async fn run_send(state: AppState, caller: Caller, frame: Map<String, Value>, ou
     while sub.recv(&mut batch).await {
         for (_, ev) in batch.drain(..) {
             let frame = match &*ev {
-                AgentEvent::SessionId { session_id } => json!({"type": "session_id", "data": null, "session_id": session_id, "message_id": mid}),
+                AgentEvent::SessionId { session_id } => {
+                    json!({"type": "session_id", "data": null, "session_id": session_id, "message_id": mid})
+                }
                 AgentEvent::UserMessageSaved { .. } => continue,
                 AgentEvent::MessageSaved { id, created_at, .. } => {
                     json!({"type": "message_saved", "data": {"id": id, "created_at": iso_utc(*created_at)}, "session_id": session_id, "message_id": mid})

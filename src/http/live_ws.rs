@@ -401,21 +401,35 @@ impl Conn {
                     body.insert("session_id".into(), json!(self.session_id));
                 }
                 let stop = CancellationToken::new();
-                let (state, caller, out, m, st) = (self.state.clone(), self.caller.clone(), self.out.clone(), mid.clone(), stop.clone());
+                let (state, caller, out, m, st) =
+                    (self.state.clone(), self.caller.clone(), self.out.clone(), mid.clone(), stop.clone());
                 // Validation, start and forwarding run in the send's own task.
                 let task = tokio::spawn(async move { chat_send(state, caller, body, out, m, st).await });
                 self.chat_sends.insert(mid, (task, stop));
             }
             "bind" => {
-                let Some(sid) = f.get("session_id").and_then(Value::as_str).map(str::trim).filter(|s| !s.is_empty()).map(str::to_string) else {
+                let Some(sid) = f
+                    .get("session_id")
+                    .and_then(Value::as_str)
+                    .map(str::trim)
+                    .filter(|s| !s.is_empty())
+                    .map(str::to_string)
+                else {
                     return chat_error(&self.out, "INVALID_MESSAGE_FORMAT", "session_id is required", None);
                 };
                 if !self.binds.contains_key(&sid) && self.binds.len() >= MAX_BINDS {
-                    return chat_error(&self.out, "INVALID_MESSAGE_FORMAT", &format!("too many bound sessions (limit {MAX_BINDS})"), None);
+                    return chat_error(
+                        &self.out,
+                        "INVALID_MESSAGE_FORMAT",
+                        &format!("too many bound sessions (limit {MAX_BINDS})"),
+                        None,
+                    );
                 }
                 match own_session(&self.state, &sid, &self.username).await {
                     Ok(true) => {}
-                    Ok(false) => return chat_error(&self.out, "SESSION_ERROR", "session_id belongs to another username", None),
+                    Ok(false) => {
+                        return chat_error(&self.out, "SESSION_ERROR", "session_id belongs to another username", None);
+                    }
                     Err(e) => {
                         tracing::error!(error = %e, "bind: reading the session failed");
                         return chat_error(&self.out, "PROCESSING_ERROR", "Internal server error", None);
@@ -425,11 +439,18 @@ impl Conn {
                 crate::util::fill_random(&mut r);
                 let sub_id = format!("ws_sub_{}", hex::encode(r));
                 let rx = self.state.bus.subscribe(&sid);
-                let task = tokio::spawn(forward_pushes(self.state.clone(), self.username.clone(), rx, self.out.clone(), sub_id.clone()));
+                let task = tokio::spawn(forward_pushes(
+                    self.state.clone(),
+                    self.username.clone(),
+                    rx,
+                    self.out.clone(),
+                    sub_id.clone(),
+                ));
                 if let Some(old) = self.binds.insert(sid.clone(), task) {
                     old.abort();
                 }
-                self.out.control(&json!({"ct": "chat", "type": "session_bound", "session_id": sid, "message_id": sub_id}));
+                self.out
+                    .control(&json!({"ct": "chat", "type": "session_bound", "session_id": sid, "message_id": sub_id}));
             }
             "interrupt" => {
                 let target = f.get("message_id").and_then(Value::as_str).map(str::to_string);
@@ -445,7 +466,9 @@ impl Conn {
                 self.out.control(&v);
             }
             "ping" => self.out.control(&json!({"ct": "chat", "type": "pong"})),
-            other => chat_error(&self.out, "INVALID_MESSAGE_FORMAT", &format!("Unsupported message type: {other}"), None),
+            other => {
+                chat_error(&self.out, "INVALID_MESSAGE_FORMAT", &format!("Unsupported message type: {other}"), None)
+            }
         }
     }
 }
@@ -468,7 +491,8 @@ async fn own_session(state: &AppState, session_id: &str, username: &str) -> Resu
         if !s.creator.is_empty() {
             return Ok(false);
         }
-        return Ok(state.store.claim_session(session_id, username).await? || state.store.get_session(session_id).await?.is_some_and(|s| s.creator == username));
+        return Ok(state.store.claim_session(session_id, username).await?
+            || state.store.get_session(session_id).await?.is_some_and(|s| s.creator == username));
     }
     let now = now_micros();
     let rec = SessionRecord {
@@ -487,7 +511,13 @@ async fn own_session(state: &AppState, session_id: &str, username: &str) -> Resu
 
 /// Forwards proactive messages of a bound session, re-checking ownership for each one (the
 /// session could have been deleted and recreated by someone else).
-async fn forward_pushes(state: AppState, username: String, mut rx: tokio::sync::broadcast::Receiver<Arc<crate::bus::Push>>, out: Outbox, sub: String) {
+async fn forward_pushes(
+    state: AppState,
+    username: String,
+    mut rx: tokio::sync::broadcast::Receiver<Arc<crate::bus::Push>>,
+    out: Outbox,
+    sub: String,
+) {
     loop {
         let push = match rx.recv().await {
             Ok(p) => p,
@@ -512,7 +542,14 @@ async fn forward_pushes(state: AppState, username: String, mut rx: tokio::sync::
 }
 
 /// One chat-mode send: validate, start, forward; `stop` (interrupt) cancels the run itself.
-async fn chat_send(state: AppState, caller: Caller, body: Map<String, Value>, out: Outbox, mid: String, stop: CancellationToken) {
+async fn chat_send(
+    state: AppState,
+    caller: Caller,
+    body: Map<String, Value>,
+    out: Outbox,
+    mid: String,
+    stop: CancellationToken,
+) {
     let prepared = match prepare(&state, &caller, &body, "webchat").await {
         Ok(p) => p,
         Err(e) => {

@@ -5,6 +5,7 @@ pub mod api_keys;
 pub mod chat;
 pub mod chat_ws;
 pub mod configs;
+pub mod conversation;
 pub mod dashboard;
 pub mod files;
 pub mod health;
@@ -13,6 +14,7 @@ pub mod live_ws;
 pub mod params;
 pub mod sessions;
 pub mod sse;
+pub mod stage;
 pub mod ws;
 
 use std::time::Duration;
@@ -28,7 +30,7 @@ use tower_http::trace::TraceLayer;
 use tracing::Span;
 
 use crate::app::AppState;
-use crate::auth::caller::{Requirement, require_dashboard, require_scope};
+use crate::auth::caller::{Requirement, require_compat, require_dashboard, require_scope};
 use crate::error::ApiError;
 
 /// Every authenticated `/api/v1` route and what it requires. Routes can only be mounted through
@@ -81,6 +83,20 @@ pub fn router(state: AppState) -> Router {
         .route("/api/apikey/delete", post(api_keys::delete_by_body))
         .route_layer(from_fn_with_state(state.clone(), require_dashboard));
     app = app.merge(legacy_dashboard);
+
+    // The older chatbot APIs (seeds 002 and 004): scope `chat` unless opened for loopback use.
+    let compat = Router::new()
+        .route(
+            "/v1/conversation",
+            post(conversation::converse)
+                .layer(axum::extract::DefaultBodyLimit::max(state.config.compat.max_body_bytes)),
+        )
+        .route("/chat", post(stage::stage_chat))
+        .route("/set_info", post(stage::set_info))
+        .route("/get_info", post(stage::get_info))
+        .route("/delete_session", delete(stage::delete_session))
+        .route_layer(from_fn_with_state(state.clone(), require_compat));
+    app = app.merge(compat);
 
     for (path, req, route) in v1_routes() {
         app = app.route(path, route.route_layer(from_fn_with_state((state.clone(), req), require_scope)));

@@ -145,7 +145,8 @@ impl OpenAiProvider {
         if !res.status().is_success() {
             let status = res.status().as_u16();
             // The error body is read under the idle timeout: a stalled body must not hang the run.
-            let text = tokio::time::timeout(self.idle_timeout, read_capped(res, MAX_ERROR_BODY)).await.unwrap_or_default();
+            let text =
+                tokio::time::timeout(self.idle_timeout, read_capped(res, MAX_ERROR_BODY)).await.unwrap_or_default();
             return Err(LlmError::Upstream { status, message: error_message(&text, status) });
         }
         Ok(res)

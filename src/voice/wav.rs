@@ -82,7 +82,11 @@ pub fn parse(bytes: &[u8]) -> Result<Wav, WavError> {
             let (format, channels, sample_rate, bits) = fmt.ok_or(WavError::NotWav)?;
             // 1 = PCM; 0xFFFE = extensible (PCM in practice for 16-bit). Implausible rates and
             // channel counts are refused: resampling a "1 Hz" file would allocate without bound.
-            if !(format == 1 || format == 0xFFFE) || bits != 16 || !(1..=8).contains(&channels) || !(8_000..=192_000).contains(&sample_rate) {
+            if !(format == 1 || format == 0xFFFE)
+                || bits != 16
+                || !(1..=8).contains(&channels)
+                || !(8_000..=192_000).contains(&sample_rate)
+            {
                 return Err(WavError::Unsupported);
             }
             let data = &bytes[body..end];

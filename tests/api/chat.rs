@@ -621,7 +621,10 @@ async fn shutdown_ends_open_streams_and_saves_the_partial_reply() {
 async fn the_next_turn_may_start_as_soon_as_end_arrives() {
     let (app, fake, key) = setup("").await;
     for i in 0..10 {
-        let frames = chat(&app, &key, json!({"message": format!("n{i}"), "username": "u", "session_id": "quick"})).await.collect().await;
+        let frames = chat(&app, &key, json!({"message": format!("n{i}"), "username": "u", "session_id": "quick"}))
+            .await
+            .collect()
+            .await;
         assert_eq!(frames.last().unwrap().ty(), "end", "turn {i}");
     }
     // Stopped, then immediately asked again: the stopped run is let finish saving, not a 409.
@@ -629,7 +632,8 @@ async fn the_next_turn_may_start_as_soon_as_end_arrives() {
     let mut sse = chat(&app, &key, json!({"message": "long", "username": "u", "session_id": "quick"})).await;
     while sse.next().await.unwrap().ty() != "plain" {}
     send(app.http.post(app.url("/api/v1/chat/sessions/quick/stop?username=u")).bearer_auth(&key)).await;
-    let frames = chat(&app, &key, json!({"message": "again", "username": "u", "session_id": "quick"})).await.collect().await;
+    let frames =
+        chat(&app, &key, json!({"message": "again", "username": "u", "session_id": "quick"})).await.collect().await;
     assert_eq!(frames.last().unwrap().ty(), "end");
 }
 
@@ -638,15 +642,29 @@ async fn hostile_numbers_and_part_counts_are_refused_cleanly() {
     let (app, _fake, key) = setup("").await;
     let frames = chat(&app, &key, json!({"message": "x", "username": "u"})).await.collect().await;
     let run_id = frames[2].data["data"]["run_id"].as_str().unwrap().to_string();
-    let res = app.http.get(app.url(&format!("/api/v1/chat/runs/{run_id}/stream?username=u"))).bearer_auth(&key).header("Last-Event-ID", format!("{run_id}:18446744073709551615")).send().await.unwrap();
+    let res = app
+        .http
+        .get(app.url(&format!("/api/v1/chat/runs/{run_id}/stream?username=u")))
+        .bearer_auth(&key)
+        .header("Last-Event-ID", format!("{run_id}:18446744073709551615"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(res.status(), 200);
     assert!(SseReader::new(res).collect().await.is_empty(), "nothing after the last possible event");
-    let (s, _) = send(app.http.get(app.url("/api/v1/chat/sessions?username=u&page=9223372036854775807")).bearer_auth(&key)).await;
+    let (s, _) =
+        send(app.http.get(app.url("/api/v1/chat/sessions?username=u&page=9223372036854775807")).bearer_auth(&key))
+            .await;
     assert_eq!(s, 200);
     let parts: Vec<Value> = (0..65).map(|_| json!({"type": "plain", "text": "x"})).collect();
-    let (s, b) = send(app.http.post(app.url("/api/v1/chat")).bearer_auth(&key).json(&json!({"username": "u", "message": parts}))).await;
+    let (s, b) = send(
+        app.http.post(app.url("/api/v1/chat")).bearer_auth(&key).json(&json!({"username": "u", "message": parts})),
+    )
+    .await;
     assert_error(s, &b, 400, "too many message parts (max 64)");
     let files: Vec<Value> = (0..17).map(|i| json!(format!("id-{i}"))).collect();
-    let (s, b) = send(app.http.post(app.url("/api/v1/chat")).bearer_auth(&key).json(&json!({"username": "u", "files": files}))).await;
+    let (s, b) =
+        send(app.http.post(app.url("/api/v1/chat")).bearer_auth(&key).json(&json!({"username": "u", "files": files})))
+            .await;
     assert_error(s, &b, 400, "too many attachments (max 16)");
 }

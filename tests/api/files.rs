@@ -281,7 +281,10 @@ async fn an_image_too_large_for_a_model_is_refused() {
     big.resize(21 * 1024 * 1024, 0);
     let (_, img) = upload(&app, &key, "huge.png", "image/png", big).await;
     assert_eq!(img["data"]["type"], "image");
-    let (s, b) = send(app.http.post(app.url("/api/v1/chat")).bearer_auth(&key).json(&json!({"username": "u", "message": [{"type": "image", "attachment_id": img["data"]["attachment_id"]}]}))).await;
+    let (s, b) = send(app.http.post(app.url("/api/v1/chat")).bearer_auth(&key).json(
+        &json!({"username": "u", "message": [{"type": "image", "attachment_id": img["data"]["attachment_id"]}]}),
+    ))
+    .await;
     assert_error(s, &b, 400, "image huge.png is too large to send to a model (max 20 MiB)");
     assert!(fake.requests().is_empty());
 }

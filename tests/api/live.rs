@@ -403,6 +403,7 @@ async fn a_new_turn_right_after_end_or_interrupt_is_not_busy() {
     ws.until(|f| f["t"] == "end").await; // the interrupted turn's
     let frames = turn(&mut ws).await;
     assert!(!frames.iter().any(|f| f["t"] == "error"), "{frames:?}");
-    let said: String = frames.iter().filter(|f| f["t"] == "bot_delta_chunk").map(|f| f["data"]["text"].as_str().unwrap()).collect();
+    let said: String =
+        frames.iter().filter(|f| f["t"] == "bot_delta_chunk").map(|f| f["data"]["text"].as_str().unwrap()).collect();
     assert_eq!(said, "Echo: right after");
 }

@@ -9,6 +9,7 @@ mod api_keys;
 mod auth;
 mod chat;
 mod cli;
+mod compat;
 mod dashboard;
 mod errors;
 mod files;

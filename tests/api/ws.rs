@@ -229,7 +229,11 @@ async fn dashboard_sockets_take_a_jwt_token() {
 #[tokio::test]
 async fn a_live_turn_does_not_silence_chat_sends_on_the_same_socket() {
     let (app, fake, _key) = setup().await;
-    fake.push(Reply::Chunks { chunks: tokens(&["slow ", "chat ", "reply"]), delay: Duration::from_millis(80), first_delay: Duration::ZERO });
+    fake.push(Reply::Chunks {
+        chunks: tokens(&["slow ", "chat ", "reply"]),
+        delay: Duration::from_millis(80),
+        first_delay: Duration::ZERO,
+    });
     let mut ws = ws_connect(&app, &format!("/api/unified_chat/ws?token={}", app.jwt), &[]).await;
     ws.send(json!({"ct": "chat", "t": "send", "message": [{"type": "plain", "text": "one"}], "message_id": "c1", "session_id": "mixed"})).await;
     ws.until(|f| f["type"] == "plain").await;
@@ -237,7 +241,11 @@ async fn a_live_turn_does_not_silence_chat_sends_on_the_same_socket() {
     ws.send(json!({"t": "text_input", "text": "live"})).await;
     ws.send(json!({"t": "interrupt"})).await;
     let frames = ws.until(|f| f["ct"] == "chat" && f["type"] == "end").await;
-    let chat_text: String = frames.iter().filter(|f| f["ct"] == "chat" && f["type"] == "plain").map(|f| f["data"].as_str().unwrap()).collect();
+    let chat_text: String = frames
+        .iter()
+        .filter(|f| f["ct"] == "chat" && f["type"] == "plain")
+        .map(|f| f["data"].as_str().unwrap())
+        .collect();
     assert_eq!(chat_text, "chat reply", "the chat send's frames were all delivered");
     assert!(frames.iter().any(|f| f["ct"] == "chat" && f["type"] == "message_saved"));
 }
@@ -257,7 +265,13 @@ async fn bind_claims_a_session_for_its_user_only() {
     let (app, _fake, key) = setup().await;
     let im_key = app.key(&["im"]).await;
     // An unowned session (made by a proactive message) is claimed by the first bind.
-    let (s, _) = send(app.http.post(app.url("/api/v1/im/message")).bearer_auth(&im_key).json(&json!({"umo": "webchat:FriendMessage:order-123", "message": "hi"}))).await;
+    let (s, _) = send(
+        app.http
+            .post(app.url("/api/v1/im/message"))
+            .bearer_auth(&im_key)
+            .json(&json!({"umo": "webchat:FriendMessage:order-123", "message": "hi"})),
+    )
+    .await;
     assert_eq!(s, 200);
     let mut bob = ws_connect(&app, &format!("/api/v1/live/ws?api_key={key}&username=bob&ct=chat"), &[]).await;
     bob.send(json!({"t": "bind", "session_id": "order-123"})).await;
@@ -265,7 +279,13 @@ async fn bind_claims_a_session_for_its_user_only() {
     let mut alice = ws_connect(&app, &format!("/api/v1/live/ws?api_key={key}&username=alice&ct=chat"), &[]).await;
     alice.send(json!({"t": "bind", "session_id": "order-123"})).await;
     assert_eq!(alice.recv().await["code"], "SESSION_ERROR");
-    let (s, b) = send(app.http.post(app.url("/api/v1/chat")).bearer_auth(&key).json(&json!({"username": "alice", "message": "x", "session_id": "order-123"}))).await;
+    let (s, b) = send(
+        app.http
+            .post(app.url("/api/v1/chat"))
+            .bearer_auth(&key)
+            .json(&json!({"username": "alice", "message": "x", "session_id": "order-123"})),
+    )
+    .await;
     assert_error(s, &b, 403, "session_id belongs to another username");
     // Binding a session that does not exist yet makes it the binder's.
     alice.send(json!({"t": "bind", "session_id": "alice-future"})).await;

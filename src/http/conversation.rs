@@ -1,0 +1,236 @@
+//! `POST /v1/conversation` (seed 002): the older chatbot HTTP API.
+//!
+//! Request `{session_id, user_id, group_id?, nickname?, messages:[{type: text|image|voice, value,
+//! format?}], is_manager?, prefered_format?}`. Images (base64) go to the model; voice (base64 +
+//! `format`) is transcribed by the STT provider. The answer is SSE: one
+//! `data: {"messages":[…]}` frame with the reply as `text`, plus `voice` as a
+//! `data:audio/wav;base64,…` URL when the profile speaks (`tts = true`). Only WAV can be produced:
+//! asking for mp3, silk or amr voice is a 400 that names the supported formats.
+//!
+//! Sessions are stored as `conv!<session_id>` (platform `conversation`), owned by the first
+//! `user_id`; a group's members share them.
+
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::Response;
+use base64::Engine;
+use bytes::Bytes;
+use serde_json::{Map, Value, json};
+
+use super::stage::start_compat_turn;
+use crate::agent::events::AgentEvent;
+use crate::app::AppState;
+use crate::auth::Caller;
+use crate::error::{ApiError, ApiJson, ApiResult};
+
+pub const SESSION_PREFIX: &str = "conv!";
+/// Voice formats astrgate can produce.
+pub const SUPPORTED_VOICE_OUT: &[&str] = &["wav"];
+const MAX_MESSAGES: usize = 32;
+
+fn text_field(obj: &Map<String, Value>, key: &str, required: bool) -> ApiResult<Option<String>> {
+    match obj.get(key) {
+        None | Some(Value::Null) if required => Err(ApiError::bad_request(format!("Missing key: {key}"))),
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) if required && s.trim().is_empty() => {
+            Err(ApiError::bad_request(format!("{key} is empty")))
+        }
+        Some(Value::String(s)) => Ok(Some(s.trim().to_string())),
+        // Some bots send numeric ids.
+        Some(Value::Number(n)) => Ok(Some(n.to_string())),
+        Some(_) => Err(ApiError::bad_request(format!("Invalid request body: {key} must be a string"))),
+    }
+}
+
+/// Base64 with or without a `data:…;base64,` prefix.
+fn decode_b64(v: &str) -> Option<Vec<u8>> {
+    let raw = match v.split_once(";base64,") {
+        Some((head, rest)) if head.starts_with("data:") => rest,
+        _ => v,
+    };
+    let cleaned: String = raw.chars().filter(|c| !c.is_whitespace()).collect();
+    base64::engine::general_purpose::STANDARD.decode(cleaned.as_bytes()).ok()
+}
+
+pub async fn converse(
+    State(state): State<AppState>,
+    _caller: Caller,
+    ApiJson(body): ApiJson<Value>,
+) -> ApiResult<Response> {
+    let obj = body.as_object().ok_or_else(|| ApiError::bad_request("Invalid request body: expected a JSON object"))?;
+    let session_id = text_field(obj, "session_id", true)?.unwrap_or_default();
+    let user_id = text_field(obj, "user_id", true)?.unwrap_or_default();
+    let group_id = text_field(obj, "group_id", false)?;
+    let nickname = text_field(obj, "nickname", false)?;
+    if session_id.chars().count() > 128 || user_id.chars().count() > 255 {
+        return Err(ApiError::bad_request("session_id or user_id is too long"));
+    }
+    let format =
+        text_field(obj, "prefered_format", false)?.map(|f| f.to_ascii_lowercase()).unwrap_or_else(|| "wav".into());
+    let messages = match obj.get("messages") {
+        None | Some(Value::Null) => return Err(ApiError::bad_request("Missing key: messages")),
+        Some(Value::Array(a)) if a.is_empty() => return Err(ApiError::bad_request("messages must not be empty")),
+        Some(Value::Array(a)) if a.len() > MAX_MESSAGES => {
+            return Err(ApiError::bad_request(format!("too many messages (max {MAX_MESSAGES})")));
+        }
+        Some(Value::Array(a)) => a,
+        Some(_) => return Err(ApiError::bad_request("messages must be a list")),
+    };
+
+    let profile_speaks = state
+        .config
+        .compat
+        .profile
+        .as_deref()
+        .and_then(|id| state.profiles.get(id))
+        .unwrap_or_else(|| state.profiles.default_profile())
+        .tts;
+    let tts = if profile_speaks { state.providers.tts().cloned() } else { None };
+    if tts.is_some() && !SUPPORTED_VOICE_OUT.contains(&format.as_str()) {
+        return Err(ApiError::bad_request(format!(
+            "prefered_format \"{format}\" is not supported: astrgate has no {format} encoder; supported formats: {}",
+            SUPPORTED_VOICE_OUT.join(", ")
+        )));
+    }
+
+    let skey = format!("{SESSION_PREFIX}{session_id}");
+    super::stage::precheck(&state, &skey)?;
+    // Validate and decode everything before anything is stored.
+    let mut model_parts: Vec<Value> = Vec::new();
+    let mut stored_parts: Vec<Value> = Vec::new();
+    let dir = state.prompt.attachments_dir.clone();
+    for (i, m) in messages.iter().enumerate() {
+        let ty = m.get("type").and_then(Value::as_str).unwrap_or_default();
+        let value = m
+            .get("value")
+            .and_then(Value::as_str)
+            .ok_or_else(|| ApiError::bad_request(format!("messages[{i}].value must be a string")))?;
+        match ty {
+            "text" => {
+                if !value.trim().is_empty() {
+                    model_parts.push(json!({"type": "text", "text": value}));
+                    stored_parts.push(json!({"type": "plain", "text": value}));
+                }
+            }
+            "image" => {
+                let bytes = decode_b64(value)
+                    .ok_or_else(|| ApiError::bad_request(format!("messages[{i}].value is not valid base64")))?;
+                let (mime, kind) = crate::attachments::classify(
+                    &bytes[..bytes.len().min(crate::attachments::SNIFF_BYTES)],
+                    None,
+                    "image",
+                );
+                if kind != "image" {
+                    return Err(ApiError::bad_request(format!("messages[{i}] is not a recognised image")));
+                }
+                let b64 = base64::engine::general_purpose::STANDARD.encode(&bytes);
+                model_parts
+                    .push(json!({"type": "image_url", "image_url": {"url": format!("data:{mime};base64,{b64}")}}));
+                let ext = mime.rsplit('/').next().unwrap_or("img");
+                let rec =
+                    crate::attachments::save_bytes(state.store.as_ref(), &dir, &format!("image.{ext}"), &mime, &bytes)
+                        .await
+                        .map_err(ApiError::internal)?;
+                stored_parts.push(json!({"type": "image", "attachment_id": rec.attachment_id, "filename": rec.original_name, "mime_type": rec.mime_type}));
+            }
+            "voice" => {
+                let bytes = decode_b64(value)
+                    .ok_or_else(|| ApiError::bad_request(format!("messages[{i}].value is not valid base64")))?;
+                let vf = m.get("format").and_then(Value::as_str).unwrap_or("wav").to_ascii_lowercase();
+                let stt = state.providers.stt().cloned().ok_or_else(|| {
+                    ApiError::bad_request("No STT provider is configured: voice messages cannot be transcribed")
+                })?;
+                let mime = match vf.as_str() {
+                    "mp3" => "audio/mpeg",
+                    "amr" => "audio/amr",
+                    "silk" => "audio/silk",
+                    "ogg" => "audio/ogg",
+                    _ => "audio/wav",
+                };
+                let text = stt.transcribe(Bytes::from(bytes.clone()), &format!("voice.{vf}"), mime).await.map_err(
+                    |e| match e {
+                        crate::providers::stt::SttError::Unsupported(m) => {
+                            ApiError::bad_request(format!("messages[{i}]: {m}"))
+                        }
+                        other => ApiError::new(StatusCode::BAD_GATEWAY, format!("messages[{i}]: {other}")),
+                    },
+                )?;
+                if text.trim().is_empty() {
+                    return Err(ApiError::bad_request(format!("messages[{i}]: no speech was recognised")));
+                }
+                let rec =
+                    crate::attachments::save_bytes(state.store.as_ref(), &dir, &format!("voice.{vf}"), mime, &bytes)
+                        .await
+                        .map_err(ApiError::internal)?;
+                model_parts.push(json!({"type": "text", "text": text}));
+                stored_parts.push(json!({"type": "record", "attachment_id": rec.attachment_id, "filename": rec.original_name, "mime_type": rec.mime_type, "transcript": text}));
+            }
+            other => {
+                return Err(ApiError::bad_request(format!(
+                    "messages[{i}].type must be text, image or voice, got {other:?}"
+                )));
+            }
+        }
+    }
+    if model_parts.is_empty() {
+        return Err(ApiError::bad_request("Message content is empty"));
+    }
+    let model_input = if model_parts.iter().all(|p| p["type"] == "text") {
+        Value::String(model_parts.iter().filter_map(|p| p["text"].as_str()).collect::<Vec<_>>().join("\n"))
+    } else {
+        Value::Array(model_parts)
+    };
+    let mut content = json!({"type": "user", "message": stored_parts, "user_id": user_id});
+    if let Some(n) = &nickname {
+        content["nickname"] = json!(n);
+    }
+    if let Some(g) = &group_id {
+        content["group_id"] = json!(g);
+    }
+    let (run, _) = start_compat_turn(&state, &skey, "conversation", &user_id, content, model_input, &[]).await?;
+
+    let stream = futures_util::stream::once(async move {
+        let mut sub = run.subscribe(0);
+        let mut batch = Vec::new();
+        let mut failure: Option<(String, String)> = None;
+        let mut text = String::new();
+        // Read to the end of the run (its reply saved, its session free again).
+        while sub.recv(&mut batch).await {
+            for (_, ev) in batch.drain(..) {
+                match &*ev {
+                    AgentEvent::Complete { text: t, .. } => text = t.clone(),
+                    AgentEvent::Error { message, code } if failure.is_none() => {
+                        failure = Some((code.clone(), message.clone()))
+                    }
+                    _ => {}
+                }
+            }
+        }
+        let frame = match failure {
+            Some((code, message)) => {
+                json!({"messages": [{"type": "text", "value": message}], "error": {"code": code, "message": message}})
+            }
+            None => {
+                let mut msgs = vec![json!({"type": "text", "value": text})];
+                if let Some(tts) = tts.filter(|_| !text.trim().is_empty()) {
+                    match tts.synthesize(&text).await {
+                        Ok(audio) => {
+                            let b64 = base64::engine::general_purpose::STANDARD.encode(&audio);
+                            msgs.push(json!({"type": "voice", "value": format!("data:audio/wav;base64,{b64}"), "format": "wav"}));
+                        }
+                        Err(e) => tracing::warn!(error = %e, "conversation: speaking the reply failed"),
+                    }
+                }
+                json!({"messages": msgs})
+            }
+        };
+        Ok::<Bytes, std::convert::Infallible>(Bytes::from(format!("data: {frame}\n\n")))
+    });
+    let mut res = Response::new(Body::from_stream(stream));
+    let h = res.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream; charset=utf-8"));
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    h.insert("x-accel-buffering", HeaderValue::from_static("no"));
+    Ok(res)
+}

@@ -1,0 +1,343 @@
+//! The older APIs on the same pipeline: stage-coded `/chat` and `/v1/conversation`.
+
+use std::time::Duration;
+
+use base64::Engine;
+use serde_json::{Value, json};
+
+use crate::fake_llm::{Chunk, FakeLlm, Reply, tokens};
+use crate::helpers::*;
+
+const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
+
+async fn setup(extra: &str) -> (TestApp, FakeLlm, String) {
+    let fake = FakeLlm::start().await;
+    let app = spawn_toml(&format!("{}\n{extra}", fake.provider_toml("fake"))).await;
+    let key = app.key(&["chat"]).await;
+    (app, fake, key)
+}
+
+/// Named SSE events of a stage stream, as (event, data).
+async fn stage_stream(app: &TestApp, key: &str, body: Value) -> (Vec<(String, Value)>, String) {
+    let res = app.http.post(app.url("/chat?stream=true")).bearer_auth(key).json(&body).send().await.unwrap();
+    assert_eq!(res.status(), 200);
+    assert_eq!(res.headers()["content-type"], "text/event-stream; charset=utf-8");
+    let raw = res.text().await.unwrap();
+    let events = raw
+        .split("\n\n")
+        .filter(|b| !b.trim().is_empty())
+        .map(|b| {
+            let ev = b.lines().find_map(|l| l.strip_prefix("event: ")).unwrap().to_string();
+            let data = b.lines().find_map(|l| l.strip_prefix("data: ")).unwrap();
+            (ev, serde_json::from_str(data).unwrap())
+        })
+        .collect();
+    (events, raw)
+}
+
+#[tokio::test]
+async fn stage_stream_finds_a_tag_split_across_three_deltas() {
+    let (app, fake, key) = setup("").await;
+    fake.push(Reply::Chunks {
+        chunks: tokens(&["<sta", "te>30", "01</state>您好，", "请问发生了什么情况？"]),
+        delay: Duration::ZERO,
+        first_delay: Duration::ZERO,
+    });
+    let (events, raw) =
+        stage_stream(&app, &key, json!({"sessionId": "call-1", "timeStamp": "202503310303", "text": "发生了交通事故"}))
+            .await;
+    let names: Vec<&str> = events.iter().map(|(e, _)| e.as_str()).collect();
+    assert_eq!(names.first(), Some(&"stage_code"));
+    assert_eq!(names.last(), Some(&"done"));
+    assert!(names[1..names.len() - 1].iter().all(|n| *n == "text_delta"), "{names:?}");
+    assert_eq!(events[0].1, json!({"nextStageCode": "1002", "nextStage": "通话中"}), "3001 is remapped to 1002");
+    let text: String =
+        events.iter().filter(|(e, _)| e == "text_delta").map(|(_, d)| d["text"].as_str().unwrap()).collect();
+    assert_eq!(text, "您好，请问发生了什么情况？");
+    assert_eq!(events.last().unwrap().1, json!({"status": "completed"}));
+    assert!(!raw.contains("state>"), "the tag never leaks: {raw}");
+    // The model saw the user's text; the turn is in the history of the stage session.
+    assert_eq!(fake.requests()[0]["messages"].as_array().unwrap().last().unwrap()["content"], "发生了交通事故");
+    let (_, b) = send(app.http.get(app.url("/api/v1/chat/sessions?username=stage")).bearer_auth(&key)).await;
+    assert_eq!(b["data"]["sessions"][0]["session_id"], "stage!call-1");
+    assert_eq!(b["data"]["sessions"][0]["platform_id"], "stage");
+}
+
+#[tokio::test]
+async fn stage_codes_remap_and_unknown_codes() {
+    let (app, fake, key) = setup("[stage]\nremap = { \"9\" = \"0000\" }\nnames = { \"0000\" = \"bye\" }\n").await;
+    fake.push(Reply::Chunks {
+        chunks: tokens(&["<state>9</state>", "Goodbye."]),
+        delay: Duration::ZERO,
+        first_delay: Duration::ZERO,
+    });
+    let (events, _) = stage_stream(&app, &key, json!({"sessionId": "s", "timeStamp": 1, "text": "bye"})).await;
+    assert_eq!(events[0].1, json!({"nextStageCode": "0000", "nextStage": "bye"}));
+    fake.push(Reply::Chunks {
+        chunks: tokens(&["<state>7777</state>Hm"]),
+        delay: Duration::ZERO,
+        first_delay: Duration::ZERO,
+    });
+    let (events, _) = stage_stream(&app, &key, json!({"sessionId": "s2", "timeStamp": "t", "text": "?"})).await;
+    assert_eq!(events[0].1, json!({"nextStageCode": "7777", "nextStage": ""}), "unknown codes pass through, unnamed");
+    // Default tables: 2006 → 2004, which has no name in the seed's list.
+    let (app, fake, key) = setup("").await;
+    fake.push(Reply::Chunks {
+        chunks: tokens(&["<state>2020</state>", "转人工"]),
+        delay: Duration::ZERO,
+        first_delay: Duration::ZERO,
+    });
+    let (events, _) = stage_stream(&app, &key, json!({"sessionId": "x", "timeStamp": "t", "text": "?"})).await;
+    assert_eq!(events[0].1, json!({"nextStageCode": "0002", "nextStage": "语义无法识别转接人工"}));
+}
+
+#[tokio::test]
+async fn stage_non_stream_shape_and_errors() {
+    let (app, fake, key) = setup("").await;
+    fake.push(Reply::Chunks {
+        chunks: tokens(&["<state>1002</state>", "请描述", "一下现场"]),
+        delay: Duration::ZERO,
+        first_delay: Duration::ZERO,
+    });
+    let (s, b) = send(
+        app.http
+            .post(app.url("/chat"))
+            .bearer_auth(&key)
+            .json(&json!({"sessionId": "n1", "timeStamp": "202501010000", "text": "hi"})),
+    )
+    .await;
+    assert_eq!(s, 200);
+    assert_eq!(
+        b,
+        json!({"sessionId": "n1", "timeStamp": "202501010000", "nextStageCode": "1002", "nextStage": "通话中", "text": "请描述一下现场"})
+    );
+    fake.push(Reply::Chunks { chunks: tokens(&["no tag here"]), delay: Duration::ZERO, first_delay: Duration::ZERO });
+    let (_, b) = send(
+        app.http
+            .post(app.url("/chat"))
+            .bearer_auth(&key)
+            .json(&json!({"sessionId": "n2", "timeStamp": "t", "text": "hi"})),
+    )
+    .await;
+    assert_eq!((b["nextStageCode"].as_str(), b["text"].as_str()), (Some(""), Some("no tag here")));
+    fake.push(Reply::Error(503, json!({"error": {"message": "upstream down"}})));
+    let (events, _) = stage_stream(&app, &key, json!({"sessionId": "n3", "timeStamp": "t", "text": "hi"})).await;
+    assert_eq!(
+        events,
+        vec![("error".to_string(), json!({"msg": "LLM provider error (HTTP 503): upstream down", "code": "500"}))]
+    );
+    fake.push(Reply::Error(503, json!({"error": {"message": "upstream down"}})));
+    let (s, b) = send(
+        app.http
+            .post(app.url("/chat"))
+            .bearer_auth(&key)
+            .json(&json!({"sessionId": "n4", "timeStamp": "t", "text": "hi"})),
+    )
+    .await;
+    assert_error(s, &b, 502, "LLM provider error (HTTP 503): upstream down");
+    let cases = [
+        (json!({"timeStamp": "t", "text": "x"}), "Missing key: sessionId"),
+        (json!({"sessionId": "s", "text": "x"}), "Missing key: timeStamp"),
+        (json!({"sessionId": "s", "timeStamp": "t"}), "Missing key: text"),
+        (json!({"sessionId": "s", "timeStamp": "t", "text": " "}), "text is empty"),
+        (json!({"sessionId": 5, "timeStamp": "t", "text": "x"}), "Invalid request body: sessionId must be a string"),
+        (
+            json!({"sessionId": "s", "timeStamp": ["t"], "text": "x"}),
+            "Invalid request body: timeStamp must be a string",
+        ),
+    ];
+    for (body, msg) in cases {
+        let (s, b) = send(app.http.post(app.url("/chat")).bearer_auth(&key).json(&body)).await;
+        assert_error(s, &b, 400, msg);
+    }
+}
+
+#[tokio::test]
+async fn session_variables_reach_the_model() {
+    let (app, fake, key) =
+        setup("[[profiles]]\nid = \"agent\"\nsystem_prompt = \"Plate: {{hphm1}}. Caller: {{name}}.\"\n").await;
+    let set = |k: &str, v: Value| json!({"sessionId": "a1002", "timeStamp": "202503310303", "key": k, "value": v});
+    let (s, b) =
+        send(app.http.post(app.url("/set_info")).bearer_auth(&key).json(&set("hphm1", json!("沪A8939")))).await;
+    assert_eq!(s, 200);
+    assert_eq!(b, json!({"code": 200, "msg": "success", "sessionId": "a1002", "timeStamp": "202503310303"}));
+    send(app.http.post(app.url("/set_info")).bearer_auth(&key).json(&set("name", json!("张三")))).await;
+    let (_, b) = send(
+        app.http
+            .post(app.url("/get_info"))
+            .bearer_auth(&key)
+            .json(&json!({"sessionId": "a1002", "timeStamp": "202503310303"})),
+    )
+    .await;
+    assert_eq!(b["data"], json!({"hphm1": "沪A8939", "name": "张三"}));
+    let _ = send(
+        app.http
+            .post(app.url("/chat"))
+            .bearer_auth(&key)
+            .json(&json!({"sessionId": "a1002", "timeStamp": "t", "text": "hi"})),
+    )
+    .await;
+    assert_eq!(
+        fake.requests()[0]["messages"][0],
+        json!({"role": "system", "content": "Plate: 沪A8939. Caller: 张三."})
+    );
+
+    let (s, b) = send(
+        app.http
+            .delete(app.url("/delete_session"))
+            .bearer_auth(&key)
+            .json(&json!({"sessionId": "a1002", "timeStamp": "t"})),
+    )
+    .await;
+    assert_eq!((s.as_u16(), b["msg"].as_str()), (200, Some("success")));
+    let (_, b) = send(
+        app.http.post(app.url("/get_info")).bearer_auth(&key).json(&json!({"sessionId": "a1002", "timeStamp": "t"})),
+    )
+    .await;
+    assert_eq!(b["data"], json!({}));
+    let (_, b) = send(app.http.get(app.url("/api/v1/chat/sessions?username=stage")).bearer_auth(&key)).await;
+    assert_eq!(b["data"]["total"], 0, "the conversation is gone too");
+    let (s, b) = send(
+        app.http
+            .post(app.url("/set_info"))
+            .bearer_auth(&key)
+            .json(&json!({"sessionId": "a", "timeStamp": "t", "value": "x"})),
+    )
+    .await;
+    assert_error(s, &b, 400, "Missing key: key");
+    let (s, _) =
+        send(app.http.post(app.url("/set_info")).bearer_auth(&key).json(&set("big", json!("x".repeat(70_000))))).await;
+    assert_eq!(s, 413);
+}
+
+#[tokio::test]
+async fn compat_apis_need_a_chat_key_unless_opened() {
+    let (app, _fake, _key) = setup("").await;
+    let body = json!({"sessionId": "s", "timeStamp": "t", "text": "hi"});
+    let (s, b) = send(app.http.post(app.url("/chat")).json(&body)).await;
+    assert_error(s, &b, 401, "Missing API key");
+    let im = app.key(&["im"]).await;
+    let (s, b) = send(app.http.post(app.url("/v1/conversation")).header("X-API-Key", &im).json(&json!({}))).await;
+    assert_error(s, &b, 403, "Insufficient API key scope");
+    let (open, _fake, _) = setup("[compat]\nrequire_api_key = false\n").await;
+    let (s, b) = send(open.http.post(open.url("/chat")).json(&body)).await;
+    assert_eq!(s, 200, "{b}");
+}
+
+async fn conversation(app: &TestApp, key: &str, body: Value) -> Value {
+    let res = app.http.post(app.url("/v1/conversation")).bearer_auth(key).json(&body).send().await.unwrap();
+    assert_eq!(res.status(), 200);
+    let raw = res.text().await.unwrap();
+    let line = raw.lines().find_map(|l| l.strip_prefix("data: ")).unwrap_or_else(|| panic!("no data frame in {raw:?}"));
+    serde_json::from_str(line).unwrap()
+}
+
+#[tokio::test]
+async fn conversation_text_in_text_out_and_history() {
+    let (app, fake, key) = setup("").await;
+    let v = conversation(&app, &key, json!({"session_id": "friend-1", "user_id": "233", "group_id": "444", "nickname": "路人甲", "messages": [{"type": "text", "value": "你好?"}]})).await;
+    assert_eq!(v, json!({"messages": [{"type": "text", "value": "Echo: 你好?"}]}));
+    assert_eq!(fake.requests()[0]["messages"][0]["content"], "你好?");
+    let (_, b) = send(app.http.get(app.url("/api/v1/chat/sessions?username=233")).bearer_auth(&key)).await;
+    let s = &b["data"]["sessions"][0];
+    assert_eq!((s["session_id"].as_str(), s["platform_id"].as_str()), (Some("conv!friend-1"), Some("conversation")));
+    let (_, h) =
+        send(app.http.get(app.url("/api/v1/chat/sessions/conv!friend-1/messages?username=233")).bearer_auth(&key))
+            .await;
+    assert_eq!(h["data"]["messages"][0]["content"]["nickname"], "路人甲");
+    // A second turn carries the first.
+    let _ = conversation(
+        &app,
+        &key,
+        json!({"session_id": "friend-1", "user_id": 233, "messages": [{"type": "text", "value": "再见"}]}),
+    )
+    .await;
+    assert_eq!(fake.requests()[1]["messages"].as_array().unwrap().len(), 3);
+    // Provider failures come back as a message plus an error object.
+    fake.push(Reply::Error(500, json!({"error": {"message": "boom"}})));
+    let v = conversation(
+        &app,
+        &key,
+        json!({"session_id": "friend-2", "user_id": "1", "messages": [{"type": "text", "value": "x"}]}),
+    )
+    .await;
+    assert_eq!(v["error"]["code"], "UPSTREAM_ERROR");
+    assert_eq!(v["messages"][0]["value"], "LLM provider error (HTTP 500): boom");
+}
+
+#[tokio::test]
+async fn conversation_voice_in_and_voice_out_with_espeak() {
+    let (app, fake, key) = setup("[[profiles]]\nid = \"voice\"\ntts = true\n").await;
+    fake.push(Reply::Chunks {
+        chunks: vec![Chunk::Content("Nice to hear you.".into())],
+        delay: Duration::ZERO,
+        first_delay: Duration::ZERO,
+    });
+    use std::io::Write;
+    let mut child = std::process::Command::new("espeak-ng")
+        .args(["--stdout", "--stdin", "-v", "en-us"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(b"hello world").unwrap();
+    let wav = child.wait_with_output().unwrap().stdout;
+    let v = conversation(&app, &key, json!({"session_id": "v1", "user_id": "u", "messages": [{"type": "voice", "value": B64.encode(&wav), "format": "wav"}], "prefered_format": "wav"})).await;
+    let heard =
+        fake.requests()[0]["messages"].as_array().unwrap().last().unwrap()["content"].as_str().unwrap().to_string();
+    assert!(heard.contains("hello"), "pocketsphinx heard {heard:?}");
+    assert_eq!(v["messages"][0], json!({"type": "text", "value": "Nice to hear you."}));
+    let voice = &v["messages"][1];
+    assert_eq!(voice["type"], "voice");
+    assert_eq!(voice["format"], "wav");
+    let url = voice["value"].as_str().unwrap();
+    let audio = B64.decode(url.strip_prefix("data:audio/wav;base64,").expect("a WAV data URL")).unwrap();
+    assert!(astrgate::voice::wav::parse(&audio).unwrap().duration_secs() > 0.5, "real speech from espeak-ng");
+    // mp3 cannot be produced: a clear 400 naming what can.
+    let (s, b) = send(app.http.post(app.url("/v1/conversation")).bearer_auth(&key).json(&json!({"session_id": "v2", "user_id": "u", "messages": [{"type": "text", "value": "x"}], "prefered_format": "mp3"}))).await;
+    assert_error(
+        s,
+        &b,
+        400,
+        "prefered_format \"mp3\" is not supported: astrgate has no mp3 encoder; supported formats: wav",
+    );
+}
+
+#[tokio::test]
+async fn conversation_images_and_bad_inputs() {
+    let (app, fake, key) = setup("").await;
+    let png: Vec<u8> = vec![
+        0x89, b'P', b'N', b'G', 0x0D, 0x0A, 0x1A, 0x0A, 0, 0, 0, 0x0D, b'I', b'H', b'D', b'R', 0, 0, 0, 1, 0, 0, 0, 1,
+        8, 6, 0, 0, 0,
+    ];
+    let _ = conversation(&app, &key, json!({"session_id": "img", "user_id": "u", "messages": [{"type": "text", "value": "what is this"}, {"type": "image", "value": B64.encode(&png)}]})).await;
+    let content = &fake.requests()[0]["messages"][0]["content"];
+    assert_eq!(content[1]["image_url"]["url"], format!("data:image/png;base64,{}", B64.encode(&png)));
+    let cases = [
+        (json!({"user_id": "u", "messages": [{"type": "text", "value": "x"}]}), "Missing key: session_id"),
+        (json!({"session_id": "s", "messages": [{"type": "text", "value": "x"}]}), "Missing key: user_id"),
+        (json!({"session_id": "s", "user_id": "u"}), "Missing key: messages"),
+        (json!({"session_id": "s", "user_id": "u", "messages": []}), "messages must not be empty"),
+        (json!({"session_id": "s", "user_id": "u", "messages": "hi"}), "messages must be a list"),
+        (
+            json!({"session_id": "s", "user_id": "u", "messages": [{"type": "image", "value": "@@@"}]}),
+            "messages[0].value is not valid base64",
+        ),
+        (
+            json!({"session_id": "s", "user_id": "u", "messages": [{"type": "image", "value": B64.encode(b"plain text")}]}),
+            "messages[0] is not a recognised image",
+        ),
+        (
+            json!({"session_id": "s", "user_id": "u", "messages": [{"type": "video", "value": "x"}]}),
+            "messages[0].type must be text, image or voice, got \"video\"",
+        ),
+        (
+            json!({"session_id": "s", "user_id": "u", "messages": [{"type": "text"}]}),
+            "messages[0].value must be a string",
+        ),
+    ];
+    for (body, msg) in cases {
+        let (s, b) = send(app.http.post(app.url("/v1/conversation")).bearer_auth(&key).json(&body)).await;
+        assert_error(s, &b, 400, msg);
+    }
+}
