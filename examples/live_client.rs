@@ -66,7 +66,8 @@ fn espeak(phrase: &str) -> Vec<u8> {
 async fn main() {
     let a = args();
     let url = format!("{}/api/v1/live/ws?api_key={}&username={}", a.url.trim_end_matches('/'), a.key, a.user);
-    let (mut ws, _) = tokio_tungstenite::connect_async(url).await.expect("connect");
+    let (mut ws, _) = // TCP_NODELAY: a small frame right after a large one must not wait for a delayed ACK.
+    tokio_tungstenite::connect_async_with_config(url, None, true).await.expect("connect");
     let b64 = base64::engine::general_purpose::STANDARD;
 
     if let Some(text) = &a.text {

@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -149,6 +150,13 @@ impl Server {
         let s = state.clone();
         let join = tokio::spawn(async move {
             let token = s.shutdown.clone();
+            // Small SSE and WebSocket writes must leave at once: without TCP_NODELAY, Nagle's
+            // algorithm meets the client's delayed ACK and every event waits ~40 ms.
+            let listener = listener.tap_io(|tcp| {
+                if let Err(e) = tcp.set_nodelay(true) {
+                    tracing::debug!(error = %e, "setting TCP_NODELAY failed");
+                }
+            });
             let serve = axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
                 .with_graceful_shutdown(async move { token.cancelled().await });
             let grace = Duration::from_secs(s.config.server.shutdown_grace_secs);

@@ -110,3 +110,63 @@ impl AgentEvent {
 
 /// An event and its sequence number within its run.
 pub type SeqEvent = (u64, Arc<AgentEvent>);
+
+/// How a run log is stored: a non-reasoning delta — most of every log — is a bare JSON string;
+/// every other event is its tagged object. A 20-token reply then fits one database page.
+#[derive(Serialize)]
+#[serde(untagged)]
+enum StoredRef<'a> {
+    Delta(&'a str),
+    Event(&'a AgentEvent),
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum Stored {
+    Delta(String),
+    Event(AgentEvent),
+}
+
+pub fn encode_log(events: &[Arc<AgentEvent>]) -> serde_json::Result<String> {
+    let stored: Vec<StoredRef<'_>> = events
+        .iter()
+        .map(|e| match &**e {
+            AgentEvent::Delta { text, reasoning: false } => StoredRef::Delta(text),
+            other => StoredRef::Event(other),
+        })
+        .collect();
+    serde_json::to_string(&stored)
+}
+
+pub fn decode_log(s: &str) -> serde_json::Result<Vec<AgentEvent>> {
+    let stored: Vec<Stored> = serde_json::from_str(s)?;
+    Ok(stored
+        .into_iter()
+        .map(|e| match e {
+            Stored::Delta(text) => AgentEvent::Delta { text, reasoning: false },
+            Stored::Event(ev) => ev,
+        })
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stored_logs_round_trip_and_old_logs_still_read() {
+        let events: Vec<Arc<AgentEvent>> = vec![
+            Arc::new(AgentEvent::SessionId { session_id: "s".into() }),
+            Arc::new(AgentEvent::Delta { text: "tok0 ".into(), reasoning: false }),
+            Arc::new(AgentEvent::Delta { text: "hmm".into(), reasoning: true }),
+            Arc::new(AgentEvent::Complete { text: "tok0 ".into(), reasoning: "hmm".into() }),
+            Arc::new(AgentEvent::End),
+        ];
+        let s = encode_log(&events).unwrap();
+        assert!(s.contains(r#""tok0 ""#) && !s.contains(r#""text":"tok0 ","reasoning":false"#), "{s}");
+        let back = decode_log(&s).unwrap();
+        assert_eq!(back, events.iter().map(|e| (**e).clone()).collect::<Vec<_>>());
+        let old = serde_json::to_string(&events.iter().map(|e| &**e).collect::<Vec<_>>()).unwrap();
+        assert_eq!(decode_log(&old).unwrap(), back);
+    }
+}

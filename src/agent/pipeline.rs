@@ -30,6 +30,10 @@ pub struct Turn {
     pub model_input: Value,
     pub system_prompt: String,
     pub history_turns: u32,
+    /// The session was created for this turn: there is no history to read.
+    pub fresh_session: bool,
+    /// History already read by the front door (Live reads it while STT runs).
+    pub prefetched_history: Option<Vec<crate::store::MessageRecord>>,
     pub provider: Arc<OpenAiProvider>,
     pub model: String,
     pub streaming: bool,
@@ -52,6 +56,8 @@ pub struct Speech {
 }
 
 enum Failure {
+    /// The user message could not be saved: nothing else happens.
+    Store(String),
     Cancelled,
     Llm(LlmError),
     TooLong,
@@ -80,8 +86,7 @@ pub async fn run(agent: Arc<Agent>, turn: Turn, h: Arc<RunHandle>) {
     if turn.persist_events {
         let events: Vec<Arc<AgentEvent>> = h.snapshot();
         let status = if events.iter().any(|e| matches!(**e, AgentEvent::Error { .. })) { "error" } else { "done" };
-        let events: Vec<&AgentEvent> = events.iter().map(|e| e.as_ref()).collect();
-        match serde_json::to_string(&events) {
+        match super::events::encode_log(&events) {
             Ok(json) => {
                 let rec = RunRecord {
                     run_id: h.run_id.clone(),
@@ -106,7 +111,9 @@ async fn drive(agent: &Agent, turn: &Turn, h: &Arc<RunHandle>) {
     let checkpoint = uuid::Uuid::new_v4().to_string();
     let store = agent.store.as_ref();
     // History is read before the new message is saved, so it holds only earlier turns.
-    let history = if turn.history_turns > 0 {
+    let history = if let Some(h) = &turn.prefetched_history {
+        h.clone()
+    } else if turn.history_turns > 0 && !turn.fresh_session {
         match store.recent_messages(&turn.session_id, i64::from(turn.history_turns) * 2).await {
             Ok(h) => h,
             Err(e) => return fail_early(h, &e.to_string()),
@@ -114,27 +121,34 @@ async fn drive(agent: &Agent, turn: &Turn, h: &Arc<RunHandle>) {
     } else {
         Vec::new()
     };
-    if let Some(content) = &turn.user_content {
-        let msg = NewMessage {
-            session_id: turn.session_id.clone(),
-            platform_id: turn.platform_id.clone(),
-            sender_id: turn.username.clone(),
-            sender_name: turn.username.clone(),
-            content: content.clone(),
-            llm_checkpoint_id: Some(checkpoint.clone()),
-        };
-        match store.insert_message(&msg).await {
-            Ok((id, created_at)) => {
-                h.push(AgentEvent::UserMessageSaved { id, created_at, checkpoint: checkpoint.clone() });
-            }
-            Err(e) => return fail_early(h, &e.to_string()),
+    // The user message is saved while the model request is already on its way (see `generate`).
+    let user_msg = turn.user_content.as_ref().map(|content| NewMessage {
+        session_id: turn.session_id.clone(),
+        platform_id: turn.platform_id.clone(),
+        sender_id: turn.username.clone(),
+        sender_name: turn.username.clone(),
+        content: content.clone(),
+        llm_checkpoint_id: Some(checkpoint.clone()),
+    });
+    // Live turns do not show `user_message_saved`, so their reply does not wait for the write
+    // at all: it runs in the background and is joined before the reply is saved.
+    let background_save = match (&turn.speech, &user_msg) {
+        (Some(_), Some(msg)) => {
+            let (store, msg) = (agent.store.clone(), msg.clone());
+            Some(tokio::spawn(async move { store.insert_message(&msg).await }))
         }
-    }
+        _ => None,
+    };
+    let save_user = async {
+        match (&user_msg, background_save.is_some()) {
+            (Some(msg), false) => store.insert_message(msg).await.map(Some),
+            _ => Ok(None),
+        }
+    };
     let request = ChatRequest {
         model: turn.model.clone(),
         messages: model_messages(&turn.system_prompt, &history, turn.model_input.clone()),
     };
-    h.push(AgentEvent::RunStarted);
 
     let start_wall = now_micros();
     let started = Instant::now();
@@ -152,7 +166,17 @@ async fn drive(agent: &Agent, turn: &Turn, h: &Arc<RunHandle>) {
     };
 
     let result = {
-        let work = generate(&turn.provider, &request, turn.streaming, turn.show_reasoning, h, &mut p, speech_tx);
+        let work = generate(
+            &turn.provider,
+            &request,
+            turn.streaming,
+            turn.show_reasoning,
+            h,
+            &mut p,
+            speech_tx,
+            save_user,
+            &checkpoint,
+        );
         tokio::select! {
             biased;
             _ = h.cancel.cancelled() => Err(Failure::Cancelled),
@@ -175,8 +199,18 @@ async fn drive(agent: &Agent, turn: &Turn, h: &Arc<RunHandle>) {
         time_to_first_token: p.first_token.map(|t| t.duration_since(started).as_secs_f64()).unwrap_or(0.0),
     };
 
+    if let Some(save) = background_save {
+        match save.await {
+            Ok(Ok((id, created_at))) => {
+                h.push(AgentEvent::UserMessageSaved { id, created_at, checkpoint: checkpoint.clone() });
+            }
+            Ok(Err(e)) => tracing::error!(run.id = %h.run_id, error = %e, "saving the user message failed"),
+            Err(e) => tracing::error!(run.id = %h.run_id, error = %e, "saving the user message failed"),
+        }
+    }
     let mut content = json!({"type": "bot", "message": [{"type": "plain", "text": p.text}]});
     match result {
+        Err(Failure::Store(cause)) => return fail_early(h, &cause),
         Ok(()) => {
             h.push(AgentEvent::AgentStats { stats: stats.clone() });
             if turn.streaming {
@@ -297,7 +331,28 @@ fn fail_early(h: &RunHandle, cause: &str) {
     h.push(AgentEvent::Error { message: "Failed to save the message".into(), code: "STORE_ERROR".into() });
 }
 
-/// Calls the model and records what it says. Dropping this future aborts the request.
+/// After the user message is saved: `UserMessageSaved`, then `RunStarted`.
+fn announce(
+    h: &RunHandle,
+    saved: crate::store::StoreResult<Option<(i64, crate::store::Micros)>>,
+    checkpoint: &str,
+) -> Result<(), Failure> {
+    match saved {
+        Ok(Some((id, created_at))) => {
+            h.push(AgentEvent::UserMessageSaved { id, created_at, checkpoint: checkpoint.to_string() });
+        }
+        Ok(None) => {}
+        Err(e) => return Err(Failure::Store(e.to_string())),
+    }
+    h.push(AgentEvent::RunStarted);
+    Ok(())
+}
+
+/// Saves the user message and calls the model at the same time (the model's wait for its first
+/// token does not queue behind a database write), then records what the model says. The events
+/// keep their order: `UserMessageSaved`, `RunStarted`, then the reply. Dropping this future
+/// aborts the request.
+#[allow(clippy::too_many_arguments)]
 async fn generate(
     provider: &OpenAiProvider,
     req: &ChatRequest,
@@ -306,16 +361,22 @@ async fn generate(
     h: &RunHandle,
     p: &mut Progress,
     speech: Option<mpsc::Sender<String>>,
+    save_user: impl std::future::Future<Output = crate::store::StoreResult<Option<(i64, crate::store::Micros)>>>,
+    checkpoint: &str,
 ) -> Result<(), Failure> {
     if !streaming && speech.is_none() {
-        let c = provider.complete(req).await.map_err(Failure::Llm)?;
+        let (saved, c) = tokio::join!(save_user, provider.complete(req));
+        announce(h, saved, checkpoint)?;
+        let c = c.map_err(Failure::Llm)?;
         p.first_token = Some(Instant::now());
         p.text = c.content;
         p.reasoning = c.reasoning;
         p.usage = c.usage;
         return Ok(());
     }
-    let mut stream = provider.stream(req).await.map_err(Failure::Llm)?;
+    let (saved, stream) = tokio::join!(save_user, provider.stream(req));
+    announce(h, saved, checkpoint)?;
+    let mut stream = stream.map_err(Failure::Llm)?;
     while let Some(ev) = stream.next().await {
         match ev.map_err(Failure::Llm)? {
             LlmEvent::Content(t) => {

@@ -152,6 +152,16 @@ impl Subscription {
         }
     }
 
+    /// Appends what is available now, without waiting.
+    pub fn recv_now(&mut self, out: &mut Vec<SeqEvent>) {
+        let log = self.handle.lock();
+        let len = log.events.len() as u64;
+        if self.next < len {
+            out.extend((self.next..len).map(|i| (i, log.events[i as usize].clone())));
+            self.next = len;
+        }
+    }
+
     pub fn run(&self) -> &Arc<RunHandle> {
         &self.handle
     }

@@ -188,6 +188,8 @@ pub async fn prepare(
             model_input,
             system_prompt: profile.system_prompt.clone(),
             history_turns: profile.history_turns,
+            fresh_session: new_session.is_some(),
+            prefetched_history: None,
             provider,
             model,
             streaming,

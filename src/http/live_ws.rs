@@ -172,6 +172,8 @@ struct Conn {
     username: String,
     /// `webchat_live!<user>!<uuid>`: the session of this connection's Live turns.
     session_id: String,
+    /// Set once that session exists, so later turns skip the insert.
+    session_ready: Arc<std::sync::atomic::AtomicBool>,
     force: Option<Mode>,
     out: Outbox,
     speaking: Option<Utterance>,
@@ -185,6 +187,7 @@ async fn serve(state: AppState, caller: Caller, username: String, force: Option<
     let (mut incoming, out, writer) = ws::split(socket);
     let mut c = Conn {
         session_id: format!("webchat_live!{username}!{}", uuid::Uuid::new_v4()),
+        session_ready: Arc::default(),
         state,
         caller,
         username,
@@ -362,6 +365,7 @@ impl Conn {
             state: self.state.clone(),
             username: self.username.clone(),
             session_id: self.session_id.clone(),
+            session_ready: self.session_ready.clone(),
             out: self.out.clone(),
             generation,
             token: token.clone(),
@@ -609,6 +613,7 @@ struct TurnCtx {
     state: AppState,
     username: String,
     session_id: String,
+    session_ready: Arc<std::sync::atomic::AtomicBool>,
     out: Outbox,
     generation: u64,
     token: CancellationToken,
@@ -628,6 +633,7 @@ impl TurnCtx {
 /// One Live turn: (STT) → run with sentence TTS → frames. Cancelled from outside via `ctx.token`.
 async fn live_turn(ctx: &TurnCtx, input: Input) {
     let state = &ctx.state;
+    let mut prefetched = None;
     let (text, started) = match input {
         Input::Text(t) => {
             let started = Instant::now();
@@ -645,7 +651,14 @@ async fn live_turn(ctx: &TurnCtx, input: Input) {
                     .await;
             };
             ctx.send(json!({"t": "metrics", "data": {"stt": stt.name()}})).await;
-            match stt.transcribe(bytes::Bytes::from(wav), "live.wav", "audio/wav").await {
+            // The history does not depend on what was said: read it while STT runs.
+            let turns = i64::from(state.profiles.default_profile().history_turns) * 2;
+            let (heard, history) = tokio::join!(
+                stt.transcribe(bytes::Bytes::from(wav), "live.wav", "audio/wav"),
+                state.store.recent_messages(&ctx.session_id, turns)
+            );
+            prefetched = history.ok();
+            match heard {
                 Err(e) => return ctx.error_and_end("STT_ERROR", &format!("处理失败: {e}")).await,
                 Ok(t) if t.trim().is_empty() => {
                     return ctx.error_and_end("STT_EMPTY", "No speech was recognised (empty transcript)").await;
@@ -678,9 +691,12 @@ async fn live_turn(ctx: &TurnCtx, input: Input) {
         created_at: now,
         updated_at: now,
     };
-    if let Err(e) = state.store.create_session(&session).await {
-        tracing::error!(error = %e, "live: creating the session failed");
-        return ctx.error_and_end("PROCESSING_ERROR", "Internal server error").await;
+    if !ctx.session_ready.load(std::sync::atomic::Ordering::Relaxed) {
+        if let Err(e) = state.store.create_session(&session).await {
+            tracing::error!(error = %e, "live: creating the session failed");
+            return ctx.error_and_end("PROCESSING_ERROR", "Internal server error").await;
+        }
+        ctx.session_ready.store(true, std::sync::atomic::Ordering::Relaxed);
     }
     let speech = state
         .providers
@@ -696,6 +712,8 @@ async fn live_turn(ctx: &TurnCtx, input: Input) {
         model_input: Value::String(text),
         system_prompt: profile.system_prompt.clone(),
         history_turns: profile.history_turns,
+        fresh_session: false,
+        prefetched_history: prefetched,
         provider,
         model: model.clone(),
         streaming: true,

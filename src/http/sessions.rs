@@ -166,6 +166,6 @@ pub async fn resume_run(
     if rec.username != username {
         return Err(ApiError::forbidden("run_id belongs to another username"));
     }
-    let events: Vec<AgentEvent> = serde_json::from_str(&rec.events).map_err(ApiError::internal)?;
+    let events: Vec<AgentEvent> = crate::agent::events::decode_log(&rec.events).map_err(ApiError::internal)?;
     Ok(sse::replay_events(&run_id, &events, from))
 }

@@ -82,6 +82,58 @@ pub fn chat_event_json(run_id: &str, ev: &AgentEvent) -> Option<Value> {
     })
 }
 
+/// Appends `s` as a JSON string literal.
+pub fn push_json_str(out: &mut String, s: &str) {
+    use std::fmt::Write;
+    out.push('"');
+    let mut start = 0;
+    for (i, b) in s.bytes().enumerate() {
+        let esc: Option<&str> = match b {
+            b'"' => Some("\\\""),
+            b'\\' => Some("\\\\"),
+            b'\n' => Some("\\n"),
+            b'\r' => Some("\\r"),
+            b'\t' => Some("\\t"),
+            0..=0x1f => None,
+            _ => continue,
+        };
+        out.push_str(&s[start..i]);
+        match esc {
+            Some(e) => out.push_str(e),
+            None => {
+                let _ = write!(out, "\\u{b:04x}");
+            }
+        }
+        start = i + 1;
+    }
+    out.push_str(&s[start..]);
+    out.push('"');
+}
+
+/// Appends the SSE frame of one event. Deltas — most of the traffic — are written directly;
+/// the rest go through [`chat_event_json`].
+pub fn write_event(out: &mut String, run_id: &str, seq: u64, ev: &AgentEvent) {
+    use std::fmt::Write;
+    match ev {
+        AgentEvent::Delta { text, reasoning } => {
+            let _ = write!(out, "id: {run_id}:{seq}\ndata: {{\"type\":\"plain\",\"data\":");
+            push_json_str(out, text);
+            out.push_str(if *reasoning {
+                ",\"streaming\":true,\"chain_type\":\"reasoning\",\"message_id\":"
+            } else {
+                ",\"streaming\":true,\"chain_type\":null,\"message_id\":"
+            });
+            push_json_str(out, run_id);
+            out.push_str("}\n\n");
+        }
+        other => {
+            if let Some(v) = chat_event_json(run_id, other) {
+                write_frame(out, run_id, seq, &v);
+            }
+        }
+    }
+}
+
 /// Appends one SSE frame.
 pub fn write_frame(out: &mut String, run_id: &str, seq: u64, data: &Value) {
     use std::fmt::Write;
@@ -111,11 +163,13 @@ pub fn stream_run(sub: Subscription, keepalive: Duration) -> Response {
         if !more {
             return None;
         }
+        // Let a burst of deltas finish arriving, so it leaves in one write instead of many tiny
+        // ones (each a syscall and a TCP segment on both sides).
+        tokio::task::yield_now().await;
+        sub.recv_now(&mut batch);
         let mut out = String::with_capacity(batch.len() * 160);
         for (seq, ev) in &batch {
-            if let Some(v) = chat_event_json(&run_id, ev) {
-                write_frame(&mut out, &run_id, *seq, &v);
-            }
+            write_event(&mut out, &run_id, *seq, ev);
         }
         Some((Ok(Bytes::from(out)), (sub, batch, run_id)))
     });
@@ -131,11 +185,30 @@ pub fn stream_run(sub: Subscription, keepalive: Duration) -> Response {
 pub fn replay_events(run_id: &str, events: &[AgentEvent], from: u64) -> Response {
     let mut out = String::new();
     for (seq, ev) in events.iter().enumerate().skip(from as usize) {
-        if let Some(v) = chat_event_json(run_id, ev) {
-            write_frame(&mut out, run_id, seq as u64, &v);
-        }
+        write_event(&mut out, run_id, seq as u64, ev);
     }
     let mut res = Response::new(Body::from(out));
     sse_headers(&mut res);
     res
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn direct_frames_equal_the_value_rendering() {
+        for text in ["plain", "quote \" and \\ slash", "ctl \u{1}\n\t\r", "中文 ✓"] {
+            for reasoning in [false, true] {
+                let ev = AgentEvent::Delta { text: text.into(), reasoning };
+                let mut direct = String::new();
+                write_event(&mut direct, "r-1", 7, &ev);
+                let mut via = String::new();
+                write_frame(&mut via, "r-1", 7, &chat_event_json("r-1", &ev).unwrap_or_default());
+                assert_eq!(direct, via);
+                let data = direct.lines().nth(1).unwrap_or_default().trim_start_matches("data: ");
+                assert_eq!(serde_json::from_str::<Value>(data).ok(), chat_event_json("r-1", &ev));
+            }
+        }
+    }
 }

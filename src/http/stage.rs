@@ -210,6 +210,8 @@ pub async fn start_compat_turn(
         model_input,
         system_prompt: fill_placeholders(&profile.system_prompt, vars),
         history_turns: profile.history_turns,
+        fresh_session: false,
+        prefetched_history: None,
         model: profile.model.clone().unwrap_or_else(|| provider.model.clone()),
         provider,
         streaming: true,

@@ -254,40 +254,91 @@ impl ChatStream {
                         self.done = true;
                         continue;
                     }
-                    let v: Value = match serde_json::from_str(data) {
+                    // Typed and borrowing: no map is built per chunk (this runs once per token).
+                    let chunk: ChunkRaw<'_> = match serde_json::from_str(data) {
                         Ok(v) => v,
                         Err(e) => {
                             self.done = true;
                             return Some(Err(LlmError::Protocol(format!("bad chunk: {e}"))));
                         }
                     };
-                    if let Some(err) = v.get("error").filter(|e| !e.is_null()) {
+                    if let Some(err) = chunk.error.as_ref().filter(|e| !e.is_null()) {
                         self.done = true;
                         return Some(Err(LlmError::Upstream { status: 200, message: error_text(err) }));
                     }
-                    self.absorb(&v);
+                    self.absorb(chunk);
                 }
             }
         }
     }
 
-    fn absorb(&mut self, v: &Value) {
-        if let Some(choice) = v.get("choices").and_then(|c| c.get(0)) {
-            let delta = &choice["delta"];
-            if let Some(r) = reasoning_of(delta).filter(|r| !r.is_empty()) {
-                self.pending.push_back(LlmEvent::Reasoning(r.to_string()));
+    fn absorb(&mut self, chunk: ChunkRaw<'_>) {
+        if let Some(choice) = chunk.choices.into_iter().next() {
+            let d = choice.delta;
+            if let Some(r) = d.reasoning_content.or(d.reasoning).filter(|r| !r.is_empty()) {
+                self.pending.push_back(LlmEvent::Reasoning(r.into_owned()));
             }
-            if let Some(c) = delta.get("content").and_then(Value::as_str).filter(|c| !c.is_empty()) {
-                self.pending.push_back(LlmEvent::Content(c.to_string()));
+            if let Some(c) = d.content.filter(|c| !c.is_empty()) {
+                self.pending.push_back(LlmEvent::Content(c.into_owned()));
             }
-            if choice.get("finish_reason").is_some_and(|f| !f.is_null()) {
+            if choice.finish_reason.is_some() {
                 self.finished_reason = true;
             }
         }
-        if let Some(u) = v.get("usage").and_then(parse_usage) {
-            self.pending.push_back(LlmEvent::Usage(u));
+        if let Some(u) = chunk.usage {
+            self.pending.push_back(LlmEvent::Usage(Usage {
+                prompt_tokens: u.prompt_tokens,
+                completion_tokens: u.completion_tokens,
+                cached_tokens: u.prompt_tokens_details.and_then(|d| d.cached_tokens).unwrap_or(0),
+            }));
         }
     }
+}
+
+/// One streamed chunk, as far as we read it.
+#[derive(serde::Deserialize)]
+struct ChunkRaw<'a> {
+    #[serde(default, borrow)]
+    choices: Vec<ChoiceRaw<'a>>,
+    #[serde(default)]
+    usage: Option<UsageRaw>,
+    #[serde(default)]
+    error: Option<Value>,
+}
+
+#[derive(serde::Deserialize)]
+struct ChoiceRaw<'a> {
+    #[serde(default, borrow)]
+    delta: DeltaRaw<'a>,
+    /// Present and not null once the answer is complete.
+    #[serde(default)]
+    finish_reason: Option<serde::de::IgnoredAny>,
+}
+
+#[derive(serde::Deserialize, Default)]
+struct DeltaRaw<'a> {
+    #[serde(default, borrow)]
+    content: Option<std::borrow::Cow<'a, str>>,
+    #[serde(default, borrow)]
+    reasoning_content: Option<std::borrow::Cow<'a, str>>,
+    #[serde(default, borrow)]
+    reasoning: Option<std::borrow::Cow<'a, str>>,
+}
+
+#[derive(serde::Deserialize)]
+struct UsageRaw {
+    #[serde(default)]
+    prompt_tokens: u64,
+    #[serde(default)]
+    completion_tokens: u64,
+    #[serde(default)]
+    prompt_tokens_details: Option<DetailsRaw>,
+}
+
+#[derive(serde::Deserialize)]
+struct DetailsRaw {
+    #[serde(default)]
+    cached_tokens: Option<u64>,
 }
 
 fn reasoning_of(v: &Value) -> Option<&str> {

@@ -4,6 +4,7 @@
 //! without touching callers. Timestamps are unix microseconds (UTC) in the database and are
 //! formatted at the HTTP edge. Nothing here knows about HTTP.
 
+mod batch;
 mod sqlite;
 
 use std::sync::Arc;

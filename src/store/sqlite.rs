@@ -1,4 +1,10 @@
 //! SQLite backend (WAL mode). Migrations are embedded in the binary and applied at connect.
+//!
+//! Writes go through a pool of exactly one connection, reads through a pool of several. SQLite
+//! allows one writer at a time; with several writer connections, contended writers sleep in
+//! SQLite's busy handler (1, 2, 5 … 100 ms backoff) and throughput collapses under load. One
+//! writer makes them queue asynchronously for the connection instead, and WAL lets readers run
+//! alongside it.
 
 use std::borrow::Cow;
 use std::str::FromStr;
@@ -14,7 +20,10 @@ use sqlx::{AssertSqlSafe, Row, SqlSafeStr};
 use super::*;
 
 /// The embedded migrations, in order. Never edit one that has shipped.
-const MIGRATIONS: &[(i64, &str, &str)] = &[(1, "init", include_str!("../../migrations/sqlite/0001_init.sql"))];
+const MIGRATIONS: &[(i64, &str, &str)] = &[
+    (1, "init", include_str!("../../migrations/sqlite/0001_init.sql")),
+    (2, "touch session trigger", include_str!("../../migrations/sqlite/0002_touch_session_trigger.sql")),
+];
 
 fn migrator() -> Migrator {
     Migrator::with_migrations(
@@ -28,7 +37,22 @@ fn migrator() -> Migrator {
 }
 
 pub struct SqliteStore {
-    pool: SqlitePool,
+    read: SqlitePool,
+    write: SqlitePool,
+    /// The group-commit writer for sessions, messages and run logs (see `batch.rs`).
+    batch: tokio::sync::mpsc::Sender<super::batch::WriteOp>,
+}
+
+impl SqliteStore {
+    async fn batched<T>(
+        &self,
+        make: impl FnOnce(tokio::sync::oneshot::Sender<StoreResult<T>>) -> super::batch::WriteOp,
+    ) -> StoreResult<T> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let gone = || StoreError::Db(sqlx::Error::PoolClosed);
+        self.batch.send(make(tx)).await.map_err(|_| gone())?;
+        rx.await.map_err(|_| gone())?
+    }
 }
 
 impl SqliteStore {
@@ -39,15 +63,24 @@ impl SqliteStore {
             // WAL + NORMAL: durable across application crashes, one fsync per checkpoint.
             .synchronous(SqliteSynchronous::Normal)
             .busy_timeout(Duration::from_secs(10))
-            .foreign_keys(true);
+            .foreign_keys(true)
+            // Statement journals (multi-row inserts, triggers) in memory instead of a temp file.
+            .pragma("temp_store", "MEMORY")
+            // Checkpoint every ~16 MiB of WAL instead of 4 MiB: hot pages (index leaves, the
+            // newest table pages) are copied back to the database once per checkpoint, not four.
+            .pragma("wal_autocheckpoint", "4000");
         if let Some(parent) = opts.get_filename().parent()
             && !parent.as_os_str().is_empty()
         {
             std::fs::create_dir_all(parent)?;
         }
-        let pool = SqlitePoolOptions::new().max_connections(8).min_connections(1).connect_with(opts).await?;
-        migrator().run(&pool).await?;
-        Ok(Self { pool })
+        let write = SqlitePoolOptions::new().max_connections(1).min_connections(1).connect_with(opts.clone()).await?;
+        migrator().run(&write).await?;
+        let read =
+            SqlitePoolOptions::new().max_connections(4).min_connections(1).connect_with(opts.read_only(true)).await?;
+        let (batch, rx) = tokio::sync::mpsc::channel(super::batch::QUEUE);
+        tokio::spawn(super::batch::writer(write.clone(), rx));
+        Ok(Self { read, write, batch })
     }
 }
 
@@ -115,12 +148,12 @@ const SESSION_COLS: &str =
 #[async_trait]
 impl Store for SqliteStore {
     async fn ping(&self) -> StoreResult<()> {
-        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        sqlx::query("SELECT 1").execute(&self.read).await?;
         Ok(())
     }
 
     async fn get_setting(&self, key: &str) -> StoreResult<Option<String>> {
-        let row = sqlx::query("SELECT value FROM settings WHERE key = ?").bind(key).fetch_optional(&self.pool).await?;
+        let row = sqlx::query("SELECT value FROM settings WHERE key = ?").bind(key).fetch_optional(&self.read).await?;
         Ok(row.map(|r| r.try_get("value")).transpose()?)
     }
 
@@ -129,9 +162,9 @@ impl Store for SqliteStore {
             .bind(key)
             .bind(value)
             .bind(now_micros())
-            .execute(&self.pool)
+            .execute(&self.write)
             .await?;
-        let row = sqlx::query("SELECT value FROM settings WHERE key = ?").bind(key).fetch_one(&self.pool).await?;
+        let row = sqlx::query("SELECT value FROM settings WHERE key = ?").bind(key).fetch_one(&self.write).await?;
         Ok(row.try_get("value")?)
     }
 
@@ -151,25 +184,25 @@ impl Store for SqliteStore {
         .bind(k.last_used_at)
         .bind(k.expires_at)
         .bind(k.revoked_at)
-        .execute(&self.pool)
+        .execute(&self.write)
         .await?;
         Ok(())
     }
 
     async fn list_api_keys(&self) -> StoreResult<Vec<ApiKeyRecord>> {
-        let rows = sqlx::query("SELECT * FROM api_keys ORDER BY created_at DESC, key_id").fetch_all(&self.pool).await?;
+        let rows = sqlx::query("SELECT * FROM api_keys ORDER BY created_at DESC, key_id").fetch_all(&self.read).await?;
         rows.iter().map(api_key_from_row).collect()
     }
 
     async fn find_api_key_by_hash(&self, key_hash: &str) -> StoreResult<Option<ApiKeyRecord>> {
         let row =
-            sqlx::query("SELECT * FROM api_keys WHERE key_hash = ?").bind(key_hash).fetch_optional(&self.pool).await?;
+            sqlx::query("SELECT * FROM api_keys WHERE key_hash = ?").bind(key_hash).fetch_optional(&self.read).await?;
         row.as_ref().map(api_key_from_row).transpose()
     }
 
     async fn get_api_key(&self, key_id: &str) -> StoreResult<Option<ApiKeyRecord>> {
         let row =
-            sqlx::query("SELECT * FROM api_keys WHERE key_id = ?").bind(key_id).fetch_optional(&self.pool).await?;
+            sqlx::query("SELECT * FROM api_keys WHERE key_id = ?").bind(key_id).fetch_optional(&self.read).await?;
         row.as_ref().map(api_key_from_row).transpose()
     }
 
@@ -178,13 +211,13 @@ impl Store for SqliteStore {
             .bind(now)
             .bind(now)
             .bind(key_id)
-            .execute(&self.pool)
+            .execute(&self.write)
             .await?;
         Ok(r.rows_affected() > 0)
     }
 
     async fn delete_api_key(&self, key_id: &str) -> StoreResult<bool> {
-        let r = sqlx::query("DELETE FROM api_keys WHERE key_id = ?").bind(key_id).execute(&self.pool).await?;
+        let r = sqlx::query("DELETE FROM api_keys WHERE key_id = ?").bind(key_id).execute(&self.write).await?;
         Ok(r.rows_affected() > 0)
     }
 
@@ -192,7 +225,7 @@ impl Store for SqliteStore {
         if touches.is_empty() {
             return Ok(());
         }
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write.begin().await?;
         for (key_id, at) in touches {
             sqlx::query("UPDATE api_keys SET last_used_at = MAX(COALESCE(last_used_at, 0), ?) WHERE key_id = ?")
                 .bind(at)
@@ -206,33 +239,20 @@ impl Store for SqliteStore {
 
     async fn get_session(&self, session_id: &str) -> StoreResult<Option<SessionRecord>> {
         let sql = AssertSqlSafe(format!("SELECT {SESSION_COLS} FROM sessions WHERE session_id = ?"));
-        let row = sqlx::query(sql).bind(session_id).fetch_optional(&self.pool).await?;
+        let row = sqlx::query(sql).bind(session_id).fetch_optional(&self.read).await?;
         row.as_ref().map(session_from_row).transpose()
     }
 
     async fn create_session(&self, s: &SessionRecord) -> StoreResult<bool> {
-        let r = sqlx::query(
-            "INSERT OR IGNORE INTO sessions (session_id, platform_id, creator, display_name, is_group, profile_id, created_at, updated_at)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-        )
-        .bind(&s.session_id)
-        .bind(&s.platform_id)
-        .bind(&s.creator)
-        .bind(&s.display_name)
-        .bind(i64::from(s.is_group))
-        .bind(&s.profile_id)
-        .bind(s.created_at)
-        .bind(s.updated_at)
-        .execute(&self.pool)
-        .await?;
-        Ok(r.rows_affected() > 0)
+        let s = s.clone();
+        self.batched(|tx| super::batch::WriteOp::CreateSession(s, tx)).await
     }
 
     async fn claim_session(&self, session_id: &str, creator: &str) -> StoreResult<bool> {
         let r = sqlx::query("UPDATE sessions SET creator = ? WHERE session_id = ? AND creator = ''")
             .bind(creator)
             .bind(session_id)
-            .execute(&self.pool)
+            .execute(&self.write)
             .await?;
         Ok(r.rows_affected() > 0)
     }
@@ -241,7 +261,7 @@ impl Store for SqliteStore {
         sqlx::query("UPDATE sessions SET profile_id = ? WHERE session_id = ?")
             .bind(profile_id)
             .bind(session_id)
-            .execute(&self.pool)
+            .execute(&self.write)
             .await?;
         Ok(())
     }
@@ -250,7 +270,7 @@ impl Store for SqliteStore {
         sqlx::query("UPDATE sessions SET display_name = ? WHERE session_id = ?")
             .bind(name)
             .bind(session_id)
-            .execute(&self.pool)
+            .execute(&self.write)
             .await?;
         Ok(())
     }
@@ -267,19 +287,19 @@ impl Store for SqliteStore {
              ORDER BY updated_at DESC, session_id LIMIT ?3 OFFSET ?4"
         ));
         let rows =
-            sqlx::query(sql).bind(creator).bind(platform_id).bind(limit).bind(offset).fetch_all(&self.pool).await?;
+            sqlx::query(sql).bind(creator).bind(platform_id).bind(limit).bind(offset).fetch_all(&self.read).await?;
         let total: i64 =
             sqlx::query("SELECT COUNT(*) AS n FROM sessions WHERE creator = ?1 AND (?2 IS NULL OR platform_id = ?2)")
                 .bind(creator)
                 .bind(platform_id)
-                .fetch_one(&self.pool)
+                .fetch_one(&self.read)
                 .await?
                 .try_get("n")?;
         Ok(Page { items: rows.iter().map(session_from_row).collect::<StoreResult<_>>()?, total })
     }
 
     async fn delete_session(&self, session_id: &str) -> StoreResult<bool> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write.begin().await?;
         sqlx::query("DELETE FROM messages WHERE session_id = ?").bind(session_id).execute(&mut *tx).await?;
         sqlx::query("DELETE FROM runs WHERE session_id = ?").bind(session_id).execute(&mut *tx).await?;
         sqlx::query("DELETE FROM session_vars WHERE session_id = ?").bind(session_id).execute(&mut *tx).await?;
@@ -289,34 +309,12 @@ impl Store for SqliteStore {
     }
 
     async fn insert_message(&self, m: &NewMessage) -> StoreResult<(i64, Micros)> {
-        let now = now_micros();
-        let mut tx = self.pool.begin().await?;
-        let id: i64 = sqlx::query(
-            "INSERT INTO messages (session_id, platform_id, sender_id, sender_name, content, llm_checkpoint_id, created_at, updated_at)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
-        )
-        .bind(&m.session_id)
-        .bind(&m.platform_id)
-        .bind(&m.sender_id)
-        .bind(&m.sender_name)
-        .bind(serde_json::to_string(&m.content)?)
-        .bind(&m.llm_checkpoint_id)
-        .bind(now)
-        .bind(now)
-        .fetch_one(&mut *tx)
-        .await?
-        .try_get("id")?;
-        sqlx::query("UPDATE sessions SET updated_at = ? WHERE session_id = ?")
-            .bind(now)
-            .bind(&m.session_id)
-            .execute(&mut *tx)
-            .await?;
-        tx.commit().await?;
-        Ok((id, now))
+        let m = m.clone();
+        self.batched(|tx| super::batch::WriteOp::InsertMessage(m, tx)).await
     }
 
     async fn get_message(&self, id: i64) -> StoreResult<Option<MessageRecord>> {
-        let row = sqlx::query("SELECT * FROM messages WHERE id = ?").bind(id).fetch_optional(&self.pool).await?;
+        let row = sqlx::query("SELECT * FROM messages WHERE id = ?").bind(id).fetch_optional(&self.read).await?;
         row.as_ref().map(message_from_row).transpose()
     }
 
@@ -332,10 +330,10 @@ impl Store for SqliteStore {
         } else {
             "SELECT * FROM messages WHERE session_id = ? ORDER BY id ASC LIMIT ? OFFSET ?"
         };
-        let rows = sqlx::query(sql).bind(session_id).bind(limit).bind(offset).fetch_all(&self.pool).await?;
+        let rows = sqlx::query(sql).bind(session_id).bind(limit).bind(offset).fetch_all(&self.read).await?;
         let total: i64 = sqlx::query("SELECT COUNT(*) AS n FROM messages WHERE session_id = ?")
             .bind(session_id)
-            .fetch_one(&self.pool)
+            .fetch_one(&self.read)
             .await?
             .try_get("n")?;
         Ok(Page { items: rows.iter().map(message_from_row).collect::<StoreResult<_>>()?, total })
@@ -345,7 +343,7 @@ impl Store for SqliteStore {
         let rows = sqlx::query("SELECT * FROM messages WHERE session_id = ? ORDER BY id DESC LIMIT ?")
             .bind(session_id)
             .bind(limit)
-            .fetch_all(&self.pool)
+            .fetch_all(&self.read)
             .await?;
         let mut out = rows.iter().map(message_from_row).collect::<StoreResult<Vec<_>>>()?;
         out.reverse();
@@ -353,23 +351,12 @@ impl Store for SqliteStore {
     }
 
     async fn insert_run(&self, r: &RunRecord) -> StoreResult<()> {
-        sqlx::query(
-            "INSERT OR REPLACE INTO runs (run_id, session_id, username, status, events, created_at, finished_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
-        )
-        .bind(&r.run_id)
-        .bind(&r.session_id)
-        .bind(&r.username)
-        .bind(&r.status)
-        .bind(&r.events)
-        .bind(r.created_at)
-        .bind(r.finished_at)
-        .execute(&self.pool)
-        .await?;
-        Ok(())
+        let r = r.clone();
+        self.batched(|tx| super::batch::WriteOp::InsertRun(r, tx)).await
     }
 
     async fn get_run(&self, run_id: &str) -> StoreResult<Option<RunRecord>> {
-        let row = sqlx::query("SELECT * FROM runs WHERE run_id = ?").bind(run_id).fetch_optional(&self.pool).await?;
+        let row = sqlx::query("SELECT * FROM runs WHERE run_id = ?").bind(run_id).fetch_optional(&self.read).await?;
         row.map(|r| -> StoreResult<RunRecord> {
             Ok(RunRecord {
                 run_id: r.try_get("run_id")?,
@@ -385,7 +372,8 @@ impl Store for SqliteStore {
     }
 
     async fn purge_runs(&self, finished_before: Micros) -> StoreResult<u64> {
-        let r = sqlx::query("DELETE FROM runs WHERE finished_at < ?").bind(finished_before).execute(&self.pool).await?;
+        let r =
+            sqlx::query("DELETE FROM runs WHERE finished_at < ?").bind(finished_before).execute(&self.write).await?;
         Ok(r.rows_affected())
     }
 
@@ -401,7 +389,7 @@ impl Store for SqliteStore {
         .bind(a.size)
         .bind(&a.sha256)
         .bind(a.created_at)
-        .execute(&self.pool)
+        .execute(&self.write)
         .await?;
         Ok(())
     }
@@ -409,7 +397,7 @@ impl Store for SqliteStore {
     async fn get_attachment(&self, attachment_id: &str) -> StoreResult<Option<AttachmentRecord>> {
         let row = sqlx::query("SELECT * FROM attachments WHERE attachment_id = ?")
             .bind(attachment_id)
-            .fetch_optional(&self.pool)
+            .fetch_optional(&self.read)
             .await?;
         row.as_ref().map(attachment_from_row).transpose()
     }
@@ -423,7 +411,7 @@ impl Store for SqliteStore {
         .bind(key)
         .bind(value)
         .bind(now_micros())
-        .execute(&self.pool)
+        .execute(&self.write)
         .await?;
         Ok(())
     }
@@ -431,14 +419,79 @@ impl Store for SqliteStore {
     async fn session_vars(&self, session_id: &str) -> StoreResult<Vec<(String, String)>> {
         let rows = sqlx::query("SELECT key, value FROM session_vars WHERE session_id = ? ORDER BY key")
             .bind(session_id)
-            .fetch_all(&self.pool)
+            .fetch_all(&self.read)
             .await?;
         rows.iter().map(|r| Ok((r.try_get("key")?, r.try_get("value")?))).collect()
     }
 
     async fn delete_session_vars(&self, session_id: &str) -> StoreResult<u64> {
         let r =
-            sqlx::query("DELETE FROM session_vars WHERE session_id = ?").bind(session_id).execute(&self.pool).await?;
+            sqlx::query("DELETE FROM session_vars WHERE session_id = ?").bind(session_id).execute(&self.write).await?;
         Ok(r.rows_affected())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn session(id: &str) -> SessionRecord {
+        let now = now_micros();
+        SessionRecord {
+            session_id: id.into(),
+            platform_id: "webchat".into(),
+            creator: "u".into(),
+            display_name: None,
+            is_group: false,
+            profile_id: None,
+            created_at: now,
+            updated_at: now,
+        }
+    }
+
+    fn message(session: &str, text: &str) -> NewMessage {
+        NewMessage {
+            session_id: session.into(),
+            platform_id: "webchat".into(),
+            sender_id: "u".into(),
+            sender_name: "u".into(),
+            content: serde_json::json!({"type": "user", "message": [{"type": "plain", "text": text}]}),
+            llm_checkpoint_id: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn concurrent_writes_are_grouped_and_a_bad_one_fails_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let store =
+            Arc::new(SqliteStore::connect(&format!("sqlite://{}", dir.path().join("t.db").display())).await.unwrap());
+        assert!(store.create_session(&session("a")).await.unwrap());
+        assert!(!store.create_session(&session("a")).await.unwrap(), "a second create reports the session existed");
+        let mut tasks = Vec::new();
+        for i in 0..50 {
+            let s = store.clone();
+            // Every tenth write names a session that does not exist (a foreign-key failure).
+            let target = if i % 10 == 9 { "missing".to_string() } else { "a".to_string() };
+            tasks.push(tokio::spawn(async move { (i, s.insert_message(&message(&target, &format!("m{i}"))).await) }));
+        }
+        let mut failures = 0;
+        let mut ok = 0;
+        for t in tasks {
+            match t.await.unwrap() {
+                (i, Ok((id, _))) => {
+                    ok += 1;
+                    let m = store.get_message(id).await.unwrap().unwrap();
+                    assert_eq!(m.content["message"][0]["text"], format!("m{i}"), "id {id} belongs to write {i}");
+                }
+                (i, Err(_)) => {
+                    assert_eq!(i % 10, 9, "only the bad writes fail");
+                    failures += 1;
+                }
+            }
+        }
+        assert_eq!((ok, failures), (45, 5));
+        assert_eq!(store.list_messages("a", 0, 100, false).await.unwrap().total, 45);
+        let s = store.get_session("a").await.unwrap().unwrap();
+        assert!(s.updated_at >= s.created_at, "the trigger touched the session");
     }
 }

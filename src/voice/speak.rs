@@ -1,10 +1,13 @@
 //! The speech worker of a run: LLM deltas → [`Segmenter`] → TTS, one audio file per sentence.
 //!
-//! Two tasks joined by a bounded channel: the segmenter cuts sentences as deltas arrive, the TTS
-//! task synthesises them one after another and appends `Audio` events to the run in order. So
-//! sentence 1 is spoken while sentence 2 is still being generated. Both stop at once when the
-//! run's token is cancelled (dropping an in-flight synthesis aborts its request or process).
+//! One task: it keeps reading deltas (so the model stream is never held up by speech) while the
+//! synthesis of the current sentence is in flight, queues the sentences that complete meanwhile
+//! (bounded: beyond `SENTENCE_QUEUE` it stops reading deltas, so the model waits instead of
+//! memory growing), and appends an `Audio` event to the run as each synthesis finishes — in
+//! sentence order. So sentence 1 is spoken while sentence 2 is still being generated. The run's
+//! token stops it at once; dropping an in-flight synthesis aborts its request or process.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -17,9 +20,12 @@ use super::segmenter::Segmenter;
 use crate::agent::events::AgentEvent;
 use crate::agent::pipeline::Speech;
 use crate::agent::runs::RunHandle;
+use crate::providers::tts::TtsError;
 
-/// Sentences waiting for TTS; beyond this the segmenter (and so the model stream) waits.
+/// Sentences waiting for TTS; beyond this the worker stops reading deltas.
 const SENTENCE_QUEUE: usize = 16;
+
+type Synthesis = std::pin::Pin<Box<dyn std::future::Future<Output = (String, Result<bytes::Bytes, TtsError>)> + Send>>;
 
 /// Starts the worker; the returned handle completes when every sentence was spoken (or on cancel).
 pub fn spawn_worker(
@@ -29,54 +35,54 @@ pub fn spawn_worker(
     tasks: TaskTracker,
     run: &Arc<RunHandle>,
 ) -> JoinHandle<()> {
-    let (tx, mut sentences) = mpsc::channel::<String>(SENTENCE_QUEUE);
-    let seg_cancel = cancel.clone();
-    let min = speech.min_sentence_chars;
-    tasks.spawn(async move {
-        let mut seg = Segmenter::new(min);
-        loop {
-            let d = tokio::select! {
-                _ = seg_cancel.cancelled() => return,
-                d = deltas.recv() => d,
-            };
-            let done = d.is_none();
-            let out = match d {
-                Some(d) => seg.push(&d),
-                None => seg.finish(),
-            };
-            for s in out {
-                if tx.send(s).await.is_err() {
-                    return;
-                }
-            }
-            if done {
-                return;
-            }
-        }
-    });
     let run = run.clone();
     tasks.spawn(async move {
+        let mut seg = Segmenter::new(speech.min_sentence_chars);
+        let mut queue: VecDeque<String> = VecDeque::new();
+        let mut current: Option<Synthesis> = None;
+        let mut deltas_done = false;
         let started = Instant::now();
         let mut first: Option<f64> = None;
         let mut spoken = 0usize;
+        let synth = |text: String| -> Synthesis {
+            let tts = speech.tts.clone();
+            Box::pin(async move {
+                let r = tts.synthesize(&text).await;
+                (text, r)
+            })
+        };
         loop {
-            let sentence = tokio::select! {
+            if current.is_none()
+                && let Some(next) = queue.pop_front()
+            {
+                current = Some(synth(next));
+            }
+            if deltas_done && current.is_none() {
+                break;
+            }
+            tokio::select! {
                 _ = cancel.cancelled() => return,
-                s = sentences.recv() => s,
-            };
-            let Some(sentence) = sentence else { break };
-            let audio = tokio::select! {
-                _ = cancel.cancelled() => return,
-                a = speech.tts.synthesize(&sentence) => a,
-            };
-            match audio {
-                Ok(audio) => {
-                    first.get_or_insert_with(|| started.elapsed().as_secs_f64());
-                    spoken += 1;
-                    run.push(AgentEvent::Audio { text: sentence, audio, mime: speech.tts.mime().to_string() });
+                d = deltas.recv(), if !deltas_done && queue.len() < SENTENCE_QUEUE => {
+                    match d {
+                        Some(d) => queue.extend(seg.push(&d)),
+                        None => {
+                            deltas_done = true;
+                            queue.extend(seg.finish());
+                        }
+                    }
                 }
-                // As AstrBot: a sentence that cannot be spoken is skipped, the rest still is.
-                Err(e) => tracing::warn!(run.id = %run.run_id, error = %e, "TTS failed for a sentence; skipped"),
+                (text, audio) = in_flight(&mut current), if current.is_some() => {
+                    current = None;
+                    match audio {
+                        Ok(audio) => {
+                            first.get_or_insert_with(|| started.elapsed().as_secs_f64());
+                            spoken += 1;
+                            run.push(AgentEvent::Audio { text, audio, mime: speech.tts.mime().to_string() });
+                        }
+                        // As AstrBot: a sentence that cannot be spoken is skipped, the rest still is.
+                        Err(e) => tracing::warn!(run.id = %run.run_id, error = %e, "TTS failed for a sentence; skipped"),
+                    }
+                }
             }
         }
         if spoken > 0 {
@@ -87,4 +93,12 @@ pub fn spawn_worker(
             });
         }
     })
+}
+
+/// The current synthesis' result; never resolves when there is none.
+async fn in_flight(current: &mut Option<Synthesis>) -> (String, Result<bytes::Bytes, TtsError>) {
+    match current {
+        Some(f) => f.await,
+        None => std::future::pending().await,
+    }
 }
