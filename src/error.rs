@@ -88,7 +88,8 @@ where
 /// Deserialises `value` into `T`, naming the path of the first mismatch.
 pub fn from_value<T: DeserializeOwned>(value: Value) -> Result<T, ApiError> {
     serde_path_to_error::deserialize(value).map_err(|e| {
-        let path = e.path().to_string();
+        // A hostile body can make the path enormous (deep nesting): keep the message readable.
+        let path = crate::util::truncate_chars(&e.path().to_string(), 120).to_string();
         let inner = e.into_inner();
         if path.is_empty() || path == "." {
             ApiError::bad_request(format!("Invalid request body: {inner}"))
@@ -105,10 +106,10 @@ pub fn json_rejection(rej: JsonRejection) -> ApiError {
             ApiError::bad_request("Invalid request body: expected Content-Type: application/json")
         }
         JsonRejection::JsonSyntaxError(e) => {
-            ApiError::bad_request(format!("Invalid JSON body: {}", e.body_text_inner()))
+            ApiError::bad_request(format!("Invalid JSON body: {}", capped(&e.body_text_inner())))
         }
         JsonRejection::JsonDataError(e) => {
-            ApiError::bad_request(format!("Invalid request body: {}", e.body_text_inner()))
+            ApiError::bad_request(format!("Invalid request body: {}", capped(&e.body_text_inner())))
         }
         JsonRejection::BytesRejection(e) => {
             if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
@@ -119,6 +120,15 @@ pub fn json_rejection(rej: JsonRejection) -> ApiError {
         }
         other => ApiError::bad_request(other.body_text()),
     }
+}
+
+/// Parser messages can quote an enormous path (deep nesting): keep the head and the cause.
+fn capped(msg: &str) -> String {
+    if msg.chars().count() <= 300 {
+        return msg.to_string();
+    }
+    let tail: String = msg.chars().rev().take(100).collect::<Vec<_>>().into_iter().rev().collect();
+    format!("{} … {}", crate::util::truncate_chars(msg, 150), tail)
 }
 
 trait BodyTextInner {

@@ -668,3 +668,49 @@ async fn hostile_numbers_and_part_counts_are_refused_cleanly() {
             .await;
     assert_error(s, &b, 400, "too many attachments (max 16)");
 }
+
+#[tokio::test]
+async fn provider_timeouts_and_unreachable_upstreams_are_error_events() {
+    let fake = FakeLlm::start().await;
+    let dead = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        format!("http://{}/v1", l.local_addr().unwrap())
+    };
+    let toml = format!(
+        "[[providers]]\nid = \"slow\"\nbase_url = \"{}\"\nmodel = \"m\"\nfirst_token_timeout_secs = 1\nidle_timeout_secs = 1\ndefault = true\n\
+         [[providers]]\nid = \"dead\"\nbase_url = \"{dead}\"\nmodel = \"m\"\nconnect_timeout_secs = 2\n",
+        fake.base_url
+    );
+    let app = spawn_toml(&toml).await;
+    let key = app.key(&["chat"]).await;
+    let error_of = |frames: &[Frame]| {
+        frames.iter().find(|f| f.ty() == "error").map(|f| (f.data["code"].clone(), f.data["data"].clone()))
+    };
+
+    fake.push(Reply::Chunks { chunks: text("late"), delay: Duration::ZERO, first_delay: Duration::from_millis(1500) });
+    let frames = chat(&app, &key, json!({"message": "q", "username": "u"})).await.collect().await;
+    assert_eq!(
+        error_of(&frames),
+        Some((json!("UPSTREAM_TIMEOUT"), json!("the LLM provider did not answer within 1 s")))
+    );
+
+    fake.push(Reply::Chunks {
+        chunks: tokens(&["one ", "two"]),
+        delay: Duration::from_millis(1500),
+        first_delay: Duration::ZERO,
+    });
+    let frames = chat(&app, &key, json!({"message": "q", "username": "u"})).await.collect().await;
+    assert_eq!(
+        error_of(&frames),
+        Some((json!("UPSTREAM_TIMEOUT"), json!("the LLM provider stalled for 1 s mid-stream")))
+    );
+    assert_eq!(frames.iter().filter(|f| f.ty() == "plain").count(), 1, "what arrived before the stall is kept");
+
+    let frames =
+        chat(&app, &key, json!({"message": "q", "username": "u", "selected_provider": "dead"})).await.collect().await;
+    let (code, msg) = error_of(&frames).unwrap();
+    assert_eq!(code, "UPSTREAM_UNREACHABLE");
+    assert!(msg.as_str().unwrap().starts_with("cannot reach the LLM provider"), "{msg}");
+    assert!(!msg.as_str().unwrap().contains("127.0.0.1"), "the upstream URL is not echoed: {msg}");
+    assert_eq!(frames.last().unwrap().ty(), "end");
+}

@@ -23,3 +23,37 @@ async fn health_reports_the_database() {
     assert_eq!(b["status"], "ok");
     assert_eq!(b["data"]["status"], "ok");
 }
+
+#[tokio::test]
+async fn hostile_json_gets_a_short_clear_400() {
+    let app = spawn_app().await;
+    let key = app.key(&["chat"]).await;
+    let nested = format!("{{\"username\":\"u\",\"message\":{}{}}}", "[".repeat(5000), "]".repeat(5000));
+    let (s, b) = send(
+        app.http
+            .post(app.url("/api/v1/chat"))
+            .bearer_auth(&key)
+            .header("content-type", "application/json")
+            .body(nested),
+    )
+    .await;
+    assert_eq!(s, 400);
+    let msg = b["message"].as_str().unwrap();
+    assert!(
+        msg.starts_with("Invalid JSON body") && msg.contains("recursion limit exceeded") && msg.chars().count() < 400,
+        "{msg}"
+    );
+    let (s, b) = send(
+        app.http
+            .post(app.url("/api/v1/chat"))
+            .bearer_auth(&key)
+            .header("content-type", "application/json")
+            .body(b"{\"username\":\"u\",\"message\":\"\xff\"}".to_vec()),
+    )
+    .await;
+    assert_eq!(s, 400, "{b}");
+    let (s, b) =
+        send(app.http.post(app.url("/api/v1/chat")).bearer_auth(&key).header("content-type", "text/plain").body("{}"))
+            .await;
+    assert_error(s, &b, 400, "Invalid request body: expected Content-Type: application/json");
+}
