@@ -20,7 +20,7 @@ use crate::agent::profiles::{LookupError, Profile};
 use crate::app::AppState;
 use crate::auth::Caller;
 use crate::error::{ApiError, ApiJson, ApiResult};
-use crate::store::{SessionRecord, now_micros};
+use crate::store::SessionRecord;
 
 const MAX_SESSION_ID_CHARS: usize = 128;
 const TITLE_CHARS: usize = 40;
@@ -126,15 +126,9 @@ pub async fn prepare(
             .llm(id.trim())
             .cloned()
             .ok_or_else(|| ApiError::bad_request(format!("selected_provider not found: {}", id.trim())))?,
-        Some(Value::String(_)) | None => profile
-            .provider
-            .as_deref()
-            .and_then(|id| state.providers.llm(id))
-            .or_else(|| state.providers.default_llm())
-            .cloned()
-            .ok_or_else(|| {
-                ApiError::new(axum::http::StatusCode::SERVICE_UNAVAILABLE, "No LLM provider is configured")
-            })?,
+        Some(Value::String(_)) | None => state.providers.for_profile(&profile).cloned().ok_or_else(|| {
+            ApiError::new(axum::http::StatusCode::SERVICE_UNAVAILABLE, "No LLM provider is configured")
+        })?,
         Some(_) => return Err(ApiError::bad_request("Invalid request body: selected_provider must be a string")),
     };
     let model = match obj.get("selected_model").filter(|v| !v.is_null()) {
@@ -158,23 +152,13 @@ pub async fn prepare(
     })?;
 
     let new_session = existing.is_none().then(|| {
-        let now = now_micros();
         let title = resolved.iter().find_map(|p| match p {
             Resolved::Plain(t) if !t.trim().is_empty() => {
                 Some(crate::util::truncate_chars(t.trim(), TITLE_CHARS).to_string())
             }
             _ => None,
         });
-        SessionRecord {
-            session_id: session_id.clone(),
-            platform_id: platform_id.to_string(),
-            creator: username.clone(),
-            display_name: title,
-            is_group: false,
-            profile_id: None,
-            created_at: now,
-            updated_at: now,
-        }
+        SessionRecord { display_name: title, ..SessionRecord::new(&session_id, platform_id, &username) }
     });
     let bind_profile = chosen.map(|p| if p.is_default { None } else { Some(p.id.clone()) });
 

@@ -78,14 +78,7 @@ pub async fn converse(
         Some(_) => return Err(ApiError::bad_request("messages must be a list")),
     };
 
-    let profile_speaks = state
-        .config
-        .compat
-        .profile
-        .as_deref()
-        .and_then(|id| state.profiles.get(id))
-        .unwrap_or_else(|| state.profiles.default_profile())
-        .tts;
+    let profile_speaks = super::stage::compat_profile(&state).tts;
     let tts = if profile_speaks { state.providers.tts().cloned() } else { None };
     if tts.is_some() && !SUPPORTED_VOICE_OUT.contains(&format.as_str()) {
         return Err(ApiError::bad_request(format!(

@@ -18,7 +18,7 @@ use crate::app::AppState;
 use crate::auth::Caller;
 use crate::bus::Push;
 use crate::error::{ApiError, ApiJson, ApiResult, ok};
-use crate::store::{NewMessage, SessionRecord, now_micros};
+use crate::store::{NewMessage, SessionRecord};
 
 const MESSAGE_TYPES: [&str; 3] = ["GroupMessage", "FriendMessage", "OtherMessage"];
 
@@ -103,16 +103,9 @@ pub async fn send_message(
     let session = match state.store.get_session(&session_id).await? {
         Some(s) => s,
         None => {
-            let now = now_micros();
             let s = SessionRecord {
-                session_id: session_id.clone(),
-                platform_id: "webchat".into(),
-                creator: owner.clone().unwrap_or_default(),
-                display_name: None,
                 is_group: umo.message_type == "GroupMessage",
-                profile_id: None,
-                created_at: now,
-                updated_at: now,
+                ..SessionRecord::new(&session_id, "webchat", &owner.clone().unwrap_or_default())
             };
             state.store.create_session(&s).await?;
             state.store.get_session(&session_id).await?.unwrap_or(s)

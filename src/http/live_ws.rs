@@ -37,7 +37,7 @@ use crate::app::AppState;
 use crate::auth::caller::{Requirement, authenticate, query_param};
 use crate::auth::jwt::JwtError;
 use crate::auth::{Caller, Scope};
-use crate::store::{SessionRecord, now_micros};
+use crate::store::SessionRecord;
 use crate::util::{iso_utc, now_ms};
 
 const SAMPLE_RATE: u32 = 16_000;
@@ -498,18 +498,7 @@ async fn own_session(state: &AppState, session_id: &str, username: &str) -> Resu
         return Ok(state.store.claim_session(session_id, username).await?
             || state.store.get_session(session_id).await?.is_some_and(|s| s.creator == username));
     }
-    let now = now_micros();
-    let rec = SessionRecord {
-        session_id: session_id.to_string(),
-        platform_id: "webchat".into(),
-        creator: username.to_string(),
-        display_name: None,
-        is_group: false,
-        profile_id: None,
-        created_at: now,
-        updated_at: now,
-    };
-    state.store.create_session(&rec).await?;
+    state.store.create_session(&SessionRecord::new(session_id, "webchat", username)).await?;
     Ok(state.store.get_session(session_id).await?.is_some_and(|s| s.creator == username))
 }
 
@@ -670,26 +659,13 @@ async fn live_turn(ctx: &TurnCtx, input: Input) {
     ctx.send(json!({"t": "user_msg", "data": {"text": text, "ts": now_ms()}})).await;
 
     let profile = state.profiles.default_profile().clone();
-    let Some(provider) = profile
-        .provider
-        .as_deref()
-        .and_then(|p| state.providers.llm(p))
-        .or_else(|| state.providers.default_llm())
-        .cloned()
-    else {
+    let Some(provider) = state.providers.for_profile(&profile).cloned() else {
         return ctx.error_and_end("PROCESSING_ERROR", "No LLM provider is configured").await;
     };
     let model = profile.model.clone().unwrap_or_else(|| provider.model.clone());
-    let now = now_micros();
     let session = SessionRecord {
-        session_id: ctx.session_id.clone(),
-        platform_id: "live".into(),
-        creator: ctx.username.clone(),
         display_name: Some(crate::util::truncate_chars(&text, 40).to_string()),
-        is_group: false,
-        profile_id: None,
-        created_at: now,
-        updated_at: now,
+        ..SessionRecord::new(&ctx.session_id, "live", &ctx.username)
     };
     if !ctx.session_ready.load(std::sync::atomic::Ordering::Relaxed) {
         if let Err(e) = state.store.create_session(&session).await {

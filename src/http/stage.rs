@@ -24,7 +24,7 @@ use crate::auth::Caller;
 use crate::compat::stage_tag::{Piece, StageTagFilter, resolve};
 use crate::compat::{fill_placeholders, tables};
 use crate::error::{ApiError, ApiJson, ApiResult};
-use crate::store::{SessionRecord, now_micros};
+use crate::store::SessionRecord;
 
 const MAX_VARS: usize = 256;
 const MAX_KEY_CHARS: usize = 128;
@@ -134,22 +134,21 @@ pub async fn delete_session(
     Ok(ok_body(sid, &ts, None))
 }
 
-/// Fails early (before any decoding, STT or storage) when a compat turn could not start.
-pub fn precheck(state: &AppState, session_id: &str) -> ApiResult<()> {
-    let profile = state
+/// The profile of the compat APIs: `[compat] profile`, else the default profile.
+pub fn compat_profile(state: &AppState) -> &Arc<crate::agent::profiles::Profile> {
+    state
         .config
         .compat
         .profile
         .as_deref()
         .and_then(|id| state.profiles.get(id))
-        .unwrap_or_else(|| state.profiles.default_profile());
-    if profile
-        .provider
-        .as_deref()
-        .and_then(|id| state.providers.llm(id))
-        .or_else(|| state.providers.default_llm())
-        .is_none()
-    {
+        .unwrap_or_else(|| state.profiles.default_profile())
+}
+
+/// Fails early (before any decoding, STT or storage) when a compat turn could not start.
+pub fn precheck(state: &AppState, session_id: &str) -> ApiResult<()> {
+    let profile = compat_profile(state);
+    if state.providers.for_profile(profile).is_none() {
         return Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "No LLM provider is configured"));
     }
     if state.agent.runs.active_for_session(session_id).is_some() {
@@ -168,39 +167,17 @@ pub async fn start_compat_turn(
     model_input: Value,
     vars: &[(String, String)],
 ) -> ApiResult<(Arc<RunHandle>, Arc<crate::agent::profiles::Profile>)> {
-    let profile = state
-        .config
-        .compat
-        .profile
-        .as_deref()
-        .and_then(|id| state.profiles.get(id))
-        .unwrap_or_else(|| state.profiles.default_profile())
-        .clone();
-    let provider = profile
-        .provider
-        .as_deref()
-        .and_then(|id| state.providers.llm(id))
-        .or_else(|| state.providers.default_llm())
+    let profile = compat_profile(state).clone();
+    let provider = state
+        .providers
+        .for_profile(&profile)
         .cloned()
         .ok_or_else(|| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "No LLM provider is configured"))?;
     state.agent.settle(session_id, std::time::Duration::from_secs(5)).await;
     if state.agent.runs.active_for_session(session_id).is_some() {
         return Err(ApiError::conflict("Session is busy"));
     }
-    let now = now_micros();
-    state
-        .store
-        .create_session(&SessionRecord {
-            session_id: session_id.to_string(),
-            platform_id: platform_id.to_string(),
-            creator: username.to_string(),
-            display_name: None,
-            is_group: false,
-            profile_id: None,
-            created_at: now,
-            updated_at: now,
-        })
-        .await?;
+    state.store.create_session(&SessionRecord::new(session_id, platform_id, username)).await?;
     let turn = Turn {
         run_id: uuid::Uuid::new_v4().to_string(),
         session_id: session_id.to_string(),

@@ -93,17 +93,16 @@ async fn apply(pool: &SqlitePool, ops: &[WriteOp]) -> StoreResult<Vec<Done>> {
         ops.iter().any(|o| matches!(o, WriteOp::InsertRun(..))),
     ];
     let mut conn = pool.acquire().await?;
-    // One statement is atomic on its own; several share one transaction.
-    let explicit = kinds.iter().filter(|k| **k).count() > 1;
-    if explicit {
-        sqlx::query("BEGIN IMMEDIATE").execute(&mut *conn).await?;
+    // One statement is atomic on its own; several share one transaction, held by sqlx's guard
+    // so that it is rolled back (and the write lock released) on any failure.
+    if kinds.iter().filter(|k| **k).count() > 1 {
+        use sqlx::Connection;
+        let mut tx = conn.begin_with("BEGIN IMMEDIATE").await?;
+        let result = apply_on(&mut tx, ops).await?;
+        tx.commit().await?;
+        return Ok(result);
     }
-    let result = apply_on(&mut conn, ops).await;
-    if explicit {
-        let end = if result.is_ok() { "COMMIT" } else { "ROLLBACK" };
-        sqlx::query(AssertSqlSafe(end)).execute(&mut *conn).await?;
-    }
-    result
+    apply_on(&mut conn, ops).await
 }
 
 async fn apply_on(tx: &mut sqlx::SqliteConnection, ops: &[WriteOp]) -> StoreResult<Vec<Done>> {

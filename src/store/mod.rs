@@ -71,6 +71,23 @@ pub struct SessionRecord {
     pub updated_at: Micros,
 }
 
+impl SessionRecord {
+    /// A new, empty session created now.
+    pub fn new(session_id: &str, platform_id: &str, creator: &str) -> Self {
+        let now = now_micros();
+        Self {
+            session_id: session_id.to_string(),
+            platform_id: platform_id.to_string(),
+            creator: creator.to_string(),
+            display_name: None,
+            is_group: false,
+            profile_id: None,
+            created_at: now,
+            updated_at: now,
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct MessageRecord {
     pub id: i64,

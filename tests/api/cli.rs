@@ -21,8 +21,17 @@ fn write_config(dir: &std::path::Path, extra: &str) -> std::path::PathBuf {
     path
 }
 
-fn astrgate(config: &std::path::Path, args: &[&str]) -> std::process::Output {
-    std::process::Command::new(BIN).arg("--config").arg(config).args(args).env_remove("RUST_LOG").output().unwrap()
+/// Runs the CLI without blocking the test's runtime (which also runs the app under test: a
+/// blocked runtime could hold the app's database transaction open while the CLI waits for it).
+async fn astrgate(config: &std::path::Path, args: &[&str]) -> std::process::Output {
+    tokio::process::Command::new(BIN)
+        .arg("--config")
+        .arg(config)
+        .args(args)
+        .env_remove("RUST_LOG")
+        .output()
+        .await
+        .unwrap()
 }
 
 #[tokio::test]
@@ -30,13 +39,14 @@ async fn cli_keys_work_over_http() {
     let dir = Arc::new(tempfile::tempdir().unwrap());
     let cfg = write_config(dir.path(), "");
     let out =
-        astrgate(&cfg, &["keys", "create", "--name", "cli key", "--scopes", "config,im", "--expires-in-days", "3"]);
+        astrgate(&cfg, &["keys", "create", "--name", "cli key", "--scopes", "config,im", "--expires-in-days", "3"])
+            .await;
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let stdout = String::from_utf8(out.stdout).unwrap();
     let key = stdout.lines().last().unwrap().trim().to_string();
     assert!(key.starts_with("abk_") && key.len() == 47, "last line is the key alone: {stdout:?}");
 
-    let list = astrgate(&cfg, &["keys", "list"]);
+    let list = astrgate(&cfg, &["keys", "list"]).await;
     let list = String::from_utf8(list.stdout).unwrap();
     assert!(list.contains(&key[..12]) && list.contains("cli key") && !list.contains(&key), "{list}");
     let key_id = list.split_whitespace().next().unwrap().to_string();
@@ -50,15 +60,15 @@ async fn cli_keys_work_over_http() {
     assert_eq!(b["data"][0]["created_by"], "cli");
     assert_eq!(b["data"][0]["scopes"], serde_json::json!(["config", "im"]));
 
-    let out = astrgate(&cfg, &["keys", "revoke", &key_id]);
+    let out = astrgate(&cfg, &["keys", "revoke", &key_id]).await;
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     // Another process revoked it; this instance sees it once its short cache entry lapses.
     app.state.keys.invalidate(&key_id);
     let (s, b) = send(app.http.get(app.url("/api/v1/im/bots")).header("X-API-Key", &key)).await;
     assert_error(s, &b, 401, "Invalid API key");
-    let out = astrgate(&cfg, &["keys", "revoke", "no-such-id"]);
+    let out = astrgate(&cfg, &["keys", "revoke", "no-such-id"]).await;
     assert!(!out.status.success());
-    let out = astrgate(&cfg, &["keys", "create", "--scopes", "chat,root"]);
+    let out = astrgate(&cfg, &["keys", "create", "--scopes", "chat,root"]).await;
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("Invalid scopes: root"));
 }
@@ -70,15 +80,15 @@ async fn check_config_names_unknown_keys() {
         dir.path(),
         "[[providers]]\nid = \"p\"\nbase_url = \"http://x/v1\"\nmodel = \"m\"\napi_kye = \"oops\"\n",
     );
-    let out = astrgate(&cfg, &["check-config"]);
+    let out = astrgate(&cfg, &["check-config"]).await;
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("api_kye"), "{err}");
     let good = write_config(dir.path(), "");
-    let out = astrgate(&good, &["check-config"]);
+    let out = astrgate(&good, &["check-config"]).await;
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(String::from_utf8_lossy(&out.stdout).contains("config ok"));
-    let out = astrgate(&dir.path().join("missing.toml"), &["check-config"]);
+    let out = astrgate(&dir.path().join("missing.toml"), &["check-config"]).await;
     assert_eq!(out.status.code(), Some(2));
 }
 
