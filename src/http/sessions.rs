@@ -100,9 +100,7 @@ pub async fn delete_session(
     if let Some(run) = state.agent.runs.active_for_session(&session_id) {
         run.cancel.cancel();
         // Let it save before the rows disappear, so nothing lands in a deleted session.
-        let mut sub = run.subscribe(u64::MAX);
-        let mut sink = Vec::new();
-        let _ = tokio::time::timeout(Duration::from_secs(5), async { while sub.recv(&mut sink).await {} }).await;
+        state.agent.settle(&session_id, Duration::from_secs(5)).await;
     }
     state.store.delete_session(&session_id).await?;
     Ok(ok(json!({})))
