@@ -128,6 +128,8 @@ pub async fn delete_session(
     let skey = session_key(sid)?;
     if let Some(run) = state.agent.runs.active_for_session(&skey) {
         run.cancel.cancel();
+        // Let it save before the rows disappear, so nothing lands in a deleted session.
+        state.agent.settle(&skey, std::time::Duration::from_secs(5)).await;
     }
     state.store.delete_session_vars(&skey).await?;
     state.store.delete_session(&skey).await?;
