@@ -9,8 +9,9 @@ SECS="${1:-10}"
 ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 
 cargo build --release --locked -p astrgate -p astrgate-bench
-BIN=$PWD/target/release/astrgate
-BENCH=$PWD/target/release/astrgate-bench
+TARGET="${CARGO_TARGET_DIR:-$PWD/target}"
+BIN=$TARGET/release/astrgate
+BENCH=$TARGET/release/astrgate-bench
 WORK=$(mktemp -d)
 UP_PORT=18080
 GW_PORT=18081
