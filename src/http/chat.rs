@@ -143,7 +143,7 @@ pub async fn prepare(
         .or_else(|| obj.get("enable_streaming").and_then(Value::as_bool))
         .unwrap_or(profile.streaming);
 
-    let session_id = session_id.unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+    let session_id = session_id.unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
     let resolved = input::resolve(state.store.as_ref(), &session_id, parts).await.map_err(input_error)?;
     let transcripts = transcribe_records(state, &resolved).await?;
     let model_input = state.prompt.user_content(&resolved, &transcripts).await.map_err(|e| match e {
@@ -164,7 +164,7 @@ pub async fn prepare(
 
     Ok(Prepared {
         turn: Turn {
-            run_id: uuid::Uuid::new_v4().to_string(),
+            run_id: uuid::Uuid::now_v7().to_string(),
             session_id,
             platform_id: existing.map(|s| s.platform_id).unwrap_or_else(|| platform_id.to_string()),
             username,

@@ -186,7 +186,7 @@ struct Conn {
 async fn serve(state: AppState, caller: Caller, username: String, force: Option<Mode>, socket: WebSocket) {
     let (mut incoming, out, writer) = ws::split(socket);
     let mut c = Conn {
-        session_id: format!("webchat_live!{username}!{}", uuid::Uuid::new_v4()),
+        session_id: format!("webchat_live!{username}!{}", uuid::Uuid::now_v7()),
         session_ready: Arc::default(),
         state,
         caller,
@@ -680,7 +680,7 @@ async fn live_turn(ctx: &TurnCtx, input: Input) {
         .cloned()
         .map(|tts| Speech { tts, min_sentence_chars: state.config.live.min_sentence_chars });
     let turn = Turn {
-        run_id: uuid::Uuid::new_v4().to_string(),
+        run_id: uuid::Uuid::now_v7().to_string(),
         session_id: ctx.session_id.clone(),
         platform_id: "live".into(),
         username: ctx.username.clone(),

@@ -181,7 +181,7 @@ pub async fn start_compat_turn(
     }
     state.store.create_session(&SessionRecord::new(session_id, platform_id, username)).await?;
     let turn = Turn {
-        run_id: uuid::Uuid::new_v4().to_string(),
+        run_id: uuid::Uuid::now_v7().to_string(),
         session_id: session_id.to_string(),
         platform_id: platform_id.to_string(),
         username: username.to_string(),
