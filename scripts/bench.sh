@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs every benchmark scenario on this machine and rewrites docs/benchmarks.md with the numbers
-# it printed: SSE chat at c = 1, 64, 512 next to the upstream directly, 5,000 idle WebSockets,
+# it printed: SSE chat at c = 1, 64, 512 next to the upstream directly (and c = 64 against an
+# upstream that paces its tokens, which does not saturate the machine), 5,000 idle WebSockets,
 # one Live turn's own overhead, authentication cost, idle RSS. Takes a few minutes after the
 # release build. Usage: scripts/bench.sh [seconds-per-SSE-run (default 10)]
 set -euo pipefail
@@ -15,6 +16,7 @@ BENCH=$TARGET/release/astrgate-bench
 WORK=$(mktemp -d)
 UP_PORT=18080
 GW_PORT=18081
+PACED_PORT=18082
 PIDS=()
 cleanup() {
   for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
@@ -26,6 +28,9 @@ trap cleanup EXIT
 # Fake providers: the LLM streams 20 tokens at once; STT and TTS answer after 20 ms each.
 "$BENCH" fake-upstream --listen 127.0.0.1:$UP_PORT --tokens 20 --stt-delay-ms 20 --tts-delay-ms 20 2>"$WORK/upstream.log" &
 PIDS+=($!)
+# A second LLM that paces its 20 tokens 5 ms apart, for a c = 64 run that does not saturate the machine.
+"$BENCH" fake-upstream --listen 127.0.0.1:$PACED_PORT --tokens 20 --token-delay-ms 5 2>"$WORK/paced.log" &
+PIDS+=($!)
 
 cat >"$WORK/astrgate.toml" <<TOML
 listen = "127.0.0.1:$GW_PORT"
@@ -35,6 +40,11 @@ password = "bench-password-1"
 [[providers]]
 id = "fake"
 base_url = "http://127.0.0.1:$UP_PORT/v1"
+model = "fake"
+default = true
+[[providers]]
+id = "paced"
+base_url = "http://127.0.0.1:$PACED_PORT/v1"
 model = "fake"
 [stt]
 type = "openai"
@@ -59,6 +69,7 @@ JWT=$(curl -s "http://127.0.0.1:$GW_PORT/api/auth/login" -H 'Content-Type: appli
 "$BENCH" all \
   --astrgate "http://127.0.0.1:$GW_PORT" --upstream "http://127.0.0.1:$UP_PORT/v1" \
   --key "$KEY" --jwt "$JWT" --pid "$GW_PID" --idle-rss-kib "$IDLE_RSS" --fixed-provider-ms 40 \
+  --paced-upstream "http://127.0.0.1:$PACED_PORT/v1" --paced-token-ms 5 \
   --duration "$SECS" --out docs/benchmarks.md
 echo "astrgate log lines: $(wc -l <"$WORK/astrgate.log")"
 cat docs/benchmarks.md

@@ -47,6 +47,9 @@ enum Cmd {
         upstream: String,
         #[arg(long)]
         key: String,
+        /// astrgate's provider id for `--upstream` (default: astrgate's default provider).
+        #[arg(long)]
+        provider: Option<String>,
         #[arg(short, long, default_value_t = 64)]
         concurrency: usize,
         #[arg(short, long, default_value_t = 10)]
@@ -80,6 +83,16 @@ enum Cmd {
         duration: u64,
         #[arg(long, default_value_t = 5000)]
         idle_sockets: usize,
+        /// A second fake upstream that paces its tokens (`fake-upstream --token-delay-ms`), for
+        /// the c = 64 run that does not saturate the machine.
+        #[arg(long)]
+        paced_upstream: Option<String>,
+        /// astrgate's provider id for `--paced-upstream`.
+        #[arg(long, default_value = "paced")]
+        paced_provider: String,
+        /// The paced upstream's delay between tokens, in ms (for the report's text).
+        #[arg(long, default_value_t = 5)]
+        paced_token_ms: u64,
         #[arg(long)]
         out: std::path::PathBuf,
     },
@@ -106,9 +119,12 @@ fn row(r: &mut sse::Report) -> String {
 
 const SSE_HEADER: &str = "| target | c | req/s | errors | first token p50 ms | first token p99 ms | complete p50 ms | complete p90 ms | complete p99 ms | first event p50 ms |\n|---|---|---|---|---|---|---|---|---|---|";
 
+/// The same closed-loop load straight at `upstream` and then through astrgate; `provider` selects
+/// astrgate's provider for that upstream (`None`: the default one).
 async fn sse_pair(
     astrgate: &str,
     upstream: &str,
+    provider: Option<&str>,
     key: &str,
     c: usize,
     secs: u64,
@@ -119,6 +135,7 @@ async fn sse_pair(
         sse::Target::Direct,
         format!("{upstream}/chat/completions"),
         String::new(),
+        None,
         c,
         Duration::from_secs(secs),
     )
@@ -129,6 +146,7 @@ async fn sse_pair(
         sse::Target::Astrgate,
         format!("{astrgate}/api/v1/chat"),
         key.to_string(),
+        provider.map(str::to_string),
         c,
         Duration::from_secs(secs),
     )
@@ -234,8 +252,9 @@ async fn main() -> anyhow::Result<()> {
             );
             Ok(())
         }
-        Cmd::Sse { astrgate, upstream, key, concurrency, duration } => {
-            let (mut d, mut a) = sse_pair(&astrgate, &upstream, &key, concurrency, duration).await?;
+        Cmd::Sse { astrgate, upstream, key, provider, concurrency, duration } => {
+            let (mut d, mut a) =
+                sse_pair(&astrgate, &upstream, provider.as_deref(), &key, concurrency, duration).await?;
             println!("{SSE_HEADER}\n{}\n{}", row(&mut d), row(&mut a));
             println!(
                 "throughput ratio {:.2}, added p99 {:.2} ms",
@@ -254,6 +273,9 @@ async fn main() -> anyhow::Result<()> {
             fixed_provider_ms,
             duration,
             idle_sockets,
+            paced_upstream,
+            paced_provider,
+            paced_token_ms,
             out,
         } => {
             let idle_rss = idle_rss_kib;
@@ -269,7 +291,7 @@ async fn main() -> anyhow::Result<()> {
             let mut ratios = Vec::new();
             for c in [1usize, 64, 512] {
                 eprintln!("SSE c={c}…");
-                let (mut d, mut a) = sse_pair(&astrgate, &upstream, &key, c, duration).await?;
+                let (mut d, mut a) = sse_pair(&astrgate, &upstream, None, &key, c, duration).await?;
                 ratios.push((
                     c,
                     a.rps() / d.rps(),
@@ -279,6 +301,20 @@ async fn main() -> anyhow::Result<()> {
                 sse_rows.push(row(&mut d));
                 sse_rows.push(row(&mut a));
                 eprintln!("{}\n{}", sse_rows[sse_rows.len() - 2], sse_rows[sse_rows.len() - 1]);
+            }
+            let mut paced = None;
+            if let Some(up) = &paced_upstream {
+                eprintln!("SSE c=64, paced upstream…");
+                let (mut d, mut a) = sse_pair(&astrgate, up, Some(&paced_provider), &key, 64, duration).await?;
+                let (d_row, a_row) = (row(&mut d), row(&mut a));
+                eprintln!("{d_row}\n{a_row}");
+                paced = Some((
+                    d_row,
+                    a_row,
+                    a.rps() / d.rps(),
+                    a.total.pct_ms(50.0) - d.total.pct_ms(50.0),
+                    a.total.pct_ms(99.0) - d.total.pct_ms(99.0),
+                ));
             }
             let after_load_rss = stats::rss_kib(pid)?;
             eprintln!("idle sockets…");
@@ -345,6 +381,12 @@ async fn main() -> anyhow::Result<()> {
                 lv.interrupt.pct_ms(99.0),
                 mark(lv.interrupt.pct_ms(99.0) <= 100.0)
             )?;
+            if let Some((_, _, ratio, _, p99)) = &paced {
+                writeln!(
+                    md,
+                    "Not saturated — c = 64 against an upstream that paces its tokens ({paced_token_ms} ms apart; details below): added p99 {p99:.2} ms, throughput ratio {ratio:.2}. Reported beside the targets, not instead of them.\n"
+                )?;
+            }
             writeln!(
                 md,
                 "AstrBot, for comparison (from the project brief, same class of machine): about 12 complete chats per second, 250–300 MiB RSS.\n"
@@ -369,6 +411,19 @@ async fn main() -> anyhow::Result<()> {
             )?;
             for (c, ratio, p99, p50) in &ratios {
                 writeln!(md, "| {c} | {ratio:.2} | {p50:.2} | {p99:.2} |")?;
+            }
+            if let Some((d_row, a_row, ratio, p50, p99)) = &paced {
+                writeln!(md, "\n### With a paced upstream, c = 64\n")?;
+                writeln!(
+                    md,
+                    "The runs above use an upstream that answers from memory with no delay, so at c = 64 and 512 the machine's two cores are saturated and the added latency is mostly queueing. This run uses a second fake upstream that waits {paced_token_ms} ms between tokens (20 tokens ≈ {} ms per answer; real models are slower still), selected per request with `selected_provider`, so the machine is not saturated and the difference is astrgate's own cost per chat.\n",
+                    paced_token_ms * 20
+                )?;
+                writeln!(md, "{SSE_HEADER}\n{d_row}\n{a_row}\n")?;
+                writeln!(
+                    md,
+                    "Throughput ratio {ratio:.2}; added latency to completion p50 {p50:.2} ms, p99 {p99:.2} ms."
+                )?;
             }
             writeln!(
                 md,

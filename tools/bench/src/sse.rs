@@ -48,12 +48,16 @@ async fn one(
     url: &str,
     key: &str,
     user: &str,
+    provider: Option<&str>,
     w: &mut Worker,
 ) -> anyhow::Result<()> {
     let t0 = Instant::now();
     let req = match target {
         Target::Direct => client.post(url).json(&json!({"model": "fake", "stream": true, "stream_options": {"include_usage": true}, "messages": [{"role": "user", "content": "Hello"}]})),
-        Target::Astrgate => client.post(url).bearer_auth(key).json(&json!({"username": user, "message": "Hello"})),
+        Target::Astrgate => client.post(url).bearer_auth(key).json(&match provider {
+            Some(p) => json!({"username": user, "message": "Hello", "selected_provider": p}),
+            None => json!({"username": user, "message": "Hello"}),
+        }),
     };
     let mut res = req.send().await?;
     anyhow::ensure!(res.status().is_success(), "HTTP {}", res.status());
@@ -101,16 +105,18 @@ pub async fn run(
     target: Target,
     url: String,
     key: String,
+    provider: Option<String>,
     concurrency: usize,
     duration: Duration,
 ) -> Report {
     let deadline = Instant::now() + duration;
     let url = Arc::new(url);
     let key = Arc::new(key);
+    let provider = Arc::new(provider);
     let start = Instant::now();
     let mut tasks = Vec::with_capacity(concurrency);
     for i in 0..concurrency {
-        let (client, url, key) = (client.clone(), url.clone(), key.clone());
+        let (client, url, key, provider) = (client.clone(), url.clone(), key.clone(), provider.clone());
         tasks.push(tokio::spawn(async move {
             let mut w = Worker {
                 first_event: Samples::default(),
@@ -121,7 +127,7 @@ pub async fn run(
             };
             let user = format!("bench-{i}");
             while Instant::now() < deadline {
-                if let Err(e) = one(&client, target, &url, &key, &user, &mut w).await {
+                if let Err(e) = one(&client, target, &url, &key, &user, provider.as_deref(), &mut w).await {
                     w.errors += 1;
                     if w.errors <= 3 {
                         eprintln!("worker {i}: {e:#}");
