@@ -25,7 +25,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-# Fake providers: the LLM streams 20 tokens at once; STT and TTS answer after 20 ms each.
+# Fake providers: the LLM streams 20 tokens at once; STT and TTS answer after exactly 20 ms each.
 "$BENCH" fake-upstream --listen 127.0.0.1:$UP_PORT --tokens 20 --stt-delay-ms 20 --tts-delay-ms 20 2>"$WORK/upstream.log" &
 PIDS+=($!)
 # A second LLM that paces its 20 tokens 5 ms apart, for a c = 64 run that does not saturate the machine.

@@ -87,3 +87,50 @@ pub async fn overhead(ws_base: &str, key: &str, turns: usize) -> anyhow::Result<
     }
     Ok(LiveReport { turns, first_audio, interrupt })
 }
+
+/// The fake providers as a client sees them when it calls them directly, one request at a time
+/// over a pooled connection, with the payloads a Live turn sends: a 1 s WAV to STT, a streamed
+/// chat completion read to its end, one sentence to TTS.
+pub struct ProvidersDirect {
+    pub stt: Samples,
+    pub llm: Samples,
+    pub tts: Samples,
+}
+
+impl ProvidersDirect {
+    /// Sum of the three medians: what a turn spends in the providers alone.
+    pub fn total_p50_ms(&mut self) -> f64 {
+        self.stt.pct_ms(50.0) + self.llm.pct_ms(50.0) + self.tts.pct_ms(50.0)
+    }
+}
+
+pub async fn providers_direct(upstream: &str, n: usize) -> anyhow::Result<ProvidersDirect> {
+    let client = crate::sse::client(1)?;
+    let wav = astrgate::voice::wav::pcm16_to_wav(&[0u8; 32_000], 16_000, 1);
+    let mut r = ProvidersDirect { stt: Samples::default(), llm: Samples::default(), tts: Samples::default() };
+    for _ in 0..n {
+        let form = reqwest::multipart::Form::new()
+            .text("model", "whisper-1")
+            .part("file", reqwest::multipart::Part::bytes(wav.clone()).file_name("audio.wav").mime_str("audio/wav")?);
+        let stt = client.post(format!("{upstream}/audio/transcriptions")).multipart(form);
+        r.stt.push(timed("STT", stt).await?);
+        let llm = client
+            .post(format!("{upstream}/chat/completions"))
+            .json(&json!({"model": "fake", "stream": true, "messages": [{"role": "user", "content": "hello world"}]}));
+        r.llm.push(timed("LLM", llm).await?);
+        let tts = client
+            .post(format!("{upstream}/audio/speech"))
+            .json(&json!({"model": "tts-1", "input": "tok0 tok1 tok2.", "voice": "alloy", "response_format": "wav"}));
+        r.tts.push(timed("TTS", tts).await?);
+    }
+    Ok(r)
+}
+
+/// Sends one request, reads its whole body, and returns how long that took.
+async fn timed(what: &str, req: reqwest::RequestBuilder) -> anyhow::Result<Duration> {
+    let t0 = Instant::now();
+    let res = req.send().await?;
+    anyhow::ensure!(res.status().is_success(), "{what}: HTTP {}", res.status());
+    res.bytes().await?;
+    Ok(t0.elapsed())
+}

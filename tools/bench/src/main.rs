@@ -285,6 +285,7 @@ async fn main() -> anyhow::Result<()> {
             // Latency-sensitive scenarios first, on a quiet server.
             eprintln!("live overhead…");
             let mut lv = live::overhead(&ws_base, &key, 400).await?;
+            let mut pd = live::providers_direct(&upstream, 100).await?;
             eprintln!("auth cost…");
             let au = auth::measure(&sse::client(4)?, &astrgate, &key, &jwt).await?;
             let mut sse_rows = Vec::new();
@@ -444,7 +445,7 @@ async fn main() -> anyhow::Result<()> {
             writeln!(md, "## One Live turn's own overhead\n")?;
             writeln!(
                 md,
-                "{} spoken turns on one socket (1 s of PCM each), fake STT and TTS answering after a fixed {} ms together, fake LLM streaming 20 tokens at once. Measured from sending `end_speaking` to receiving the first `response` frame; the overhead is that minus the fixed provider latency.\n",
+                "{} spoken turns on one socket (1 s of PCM each), fake STT and TTS answering after a fixed {} ms together, fake LLM streaming 20 tokens at once. Measured from sending `end_speaking` to receiving the first `response` frame; the overhead (the target's measure) is that minus the fixed provider latency, so it also holds the three loopback HTTP exchanges with the providers. The next two rows time those providers when called directly with the same payloads (pooled connection, p50 of 100 each), which shows what astrgate itself spends between them.\n",
                 lv.turns, fixed_provider_ms
             )?;
             writeln!(md, "| | p50 ms | p99 ms |\n|---|---|---|")?;
@@ -454,6 +455,19 @@ async fn main() -> anyhow::Result<()> {
                 "| overhead (minus {fixed_provider_ms} ms of providers) | {:.2} | {:.2} |",
                 la50 - fixed,
                 la99 - fixed
+            )?;
+            let direct = pd.total_p50_ms();
+            writeln!(
+                md,
+                "| the same providers called directly, one after another (STT {:.2} + LLM {:.2} + TTS {:.2}) | {direct:.2} | |",
+                pd.stt.pct_ms(50.0),
+                pd.llm.pct_ms(50.0),
+                pd.tts.pct_ms(50.0)
+            )?;
+            writeln!(
+                md,
+                "| end of speech → first audio, minus the providers called directly | {:.2} | |",
+                la50 - direct
             )?;
             writeln!(
                 md,

@@ -95,13 +95,27 @@ async fn completions(State(p): State<Arc<Prepared>>, body: Bytes) -> Response {
     (headers, Body::from_stream(s)).into_response()
 }
 
+/// Waits exactly `d`: tokio's timer fires on a millisecond tick and so runs up to ~1 ms late,
+/// which would count as astrgate's overhead in the Live scenario. The timer takes all but the
+/// last 2 ms; the rest is waited out by yielding. (Not used between tokens: spinning there would
+/// burn the CPU the load test measures.)
+async fn exact_sleep(d: Duration) {
+    let deadline = std::time::Instant::now() + d;
+    if let Some(coarse) = d.checked_sub(Duration::from_millis(2)) {
+        tokio::time::sleep(coarse).await;
+    }
+    while std::time::Instant::now() < deadline {
+        tokio::task::yield_now().await;
+    }
+}
+
 async fn transcriptions(State(p): State<Arc<Prepared>>, _body: Bytes) -> Response {
-    tokio::time::sleep(p.opts.stt_delay).await;
+    exact_sleep(p.opts.stt_delay).await;
     axum::Json(json!({"text": "hello world"})).into_response()
 }
 
 async fn speech(State(p): State<Arc<Prepared>>, _body: Bytes) -> Response {
-    tokio::time::sleep(p.opts.tts_delay).await;
+    exact_sleep(p.opts.tts_delay).await;
     ([("content-type", "audio/wav")], p.wav.clone()).into_response()
 }
 
