@@ -375,11 +375,24 @@ pub struct LiveConfig {
     pub max_frame_bytes: usize,
     /// Shortest sentence handed to TTS (shorter ones are merged with the next).
     pub min_sentence_chars: usize,
+    /// A WebSocket client that takes longer than this to accept one frame is disconnected.
+    pub write_timeout_secs: f64,
 }
 
 impl Default for LiveConfig {
     fn default() -> Self {
-        Self { max_utterance_secs: 60, max_frame_bytes: 4 * 1024 * 1024, min_sentence_chars: 10 }
+        Self {
+            max_utterance_secs: 60,
+            max_frame_bytes: 4 * 1024 * 1024,
+            min_sentence_chars: 10,
+            write_timeout_secs: 30.0,
+        }
+    }
+}
+
+impl LiveConfig {
+    pub fn write_timeout(&self) -> std::time::Duration {
+        std::time::Duration::try_from_secs_f64(self.write_timeout_secs).unwrap_or(std::time::Duration::from_secs(30))
     }
 }
 
@@ -497,6 +510,13 @@ impl Config {
         if pdefaults > 1 {
             return bad("at most one profile may have default = true".into());
         }
+        // `default` is how the API names the default profile; another profile cannot take it.
+        let default_idx = self.profiles.iter().position(|p| p.default).unwrap_or(0);
+        if let Some(i) = self.profiles.iter().position(|p| p.id == "default")
+            && i != default_idx
+        {
+            return bad("profile id \"default\" is reserved for the default profile".into());
+        }
         if let Some(stt) = &self.stt
             && !matches!(stt.kind.as_str(), "openai" | "pocketsphinx" | "none")
         {
@@ -540,6 +560,9 @@ impl Config {
         }
         if self.runs.max_events < 16 {
             return bad("runs.max_events must be at least 16".into());
+        }
+        if !(self.live.write_timeout_secs.is_finite() && self.live.write_timeout_secs > 0.0) {
+            return bad("live.write_timeout_secs must be a positive number".into());
         }
         Ok(())
     }
@@ -620,6 +643,11 @@ mod tests {
 
     #[test]
     fn profile_must_name_a_known_provider() {
+        let err = Config::from_toml("[[profiles]]\nid = \"a\"\ndefault = true\n[[profiles]]\nid = \"default\"\n")
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(err.contains("reserved for the default profile"), "{err}");
         let err = Config::from_toml("[[profiles]]\nid = \"p\"\nprovider = \"nope\"\n")
             .err()
             .map(|e| e.to_string())

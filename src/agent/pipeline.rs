@@ -183,11 +183,8 @@ async fn drive(agent: &Agent, turn: &Turn, h: &Arc<RunHandle>) {
             r = work => r,
         }
     };
-    if let Some(task) = speech_task {
-        // The worker drains what the segmenter produced (unless cancelled) before the turn ends.
-        let _ = task.await;
-    }
-
+    // The model is done here: the stats (Live's `llm_total_time`) must not count the speech of
+    // the last sentences, which the worker may still be synthesising.
     let end_wall = now_micros();
     let stats = AgentStats {
         input_other: p.usage.map(|u| u.prompt_tokens.saturating_sub(u.cached_tokens)).unwrap_or(0),
@@ -198,6 +195,15 @@ async fn drive(agent: &Agent, turn: &Turn, h: &Arc<RunHandle>) {
         end_time: crate::util::epoch_secs_f64(end_wall),
         time_to_first_token: p.first_token.map(|t| t.duration_since(started).as_secs_f64()).unwrap_or(0.0),
     };
+    if let Some(task) = speech_task {
+        // As in AstrBot, the model's stats go out when the model is done, while the last
+        // sentences may still be spoken.
+        if result.is_ok() {
+            h.push(AgentEvent::AgentStats { stats: stats.clone() });
+        }
+        // The worker drains what the segmenter produced (unless cancelled) before the turn ends.
+        let _ = task.await;
+    }
 
     if let Some(save) = background_save {
         match save.await {
@@ -212,7 +218,9 @@ async fn drive(agent: &Agent, turn: &Turn, h: &Arc<RunHandle>) {
     match result {
         Err(Failure::Store(cause)) => return fail_early(h, &cause),
         Ok(()) => {
-            h.push(AgentEvent::AgentStats { stats: stats.clone() });
+            if turn.speech.is_none() {
+                h.push(AgentEvent::AgentStats { stats: stats.clone() });
+            }
             if turn.streaming {
                 h.push(AgentEvent::Complete { text: p.text.clone(), reasoning: p.reasoning.clone() });
             } else {

@@ -84,17 +84,22 @@ impl Profiles {
         self.list.iter().find(|p| p.id == id).or_else(|| (id == DEFAULT_ID).then(|| self.default_profile()))
     }
 
-    /// By display name (names need not be unique).
+    /// The name `GET /api/v1/configs` shows: AstrBot always lists its default config as
+    /// `default`, whatever it is called; the others by their display name.
+    pub fn listed_name<'a>(&self, p: &'a Profile) -> &'a str {
+        if p.is_default { DEFAULT_ID } else { &p.name }
+    }
+
+    /// By the name the listing shows (names need not be unique).
     pub fn by_name(&self, name: &str) -> Result<&Arc<Profile>, LookupError> {
         let name = name.trim();
         if name.is_empty() {
             return Err(LookupError::Empty);
         }
-        let mut hits = self.list.iter().filter(|p| p.name == name);
+        let mut hits = self.list.iter().filter(|p| self.listed_name(p) == name);
         match (hits.next(), hits.next()) {
             (Some(p), None) => Ok(p),
             (Some(_), Some(_)) => Err(LookupError::Ambiguous),
-            (None, _) if name == DEFAULT_ID => Ok(self.default_profile()),
             (None, _) => Err(LookupError::NotFound),
         }
     }

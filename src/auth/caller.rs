@@ -160,13 +160,15 @@ pub async fn authenticate(
         Credential::Bearer(token) => match state.dashboard.jwt.decode(token, now) {
             Ok(c) => Ok(Caller::Dashboard { username: c.username }),
             Err(JwtError::Expired) => Err(ApiError::unauthorized(texts::TOKEN_EXPIRED)),
+            // Ours, but naming nobody: AstrBot's `Invalid token`, not a retry as an API key.
+            Err(JwtError::NoUsername) => Err(ApiError::unauthorized(texts::INVALID_TOKEN)),
             // Not a JWT of ours: `Authorization: Bearer abk_…` is an API key.
             Err(JwtError::Invalid) => check_key(state, token, req).await,
         },
         Credential::Cookie(token) => match state.dashboard.jwt.decode(token, now) {
             Ok(c) => Ok(Caller::Dashboard { username: c.username }),
             Err(JwtError::Expired) => Err(ApiError::unauthorized(texts::TOKEN_EXPIRED)),
-            Err(JwtError::Invalid) => Err(ApiError::unauthorized(texts::INVALID_TOKEN)),
+            Err(JwtError::Invalid | JwtError::NoUsername) => Err(ApiError::unauthorized(texts::INVALID_TOKEN)),
         },
     }
 }
@@ -217,7 +219,9 @@ pub async fn require_dashboard(
     let caller = match state.dashboard.jwt.decode(token, chrono::Utc::now().timestamp()) {
         Ok(c) => Caller::Dashboard { username: c.username },
         Err(JwtError::Expired) => return Err(ApiError::unauthorized(texts::DASH_TOKEN_EXPIRED)),
-        Err(JwtError::Invalid) => return Err(ApiError::unauthorized(texts::DASH_TOKEN_INVALID)),
+        Err(JwtError::Invalid | JwtError::NoUsername) => {
+            return Err(ApiError::unauthorized(texts::DASH_TOKEN_INVALID));
+        }
     };
     req.extensions_mut().insert(Authorized(caller));
     Ok(next.run(req).await)

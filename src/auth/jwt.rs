@@ -17,7 +17,9 @@ type HmacSha256 = Hmac<Sha256>;
 pub enum JwtError {
     /// Valid signature, `exp` in the past.
     Expired,
-    /// Anything else: malformed, wrong algorithm, bad signature, missing `username`.
+    /// Valid signature, but no non-empty string `username`.
+    NoUsername,
+    /// Anything else: malformed, wrong algorithm, bad signature.
     Invalid,
 }
 
@@ -96,7 +98,7 @@ impl JwtKeys {
         }
         match payload.get("username").and_then(Value::as_str) {
             Some(u) if !u.is_empty() => Ok(Claims { username: u.to_string(), exp }),
-            _ => Err(JwtError::Invalid),
+            _ => Err(JwtError::NoUsername),
         }
     }
 }
@@ -131,7 +133,7 @@ mod tests {
     fn no_exp_is_accepted_but_username_is_required() {
         let k = JwtKeys::new(b"s");
         assert!(k.decode(&k.encode_claims(&json!({"username": "bob"})), i64::MAX).is_ok());
-        assert_eq!(k.decode(&k.encode_claims(&json!({"username": ""})), 0), Err(JwtError::Invalid));
-        assert_eq!(k.decode(&k.encode_claims(&json!({"sub": "bob"})), 0), Err(JwtError::Invalid));
+        assert_eq!(k.decode(&k.encode_claims(&json!({"username": ""})), 0), Err(JwtError::NoUsername));
+        assert_eq!(k.decode(&k.encode_claims(&json!({"sub": "bob"})), 0), Err(JwtError::NoUsername));
     }
 }

@@ -36,6 +36,24 @@ pub fn tables(cfg: &StageConfig) -> (BTreeMap<String, String>, BTreeMap<String, 
     (cfg.remap.clone().unwrap_or_else(default_remap), cfg.names.clone().unwrap_or_else(default_names))
 }
 
+/// A serde_json formatter that writes JSON the way Python's `json.dumps` does by default:
+/// `", "` between items and `": "` after keys, on one line.
+pub struct PythonJson;
+
+impl serde_json::ser::Formatter for PythonJson {
+    fn begin_array_value<W: ?Sized + std::io::Write>(&mut self, w: &mut W, first: bool) -> std::io::Result<()> {
+        if first { Ok(()) } else { w.write_all(b", ") }
+    }
+
+    fn begin_object_key<W: ?Sized + std::io::Write>(&mut self, w: &mut W, first: bool) -> std::io::Result<()> {
+        if first { Ok(()) } else { w.write_all(b", ") }
+    }
+
+    fn begin_object_value<W: ?Sized + std::io::Write>(&mut self, w: &mut W) -> std::io::Result<()> {
+        w.write_all(b": ")
+    }
+}
+
 /// Replaces `{{key}}` placeholders with session variables; unknown ones become empty.
 pub fn fill_placeholders(template: &str, vars: &[(String, String)]) -> String {
     let mut out = String::with_capacity(template.len());
@@ -63,6 +81,26 @@ pub fn fill_placeholders(template: &str, vars: &[(String, String)]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn python_style_json() {
+        let v = serde_json::json!({"a": [1, "通话中", {"b": null}], "c": "x\n"});
+        let mut out = Vec::new();
+        serde::Serialize::serialize(&v, &mut serde_json::Serializer::with_formatter(&mut out, PythonJson)).unwrap();
+        assert_eq!(String::from_utf8(out).unwrap(), r#"{"a": [1, "通话中", {"b": null}], "c": "x\n"}"#);
+    }
+
+    #[test]
+    fn default_remap_is_the_seeds() {
+        let r = default_remap();
+        for (from, to) in
+            [("3001", "1002"), ("3002", "1002"), ("1002", "1002"), ("2006", "2004"), ("2017", "2016"), ("2020", "0002")]
+        {
+            assert_eq!(r.get(from).map(String::as_str), Some(to), "{from}");
+        }
+        assert_eq!(r.len(), 6);
+        assert_eq!(default_names().get("0000").map(String::as_str), Some("结束通话"));
+    }
 
     #[test]
     fn placeholders() {

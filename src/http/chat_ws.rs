@@ -75,7 +75,7 @@ pub fn code_for(e: &ApiError) -> &'static str {
 }
 
 async fn serve(state: AppState, caller: Caller, socket: WebSocket) {
-    let (mut incoming, out, writer) = ws::split(socket);
+    let (mut incoming, out, writer) = ws::split(socket, state.config.live.write_timeout());
     let mut active: HashMap<String, JoinHandle<()>> = HashMap::new();
     let limit = state.config.live.max_frame_bytes;
     loop {
@@ -84,9 +84,15 @@ async fn serve(state: AppState, caller: Caller, socket: WebSocket) {
                 out.close(CLOSE_GOING_AWAY, "server shutting down");
                 break;
             }
+            _ = out.gone() => break,
             m = incoming.next() => m,
         };
         let text = match msg {
+            Some(Err(e)) if ws::is_too_big(&e) => {
+                out.control(&error_frame("INVALID_MESSAGE", &format!("message too large (limit {limit} bytes)"), None));
+                out.close(ws::CLOSE_TOO_BIG, "message too large");
+                break;
+            }
             None | Some(Err(_)) | Some(Ok(Message::Close(_))) => break,
             Some(Ok(Message::Text(t))) => t,
             Some(Ok(Message::Binary(_))) => {

@@ -15,7 +15,8 @@ pub async fn list_configs(State(state): State<AppState>, _caller: Caller) -> Res
         .into_iter()
         .map(|p| {
             let id = if p.is_default { "default" } else { p.id.as_str() };
-            json!({"id": id, "name": p.name, "path": format!("profiles.{}", p.id), "is_default": p.is_default})
+            let name = state.profiles.listed_name(p);
+            json!({"id": id, "name": name, "path": format!("profiles.{}", p.id), "is_default": p.is_default})
         })
         .collect();
     ok(json!({ "configs": configs }))

@@ -89,9 +89,11 @@ pub async fn converse(
 
     let skey = format!("{SESSION_PREFIX}{session_id}");
     super::stage::precheck(&state, &skey)?;
-    // Validate and decode everything before anything is stored.
+    // Validate, decode and transcribe everything before anything is stored.
     let mut model_parts: Vec<Value> = Vec::new();
     let mut stored_parts: Vec<Value> = Vec::new();
+    // Media to keep once the whole request is known to be good: (part index, name, MIME, bytes).
+    let mut to_save: Vec<(usize, String, String, Vec<u8>)> = Vec::new();
     let dir = state.prompt.attachments_dir.clone();
     for (i, m) in messages.iter().enumerate() {
         let ty = m.get("type").and_then(Value::as_str).unwrap_or_default();
@@ -121,11 +123,9 @@ pub async fn converse(
                 model_parts
                     .push(json!({"type": "image_url", "image_url": {"url": format!("data:{mime};base64,{b64}")}}));
                 let ext = mime.rsplit('/').next().unwrap_or("img");
-                let rec =
-                    crate::attachments::save_bytes(state.store.as_ref(), &dir, &format!("image.{ext}"), &mime, &bytes)
-                        .await
-                        .map_err(ApiError::internal)?;
-                stored_parts.push(json!({"type": "image", "attachment_id": rec.attachment_id, "filename": rec.original_name, "mime_type": rec.mime_type}));
+                let name = format!("image.{ext}");
+                stored_parts.push(json!({"type": "image", "attachment_id": null, "filename": name, "mime_type": mime}));
+                to_save.push((stored_parts.len() - 1, name, mime.to_string(), bytes));
             }
             "voice" => {
                 let bytes = decode_b64(value)
@@ -152,12 +152,10 @@ pub async fn converse(
                 if text.trim().is_empty() {
                     return Err(ApiError::bad_request(format!("messages[{i}]: no speech was recognised")));
                 }
-                let rec =
-                    crate::attachments::save_bytes(state.store.as_ref(), &dir, &format!("voice.{vf}"), mime, &bytes)
-                        .await
-                        .map_err(ApiError::internal)?;
+                let name = format!("voice.{vf}");
                 model_parts.push(json!({"type": "text", "text": text}));
-                stored_parts.push(json!({"type": "record", "attachment_id": rec.attachment_id, "filename": rec.original_name, "mime_type": rec.mime_type, "transcript": text}));
+                stored_parts.push(json!({"type": "record", "attachment_id": null, "filename": name, "mime_type": mime, "transcript": text}));
+                to_save.push((stored_parts.len() - 1, name, mime.to_string(), bytes));
             }
             other => {
                 return Err(ApiError::bad_request(format!(
@@ -168,6 +166,13 @@ pub async fn converse(
     }
     if model_parts.is_empty() {
         return Err(ApiError::bad_request("Message content is empty"));
+    }
+    // Everything is valid: only now are the media kept, so a rejected request leaves nothing.
+    for (i, name, mime, bytes) in to_save {
+        let rec = crate::attachments::save_bytes(state.store.as_ref(), &dir, &name, &mime, &bytes)
+            .await
+            .map_err(ApiError::internal)?;
+        stored_parts[i]["attachment_id"] = json!(rec.attachment_id);
     }
     let model_input = if model_parts.iter().all(|p| p["type"] == "text") {
         Value::String(model_parts.iter().filter_map(|p| p["text"].as_str()).collect::<Vec<_>>().join("\n"))

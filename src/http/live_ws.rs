@@ -138,7 +138,7 @@ fn jwt_socket(
         let reason = match claims {
             None => "Missing authentication token",
             Some(Err(JwtError::Expired)) => "Token expired",
-            Some(Err(JwtError::Invalid)) => "Invalid token",
+            Some(Err(JwtError::Invalid | JwtError::NoUsername)) => "Invalid token",
             Some(Ok(c)) => {
                 let caller = Caller::Dashboard { username: c.username.clone() };
                 return serve(state, caller, c.username, mode, socket).await;
@@ -184,7 +184,7 @@ struct Conn {
 }
 
 async fn serve(state: AppState, caller: Caller, username: String, force: Option<Mode>, socket: WebSocket) {
-    let (mut incoming, out, writer) = ws::split(socket);
+    let (mut incoming, out, writer) = ws::split(socket, state.config.live.write_timeout());
     let mut c = Conn {
         session_id: format!("webchat_live!{username}!{}", uuid::Uuid::now_v7()),
         session_ready: Arc::default(),
@@ -205,9 +205,15 @@ async fn serve(state: AppState, caller: Caller, username: String, force: Option<
                 c.out.close(CLOSE_GOING_AWAY, "server shutting down");
                 break;
             }
+            _ = c.out.gone() => break,
             m = incoming.next() => m,
         };
         let text = match msg {
+            Some(Err(e)) if ws::is_too_big(&e) => {
+                c.live_error("INVALID_MESSAGE_FORMAT", &format!("message too large (limit {limit} bytes)"));
+                c.out.close(ws::CLOSE_TOO_BIG, "message too large");
+                break;
+            }
             None | Some(Err(_)) | Some(Ok(Message::Close(_))) => break,
             Some(Ok(Message::Text(t))) => t,
             Some(Ok(Message::Binary(_))) => {

@@ -106,6 +106,7 @@ pub fn router(state: AppState) -> Router {
     let sensitive: [HeaderName; 3] = [header::AUTHORIZATION, header::COOKIE, HeaderName::from_static("x-api-key")];
     app.fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::middleware::map_response(envelope_errors))
         .layer(
             TraceLayer::new_for_http()
                 .make_span_with(|req: &Request| {
@@ -129,6 +130,37 @@ pub fn router(state: AppState) -> Router {
         )
         .layer(SetSensitiveRequestHeadersLayer::new(sensitive))
         .with_state(state)
+}
+
+/// The last line of defence for the envelope: an error that did not come from our handlers (an
+/// extractor's rejection such as a body over the limit or a path that is not UTF-8) arrives as
+/// plain text; it is rewritten into the envelope with the same status. Client errors keep the
+/// framework's short explanation; server errors never carry one.
+async fn envelope_errors(res: Response) -> Response {
+    let status = res.status();
+    let json = res
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if status.as_u16() < 400 || json {
+        return res;
+    }
+    let (parts, body) = res.into_parts();
+    let message = if status.is_server_error() {
+        "Internal server error".to_string()
+    } else {
+        let bytes = axum::body::to_bytes(body, 1024).await.unwrap_or_default();
+        let text = String::from_utf8_lossy(&bytes).trim().to_string();
+        if text.is_empty() { status.canonical_reason().unwrap_or("Error").to_string() } else { text }
+    };
+    let mut out = ApiError::new(status, message).into_response();
+    for (name, value) in &parts.headers {
+        if name != header::CONTENT_TYPE && name != header::CONTENT_LENGTH {
+            out.headers_mut().insert(name.clone(), value.clone());
+        }
+    }
+    out
 }
 
 async fn not_found() -> Response {

@@ -204,8 +204,15 @@ pub async fn start_compat_turn(
     Ok((run, profile))
 }
 
+/// One SSE event as seed 004's server writes it: `json.dumps(data, ensure_ascii=False)`, i.e.
+/// `", "` and `": "` separators and non-ASCII left as is. Clients that match bytes see the same.
 fn named_event(name: &str, data: &Value) -> String {
-    format!("event: {name}\ndata: {data}\n\n")
+    let mut out = format!("event: {name}\ndata: ").into_bytes();
+    let mut ser = serde_json::Serializer::with_formatter(&mut out, crate::compat::PythonJson);
+    // A `Value` always serialises; writing into a Vec cannot fail.
+    let _ = serde::Serialize::serialize(data, &mut ser);
+    out.extend_from_slice(b"\n\n");
+    String::from_utf8(out).unwrap_or_default()
 }
 
 pub async fn stage_chat(

@@ -8,9 +8,14 @@
 //! bumping the generation (interrupt) makes the writer discard frames of the old turn still
 //! queued, so no audio is ever played after `stop_play`. Other data frames (chat sends, pushes)
 //! carry no generation and are never discarded.
+//!
+//! A client that stops reading without closing cannot hold the socket: each write has a
+//! deadline (`[live] write_timeout_secs`); past it the writer gives up, and its `gone` token
+//! ends the receive loop, which cancels the Live turn and frees the connection.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
 use axum::http::StatusCode;
@@ -19,6 +24,7 @@ use futures_util::{SinkExt, StreamExt};
 use serde_json::Value;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
 
 use crate::error::ApiError;
 
@@ -27,6 +33,10 @@ const DATA_LANE: usize = 16;
 /// Policy violation, the close code AstrBot uses for authentication failures.
 pub const CLOSE_POLICY: u16 = 1008;
 pub const CLOSE_GOING_AWAY: u16 = 1001;
+/// "Message too big": a frame larger than the socket will buffer.
+pub const CLOSE_TOO_BIG: u16 = 1009;
+/// How long a refused client gets to take its error frame and close.
+const REFUSAL_WRITE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Maps a failed upgrade (a plain HTTP request) onto our envelope.
 pub fn upgrade_or_426(
@@ -56,6 +66,8 @@ pub struct Outbox {
     control: mpsc::Sender<Out>,
     data: mpsc::Sender<(Option<u64>, Message)>,
     generation: Arc<AtomicU64>,
+    /// Cancelled when the writer has stopped: nothing more can reach the client.
+    gone: CancellationToken,
 }
 
 impl Outbox {
@@ -91,15 +103,23 @@ impl Outbox {
     pub fn is_closed(&self) -> bool {
         self.control.is_closed()
     }
+
+    /// Resolves once the writer has stopped (closed, failed, or the client stopped reading).
+    pub async fn gone(&self) {
+        self.gone.cancelled().await
+    }
 }
 
-/// Spawns the writer for `sink`.
-pub fn spawn_writer(mut sink: SplitSink<WebSocket, Message>) -> (Outbox, JoinHandle<()>) {
+/// Spawns the writer for `sink`; a frame that cannot be written within `write_timeout` ends it.
+pub fn spawn_writer(mut sink: SplitSink<WebSocket, Message>, write_timeout: Duration) -> (Outbox, JoinHandle<()>) {
     let (ctx, mut crx) = mpsc::channel::<Out>(CONTROL_LANE);
     let (dtx, mut drx) = mpsc::channel::<(Option<u64>, Message)>(DATA_LANE);
     let generation = Arc::new(AtomicU64::new(0));
     let gen_w = generation.clone();
+    let gone = CancellationToken::new();
+    let gone_w = gone.clone();
     let task = tokio::spawn(async move {
+        let _gone = gone_w.drop_guard();
         loop {
             let out = tokio::select! {
                 biased;
@@ -114,32 +134,52 @@ pub fn spawn_writer(mut sink: SplitSink<WebSocket, Message>) -> (Outbox, JoinHan
                     None => break,
                 },
             };
-            let res = match out {
-                Out::Frame(m) => sink.send(m).await,
+            let (m, last) = match out {
+                Out::Frame(m) => (m, false),
                 Out::Close(code, reason) => {
-                    let _ = sink.send(Message::Close(Some(CloseFrame { code, reason: Utf8Bytes::from(reason) }))).await;
-                    break;
+                    (Message::Close(Some(CloseFrame { code, reason: Utf8Bytes::from(reason) })), true)
                 }
             };
-            if res.is_err() {
-                break;
+            match tokio::time::timeout(write_timeout, sink.send(m)).await {
+                Ok(Ok(())) if !last => {}
+                Ok(_) => break,
+                Err(_) => {
+                    tracing::info!(
+                        timeout_secs = write_timeout.as_secs_f64(),
+                        "WebSocket client stopped reading; closing"
+                    );
+                    // The peer is not reading, so a polite close could block as well.
+                    return;
+                }
             }
         }
-        let _ = sink.close().await;
+        let _ = tokio::time::timeout(write_timeout, sink.close()).await;
     });
-    (Outbox { control: ctx, data: dtx, generation }, task)
+    (Outbox { control: ctx, data: dtx, generation, gone }, task)
 }
 
 /// Splits a socket into its incoming stream and an [`Outbox`].
-pub fn split(socket: WebSocket) -> (futures_util::stream::SplitStream<WebSocket>, Outbox, JoinHandle<()>) {
+pub fn split(
+    socket: WebSocket,
+    write_timeout: Duration,
+) -> (futures_util::stream::SplitStream<WebSocket>, Outbox, JoinHandle<()>) {
     let (sink, stream) = socket.split();
-    let (out, task) = spawn_writer(sink);
+    let (out, task) = spawn_writer(sink, write_timeout);
     (stream, out, task)
+}
+
+/// True when a read failed because the client's message is larger than the socket buffers
+/// (twice `[live] max_frame_bytes`; frames between one and two times get an error frame and
+/// the socket stays open).
+pub fn is_too_big(e: &axum::Error) -> bool {
+    std::error::Error::source(e)
+        .and_then(|s| s.downcast_ref::<tungstenite::Error>())
+        .is_some_and(|t| matches!(t, tungstenite::Error::Capacity(_)))
 }
 
 /// AstrBot's authentication failure on a socket: an error frame, then close 1008 with the reason.
 pub async fn refuse(socket: WebSocket, frame: Value, reason: &str) {
-    let (_stream, out, writer) = split(socket);
+    let (_stream, out, writer) = split(socket, REFUSAL_WRITE_TIMEOUT);
     out.control(&frame);
     out.close(CLOSE_POLICY, reason);
     drop(out);

@@ -122,6 +122,10 @@ async fn dashboard_jwt_has_full_access_and_expiry_is_401() {
     let forged = astrgate::auth::jwt::JwtKeys::new(b"other").encode("astrgate", i64::MAX / 2);
     let (s, b) = send(app.http.get(app.url("/api/v1/configs")).bearer_auth(&forged)).await;
     assert_error(s, &b, 401, "Invalid API key");
+    // Signed by us but naming nobody: `Invalid token`, not a retry as an API key.
+    let nobody = app.state.dashboard.jwt.encode_claims(&json!({"exp": i64::MAX / 2}));
+    let (s, b) = send(app.http.get(app.url("/api/v1/configs")).bearer_auth(&nobody)).await;
+    assert_error(s, &b, 401, "Invalid token");
     // The login cookie is a carrier too.
     let cookie = format!("astrbot_dashboard_jwt={}", app.jwt);
     assert_eq!(send(app.http.get(app.url("/api/v1/configs")).header("Cookie", cookie)).await.0, 200);

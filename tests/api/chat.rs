@@ -346,7 +346,8 @@ async fn a_dropped_client_resumes_with_last_event_id_and_misses_nothing() {
 #[tokio::test]
 async fn validation_errors_use_astrbot_texts() {
     let (app, fake, key) =
-        setup("[[profiles]]\nid = \"a\"\nname = \"Twin\"\n[[profiles]]\nid = \"b\"\nname = \"Twin\"\n").await;
+        setup("[[profiles]]\nid = \"main\"\n[[profiles]]\nid = \"a\"\nname = \"Twin\"\n[[profiles]]\nid = \"b\"\nname = \"Twin\"\n")
+            .await;
     let cases = [
         (json!({"message": "hi"}), "Missing key: username"),
         (json!({"message": "hi", "username": "  "}), "username is empty"),
@@ -467,7 +468,7 @@ async fn profiles_bind_to_sessions_persistently() {
         b["data"]["configs"],
         json!([
             {"id": "pirate", "name": "Pirate", "path": "profiles.pirate", "is_default": false},
-            {"id": "default", "name": "Main", "path": "profiles.main", "is_default": true},
+            {"id": "default", "name": "default", "path": "profiles.main", "is_default": true},
         ])
     );
     let _ = chat(&app, &key, json!({"message": "a", "username": "u", "session_id": "p1", "config_id": "pirate"}))
@@ -475,7 +476,7 @@ async fn profiles_bind_to_sessions_persistently() {
         .collect()
         .await;
     let _ = chat(&app, &key, json!({"message": "b", "username": "u", "session_id": "p1"})).await.collect().await;
-    let _ = chat(&app, &key, json!({"message": "c", "username": "u", "session_id": "p1", "config_name": "Main"}))
+    let _ = chat(&app, &key, json!({"message": "c", "username": "u", "session_id": "p1", "config_name": "default"}))
         .await
         .collect()
         .await;

@@ -5,7 +5,7 @@ use std::time::Duration;
 use base64::Engine;
 use serde_json::{Value, json};
 
-use crate::fake_llm::{Chunk, FakeLlm, Reply, tokens};
+use crate::fake_llm::{Chunk, FakeLlm, Reply, fake_wav, tokens};
 use crate::helpers::*;
 
 const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
@@ -56,6 +56,12 @@ async fn stage_stream_finds_a_tag_split_across_three_deltas() {
     assert_eq!(text, "您好，请问发生了什么情况？");
     assert_eq!(events.last().unwrap().1, json!({"status": "completed"}));
     assert!(!raw.contains("state>"), "the tag never leaks: {raw}");
+    // Byte for byte as the seed's `json.dumps(data, ensure_ascii=False)` writes them.
+    assert!(
+        raw.starts_with("event: stage_code\ndata: {\"nextStageCode\": \"1002\", \"nextStage\": \"通话中\"}\n\n"),
+        "{raw}"
+    );
+    assert!(raw.ends_with("event: done\ndata: {\"status\": \"completed\"}\n\n"), "{raw}");
     // The model saw the user's text; the turn is in the history of the stage session.
     assert_eq!(fake.requests()[0]["messages"].as_array().unwrap().last().unwrap()["content"], "发生了交通事故");
     let (_, b) = send(app.http.get(app.url("/api/v1/chat/sessions?username=stage")).bearer_auth(&key)).await;
@@ -80,7 +86,7 @@ async fn stage_codes_remap_and_unknown_codes() {
     });
     let (events, _) = stage_stream(&app, &key, json!({"sessionId": "s2", "timeStamp": "t", "text": "?"})).await;
     assert_eq!(events[0].1, json!({"nextStageCode": "7777", "nextStage": ""}), "unknown codes pass through, unnamed");
-    // Default tables: 2006 → 2004, which has no name in the seed's list.
+    // Default tables (the rest of the seed's remap is unit-tested in compat/mod.rs): 2020 → 0002.
     let (app, fake, key) = setup("").await;
     fake.push(Reply::Chunks {
         chunks: tokens(&["<state>2020</state>", "转人工"]),
@@ -340,4 +346,163 @@ async fn conversation_images_and_bad_inputs() {
         let (s, b) = send(app.http.post(app.url("/v1/conversation")).bearer_auth(&key).json(&body)).await;
         assert_error(s, &b, 400, msg);
     }
+}
+
+/// Files in the attachments folder (media of accepted requests only).
+fn stored_files(app: &TestApp) -> usize {
+    std::fs::read_dir(&app.state.prompt.attachments_dir).map(|d| d.count()).unwrap_or(0)
+}
+
+#[tokio::test]
+async fn conversation_rejects_every_bad_input_and_keeps_nothing() {
+    let fake = FakeLlm::start().await;
+    let app = spawn_toml(&fake.speaking_toml()).await;
+    let key = app.key(&["chat"]).await;
+    let png = B64.encode([0x89, b'P', b'N', b'G', 0x0D, 0x0A, 0x1A, 0x0A, 0, 0, 0, 0x0D, b'I', b'H', b'D', b'R']);
+    let wav = B64.encode(fake_wav("hi"));
+    let base = |messages: Value| json!({"session_id": "s", "user_id": "u", "messages": messages});
+    let mut too_many = Vec::new();
+    too_many.resize(33, json!({"type": "text", "value": "x"}));
+    let cases = [
+        (base(json!([{"type": "text", "value": "   "}])), 400, "Message content is empty".to_string()),
+        (
+            json!({"session_id": "s".repeat(129), "user_id": "u", "messages": [{"type": "text", "value": "x"}]}),
+            400,
+            "session_id or user_id is too long".into(),
+        ),
+        (
+            json!({"session_id": ["s"], "user_id": "u", "messages": [{"type": "text", "value": "x"}]}),
+            400,
+            "Invalid request body: session_id must be a string".into(),
+        ),
+        (base(Value::Array(too_many)), 400, "too many messages (max 32)".into()),
+        (
+            json!({"session_id": "s", "user_id": "u", "messages": [{"type": "text", "value": "x"}], "prefered_format": "silk"}),
+            400,
+            "prefered_format \"silk\" is not supported: astrgate has no silk encoder; supported formats: wav".into(),
+        ),
+        // A good image, then a bad part: the image must not be kept.
+        (
+            base(json!([{"type": "image", "value": png}, {"type": "image", "value": "!!"}])),
+            400,
+            "messages[1].value is not valid base64".into(),
+        ),
+    ];
+    for (body, status, msg) in cases {
+        let (s, b) = send(app.http.post(app.url("/v1/conversation")).bearer_auth(&key).json(&body)).await;
+        assert_error(s, &b, status, &msg);
+    }
+    // Speech that says nothing is an error, not an empty turn; nothing is kept either.
+    *fake.inner.transcript.lock().unwrap() = Some("  ".into());
+    let body = base(json!([{"type": "image", "value": png}, {"type": "voice", "value": wav, "format": "wav"}]));
+    let (s, b) = send(app.http.post(app.url("/v1/conversation")).bearer_auth(&key).json(&body)).await;
+    assert_error(s, &b, 400, "messages[1]: no speech was recognised");
+    assert_eq!(stored_files(&app), 0, "a rejected request keeps no media");
+    assert!(fake.requests().is_empty(), "no rejected request reached the model");
+    let (_, b) = send(app.http.get(app.url("/api/v1/chat/sessions?username=u")).bearer_auth(&key)).await;
+    assert_eq!(b["data"]["total"], 0, "and no session: {b}");
+
+    // Without STT, voice is refused by name.
+    let app = spawn_toml(&format!("{}\n[stt]\ntype = \"none\"\n", fake.provider_toml("fake"))).await;
+    let key = app.key(&["chat"]).await;
+    let (s, b) = send(
+        app.http
+            .post(app.url("/v1/conversation"))
+            .bearer_auth(&key)
+            .json(&base(json!([{"type": "voice", "value": wav}]))),
+    )
+    .await;
+    assert_error(s, &b, 400, "No STT provider is configured: voice messages cannot be transcribed");
+
+    // Without any LLM provider, both APIs answer 503 and store nothing.
+    let app = spawn_toml("").await;
+    let key = app.key(&["chat"]).await;
+    let (s, b) = send(
+        app.http
+            .post(app.url("/v1/conversation"))
+            .bearer_auth(&key)
+            .json(&base(json!([{"type": "text", "value": "x"}]))),
+    )
+    .await;
+    assert_error(s, &b, 503, "No LLM provider is configured");
+    let (s, b) = send(
+        app.http
+            .post(app.url("/chat"))
+            .bearer_auth(&key)
+            .json(&json!({"sessionId": "s", "timeStamp": "t", "text": "x"})),
+    )
+    .await;
+    assert_error(s, &b, 503, "No LLM provider is configured");
+}
+
+#[tokio::test]
+async fn session_variables_reject_bad_input_and_keep_what_was_accepted() {
+    let (app, _fake, key) = setup("").await;
+    let post = |path: &str, body: Value| app.http.post(app.url(path)).bearer_auth(&key).json(&body);
+    let (s, _) =
+        send(post("/set_info", json!({"sessionId": "v", "timeStamp": "t", "key": "plate", "value": "沪A1"}))).await;
+    assert_eq!(s, 200);
+    let cases = [
+        (json!({"sessionId": "v", "timeStamp": "t", "key": "k"}), 400, "Missing key: value".to_string()),
+        (
+            json!({"sessionId": "v", "timeStamp": "t", "key": "k", "value": ["x"]}),
+            400,
+            "Invalid request body: value must be a string".into(),
+        ),
+        (
+            json!({"sessionId": "v", "timeStamp": "t", "key": "k".repeat(129), "value": "x"}),
+            400,
+            "key is too long (max 128 characters)".into(),
+        ),
+        (
+            json!({"sessionId": "v", "timeStamp": "t", "key": "k", "value": "x".repeat(65 * 1024)}),
+            413,
+            "value is too large (max 65536 bytes)".into(),
+        ),
+        (
+            json!({"sessionId": "v".repeat(129), "timeStamp": "t", "key": "k", "value": "x"}),
+            400,
+            "sessionId is too long (max 128 characters)".into(),
+        ),
+        (json!({"sessionId": "v", "timeStamp": "t", "value": "x"}), 400, "Missing key: key".into()),
+        (
+            json!({"sessionId": "v", "timeStamp": {}, "key": "k", "value": "x"}),
+            400,
+            "Invalid request body: timeStamp must be a string".into(),
+        ),
+    ];
+    for (body, status, msg) in cases {
+        let (s, b) = send(post("/set_info", body)).await;
+        assert_error(s, &b, status, &msg);
+    }
+    for path in ["/get_info", "/delete_session"] {
+        let req = |body: Value| {
+            let r = if path == "/get_info" { app.http.post(app.url(path)) } else { app.http.delete(app.url(path)) };
+            r.bearer_auth(&key).json(&body)
+        };
+        let (s, b) = send(req(json!({"timeStamp": "t"}))).await;
+        assert_error(s, &b, 400, "Missing key: sessionId");
+        let (s, b) = send(req(json!({"sessionId": "v"}))).await;
+        assert_error(s, &b, 400, "Missing key: timeStamp");
+        let (s, b) = send(req(json!(["v"]))).await;
+        assert_error(s, &b, 400, "Invalid request body: expected a JSON object");
+    }
+    // A session holds at most 256 variables; replacing one is always allowed.
+    for i in 1..256 {
+        let (s, _) =
+            send(post("/set_info", json!({"sessionId": "v", "timeStamp": "t", "key": format!("k{i}"), "value": i})))
+                .await;
+        assert_eq!(s, 200, "variable {i}");
+    }
+    let (s, b) =
+        send(post("/set_info", json!({"sessionId": "v", "timeStamp": "t", "key": "one-more", "value": "x"}))).await;
+    assert_error(s, &b, 400, "too many variables in this session (max 256)");
+    let (s, _) =
+        send(post("/set_info", json!({"sessionId": "v", "timeStamp": "t", "key": "plate", "value": "沪A2"}))).await;
+    assert_eq!(s, 200);
+    // Nothing accepted was lost to the rejected requests.
+    let (_, b) = send(post("/get_info", json!({"sessionId": "v", "timeStamp": "t"}))).await;
+    let data = b["data"].as_object().unwrap();
+    assert_eq!(data.len(), 256);
+    assert_eq!((data["plate"].as_str(), data["k7"].as_str()), (Some("沪A2"), Some("7")));
 }

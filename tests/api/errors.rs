@@ -57,3 +57,30 @@ async fn hostile_json_gets_a_short_clear_400() {
             .await;
     assert_error(s, &b, 400, "Invalid request body: expected Content-Type: application/json");
 }
+
+#[tokio::test]
+async fn framework_rejections_use_the_envelope_too() {
+    let app = spawn_app().await;
+    // A body over the JSON limit on a handler that buffers raw bytes.
+    let res = app
+        .http
+        .post(app.url("/api/v1/api-keys"))
+        .bearer_auth(&app.jwt)
+        .header("content-type", "application/json")
+        .body(vec![b' '; 3 * 1024 * 1024])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 413);
+    assert_eq!(res.headers()["content-type"], "application/json");
+    let b: serde_json::Value = res.json().await.unwrap();
+    assert_eq!((b["status"].as_str(), b["data"].is_null()), (Some("error"), true), "{b}");
+    assert!(b["message"].as_str().unwrap().contains("length limit"), "{b}");
+    // A path segment that is not UTF-8.
+    let key = app.key(&["chat"]).await;
+    let (s, b) = send(app.http.get(app.url("/api/v1/chat/sessions/%FF/messages?username=u")).bearer_auth(&key)).await;
+    assert_eq!((s.as_u16(), b["status"].as_str()), (400, Some("error")), "{b}");
+    // Nothing was created by the oversized request.
+    let (_, b) = send(app.http.get(app.url("/api/v1/api-keys")).bearer_auth(&app.jwt)).await;
+    assert_eq!(b["data"].as_array().map(Vec::len), Some(1), "only the key made above: {b}");
+}

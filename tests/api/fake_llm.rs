@@ -117,6 +117,11 @@ impl FakeLlm {
         )
     }
 
+    /// TOML for a provider, STT and TTS pointing here, and a default profile that speaks.
+    pub fn speaking_toml(&self) -> String {
+        format!("{}\n{}\n[[profiles]]\nid = \"voice\"\ntts = true\n", self.provider_toml("fake"), self.audio_toml())
+    }
+
     /// TOML for a provider pointing here.
     pub fn provider_toml(&self, id: &str) -> String {
         format!(

@@ -237,12 +237,7 @@ async fn a_record_without_stt_is_a_clear_error() {
 #[tokio::test]
 async fn a_speaking_profile_sends_its_reply_as_a_record() {
     let fake = FakeLlm::start().await;
-    let app = spawn_toml(&format!(
-        "{}\n{}\n[[profiles]]\nid = \"voice\"\ntts = true\n",
-        fake.provider_toml("fake"),
-        fake.audio_toml()
-    ))
-    .await;
+    let app = spawn_toml(&fake.speaking_toml()).await;
     let key = app.key(&["chat", "file"]).await;
     fake.push(Reply::Chunks {
         chunks: text("Spoken words."),

@@ -347,11 +347,89 @@ async fn live_socket_auth_username_and_ct() {
     let im_only = app.key(&["im"]).await;
     let mut ws = ws_connect(&app, "/api/v1/live/ws?username=u", &[("x-api-key", im_only.as_str())]).await;
     ws.expect_refusal(1008, "Insufficient API key scope").await;
+    let mut ws = ws_connect(&app, "/api/v1/live/ws?username=u&api_key=abk_nope", &[]).await;
+    ws.expect_refusal(1008, "Invalid API key").await;
     // The dashboard's Live socket.
     let mut ws = ws_connect(&app, &format!("/api/live_chat/ws?token={}", app.jwt), &[]).await;
     ws.send(json!({"t": "text_input", "text": "from the dashboard"})).await;
     let frames = ws.until(|f| f["t"] == "end").await;
     assert!(kinds(&frames).contains(&"response"));
+}
+
+#[tokio::test]
+async fn a_frame_too_large_to_buffer_gets_an_error_and_close_1009() {
+    let (app, _fake, key) = fake_voice_app("[live]\nmax_frame_bytes = 100000\n").await;
+    let mut ws = live(&app, &key, "u").await;
+    // Over twice the limit: the socket will not buffer it, but still says why before closing.
+    ws.send_text(&json!({"t": "text_input", "text": "x".repeat(250_000)}).to_string()).await;
+    assert_eq!(
+        ws.recv().await,
+        json!({"t": "error", "data": "message too large (limit 100000 bytes)", "code": "INVALID_MESSAGE_FORMAT"})
+    );
+    match ws.event().await {
+        WsEvent::Closed(Some((code, reason))) => assert_eq!((code, reason.as_str()), (1009, "message too large")),
+        other => panic!("expected close 1009, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn a_client_that_stops_reading_is_disconnected() {
+    let fake = FakeLlm::start().await;
+    let app = spawn_toml(&format!(
+        "{}\n[tts]\ntype = \"none\"\n[live]\nwrite_timeout_secs = 0.5\n",
+        fake.provider_toml("fake")
+    ))
+    .await;
+    let key = app.key(&["chat"]).await;
+    // 8 MB of deltas: more than the socket buffers between us hold.
+    let word = "y".repeat(2000);
+    fake.push(Reply::Chunks {
+        chunks: (0..4_000).map(|_| crate::fake_llm::Chunk::Content(word.clone())).collect(),
+        delay: Duration::ZERO,
+        first_delay: Duration::ZERO,
+    });
+    // A client with a small, fixed receive window (no autotuning), like a phone on a bad link.
+    let tcp = tokio::net::TcpSocket::new_v4().unwrap();
+    tcp.set_recv_buffer_size(16 * 1024).unwrap();
+    let tcp = tcp.connect(app.addr).await.unwrap();
+    let url = format!("ws://{}/api/v1/live/ws?api_key={key}&username=slow", app.addr);
+    let (ws, _) = tokio_tungstenite::client_async(url, tokio_tungstenite::MaybeTlsStream::Plain(tcp)).await.unwrap();
+    let mut ws = WsClient { ws };
+    ws.send(json!({"t": "text_input", "text": "flood me"})).await;
+    // The client reads nothing from now on.
+    let sid = eventually(|| async {
+        let (_, b) = send(app.http.get(app.url("/api/v1/chat/sessions?username=slow")).bearer_auth(&key)).await;
+        b["data"]["sessions"][0]["session_id"].as_str().map(str::to_string)
+    })
+    .await;
+    // The server notices the stalled socket, cancels the turn (nobody can hear it) and saves it.
+    // (A generous deadline: the debug build streams 8 MB slowly on a busy machine.)
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let bot = loop {
+        let (_, h) = send(
+            app.http.get(app.url(&format!("/api/v1/chat/sessions/{sid}/messages?username=slow"))).bearer_auth(&key),
+        )
+        .await;
+        if h["data"]["total"] == 2 {
+            break h["data"]["messages"][1]["content"].clone();
+        }
+        assert!(Instant::now() < deadline, "the stalled socket was never dropped");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(bot["interrupted"], true, "{}", &bot.to_string()[..200]);
+    // The server gave up on the stalled socket instead of waiting (or buffering) forever: what
+    // was already in flight drains, then the connection ends without the rest of the reply.
+    let (mut frames, mut closed) = (0usize, false);
+    while !closed {
+        match ws.event().await {
+            WsEvent::Frame(f) => {
+                frames += 1;
+                assert_ne!(f["t"], "end", "the whole reply reached a client the server had dropped");
+            }
+            WsEvent::Closed(_) => closed = true,
+        }
+    }
+    assert!(frames < 4_000, "{frames} frames");
 }
 
 #[tokio::test]

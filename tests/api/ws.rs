@@ -214,6 +214,13 @@ async fn dashboard_sockets_take_a_jwt_token() {
     ws.expect_refusal(1008, "Token expired").await;
     let mut ws = ws_connect(&app, "/api/unified_chat/ws?token=garbage", &[]).await;
     ws.expect_refusal(1008, "Invalid token").await;
+    // The `/api/v1/…` aliases take a valid token too.
+    for path in ["/api/v1/unified-chat/ws", "/api/v1/live-chat/ws"] {
+        let mut ws = ws_connect(&app, &format!("{path}?token={}", app.jwt), &[]).await;
+        ws.send(json!({"t": "text_input", "text": "via the alias"})).await;
+        let frames = ws.until(|f| f["t"] == "end").await;
+        assert!(frames.iter().any(|f| f["t"] == "bot_msg"), "{path}: {frames:?}");
+    }
 
     let mut ws = ws_connect(&app, &format!("/api/unified_chat/ws?token={}", app.jwt), &[]).await;
     ws.send(json!({"ct": "chat", "t": "send", "message": [{"type": "plain", "text": "hey"}], "message_id": "j1"}))
