@@ -147,7 +147,15 @@ pub enum Resolved {
 }
 
 /// Checks replies (same session only) and attachments against the store.
-pub async fn resolve(store: &dyn Store, session_id: &str, parts: Vec<Part>) -> Result<Vec<Resolved>, InputError> {
+/// Looks up every referenced message and attachment. An attachment whose file is gone from
+/// `attachments_dir` is `file not found: <stored name>` (AstrBot names the full path; we do not
+/// reveal server paths).
+pub async fn resolve(
+    store: &dyn Store,
+    attachments_dir: &std::path::Path,
+    session_id: &str,
+    parts: Vec<Part>,
+) -> Result<Vec<Resolved>, InputError> {
     if parts.iter().filter(|p| matches!(p, Part::Attachment { .. })).count() > MAX_ATTACHMENTS {
         return Err(invalid(format!("too many attachments (max {MAX_ATTACHMENTS})")));
     }
@@ -168,6 +176,9 @@ pub async fn resolve(store: &dyn Store, session_id: &str, parts: Vec<Part>) -> R
                 let Some(rec) = store.get_attachment(&attachment_id).await? else {
                     return Err(InputError::NotFound(format!("attachment not found: {attachment_id}")));
                 };
+                if !tokio::fs::try_exists(attachments_dir.join(&rec.stored_name)).await.unwrap_or(false) {
+                    return Err(InputError::NotFound(format!("file not found: {}", rec.stored_name)));
+                }
                 let filename = filename.filter(|f| !f.trim().is_empty()).unwrap_or_else(|| rec.original_name.clone());
                 Resolved::Attachment { rec, filename }
             }

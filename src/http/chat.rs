@@ -144,7 +144,9 @@ pub async fn prepare(
         .unwrap_or(profile.streaming);
 
     let session_id = session_id.unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
-    let resolved = input::resolve(state.store.as_ref(), &session_id, parts).await.map_err(input_error)?;
+    let resolved = input::resolve(state.store.as_ref(), &state.prompt.attachments_dir, &session_id, parts)
+        .await
+        .map_err(input_error)?;
     let transcripts = transcribe_records(state, &resolved).await?;
     let model_input = state.prompt.user_content(&resolved, &transcripts).await.map_err(|e| match e {
         crate::agent::prompt::PromptError::Invalid(m) => ApiError::bad_request(m),

@@ -78,7 +78,9 @@ pub async fn send_message(
         Some((user, sid)) if webchat => (Some(user.to_string()), sid.to_string()),
         _ => (None, umo.session.clone()),
     };
-    let resolved = input::resolve(state.store.as_ref(), &session_id, parts).await.map_err(input_error)?;
+    let resolved = input::resolve(state.store.as_ref(), &state.prompt.attachments_dir, &session_id, parts)
+        .await
+        .map_err(input_error)?;
     let content = input::stored_user_content(&resolved);
     let message = content["message"].clone();
     let text = input::message_text(&content);

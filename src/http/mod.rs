@@ -170,3 +170,35 @@ async fn not_found() -> Response {
 async fn method_not_allowed() -> Response {
     ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "Method Not Allowed").into_response()
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    /// Deny by default, part one: every path this file mounts is in openapi.json, and every
+    /// `/api/v1` one there states its authentication. The integration test
+    /// `every_documented_v1_operation_is_guarded` then proves each of them refuses anonymous
+    /// callers and keys without the scope, so a route cannot be added without both.
+    #[test]
+    fn every_mounted_path_is_documented_with_its_auth() {
+        let src = include_str!("mod.rs");
+        let src = &src[..src.find("#[cfg(test)]").unwrap_or(src.len())];
+        let mounted: BTreeSet<&str> = src
+            .split('"')
+            .skip(1)
+            .step_by(2)
+            .filter(|s| s.starts_with('/') && !s.contains(' ') && s.len() > 1 && !s.starts_with("//"))
+            .collect();
+        let spec: serde_json::Value = serde_json::from_str(include_str!("../../openapi.json")).unwrap();
+        let paths = spec["paths"].as_object().unwrap();
+        let documented: BTreeSet<&str> = paths.keys().map(String::as_str).collect();
+        assert_eq!(mounted, documented, "mounted paths and openapi.json differ");
+        for (path, item) in paths {
+            if path.starts_with("/api/v1/") && !path.starts_with("/api/v1/auth/") {
+                for (method, op) in item.as_object().unwrap() {
+                    assert!(op.get("x-astrgate-auth").is_some(), "{method} {path} lacks x-astrgate-auth");
+                }
+            }
+        }
+    }
+}

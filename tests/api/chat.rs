@@ -715,3 +715,55 @@ async fn provider_timeouts_and_unreachable_upstreams_are_error_events() {
     assert!(!msg.as_str().unwrap().contains("127.0.0.1"), "the upstream URL is not echoed: {msg}");
     assert_eq!(frames.last().unwrap().ty(), "end");
 }
+
+#[tokio::test]
+async fn profile_settings_shape_the_turn() {
+    let (app, fake, key) = setup(
+        "[[profiles]]\nid = \"terse\"\nsystem_prompt = \"be terse\"\nhistory_turns = 1\nstreaming = false\nshow_reasoning = false\n",
+    )
+    .await;
+    let msg = |m: &str| json!({"message": m, "username": "u", "session_id": "p"});
+    for m in ["one", "two"] {
+        let _ = chat(&app, &key, msg(m)).await.collect().await;
+    }
+    fake.push(Reply::Chunks {
+        chunks: vec![Chunk::Reasoning("thinking hard".into()), Chunk::Content("three!".into())],
+        delay: Duration::ZERO,
+        first_delay: Duration::ZERO,
+    });
+    let frames = chat(&app, &key, msg("three")).await.collect().await;
+    let r = fake.requests();
+    // history_turns = 1: the system prompt, the last turn only, then the new message.
+    let sent: Vec<(String, String)> = r[2]["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| (m["role"].as_str().unwrap().to_string(), m["content"].as_str().unwrap().to_string()))
+        .collect();
+    let roles: Vec<&str> = sent.iter().map(|(r, _)| r.as_str()).collect();
+    assert_eq!(roles, ["system", "user", "assistant", "user"], "{sent:?}");
+    assert_eq!((sent[1].1.as_str(), sent[3].1.as_str()), ("two", "three"));
+    // streaming = false: the model is asked for one JSON answer and the client gets whole messages.
+    assert!(r.iter().all(|q| q["stream"] == false));
+    assert!(!types(&frames).contains(&"complete".to_string()));
+    // show_reasoning = false: the reasoning is not shown.
+    let plains: Vec<&Value> = frames.iter().filter(|f| f.data["type"] == "plain").map(|f| &f.data).collect();
+    assert_eq!(plains.len(), 1, "{plains:?}");
+    assert_eq!(plains[0]["data"], "three!");
+    // A request can still ask for streaming.
+    let frames = chat(
+        &app,
+        &key,
+        json!({"message": "four", "username": "u", "session_id": "p", "flags": {"enable_streaming": true}}),
+    )
+    .await
+    .collect()
+    .await;
+    assert!(types(&frames).contains(&"complete".to_string()));
+    assert_eq!(fake.requests()[3]["stream"], true);
+    // An upstream error in non-streaming mode is an `error` event and a saved record too.
+    fake.push(Reply::Error(503, json!({"error": {"message": "busy upstream"}})));
+    let frames = chat(&app, &key, msg("five")).await.collect().await;
+    assert_eq!(types(&frames), ["session_id", "user_message_saved", "run_started", "error", "message_saved", "end"]);
+    assert_eq!(frames[3].data["data"], "LLM provider error (HTTP 503): busy upstream");
+}

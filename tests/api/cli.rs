@@ -94,10 +94,20 @@ async fn check_config_names_unknown_keys() {
 
 /// Starts `astrgate serve` as a process, returns it, its address and its collected stderr.
 async fn serve(config: &std::path::Path) -> (tokio::process::Child, String, Arc<Mutex<String>>) {
+    serve_with(config, &["serve"], &[]).await
+}
+
+/// Starts the binary with `args` (after `--config`) and extra environment variables.
+async fn serve_with(
+    config: &std::path::Path,
+    args: &[&str],
+    env: &[(&str, String)],
+) -> (tokio::process::Child, String, Arc<Mutex<String>>) {
     let mut child = tokio::process::Command::new(BIN)
         .arg("--config")
         .arg(config)
-        .arg("serve")
+        .args(args)
+        .envs(env.iter().map(|(k, v)| (k, v)))
         .env_remove("RUST_LOG")
         .stderr(Stdio::piped())
         .stdout(Stdio::null())
@@ -164,4 +174,92 @@ async fn secrets_never_reach_the_logs_and_sigterm_stops_cleanly() {
     for secret in [q_key, k_key, h_key, token, "QUERYSECRET", "KEYPARAMSECRET", "TOKENSECRET", PASSWORD] {
         assert!(!log.contains(secret), "{secret} leaked into the logs:\n{log}");
     }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+async fn login_status(base: &str, username: &str) -> u16 {
+    client()
+        .post(format!("{base}/api/auth/login"))
+        .json(&serde_json::json!({"username": username, "password": PASSWORD}))
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
+#[tokio::test]
+async fn environment_and_flags_override_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write_config(dir.path(), "");
+    // No subcommand means `serve`; the environment beats the file.
+    let port = free_port();
+    let env_data = dir.path().join("env-data");
+    let (mut child, base, _log) = serve_with(
+        &cfg,
+        &[],
+        &[
+            ("ASTRGATE_LISTEN", format!("127.0.0.1:{port}")),
+            ("ASTRGATE_DATA_DIR", env_data.display().to_string()),
+            ("ASTRGATE_DASHBOARD__USERNAME", "env-admin".into()),
+        ],
+    )
+    .await;
+    assert_eq!(base, format!("http://127.0.0.1:{port}"));
+    assert_eq!(login_status(&base, "env-admin").await, 200, "ASTRGATE_DASHBOARD__USERNAME applies");
+    assert_eq!(login_status(&base, "astrgate").await, 401);
+    assert!(sigterm_and_wait(&mut child).await.success());
+    assert!(env_data.join("astrgate.db").exists(), "ASTRGATE_DATA_DIR holds the database");
+    assert!(!dir.path().join("data").join("astrgate.db").exists(), "the file's data_dir was not used");
+
+    // Flags beat both.
+    let port = free_port();
+    let flag_data = dir.path().join("flag-data");
+    let (mut child, base, _log) = serve_with(
+        &cfg,
+        &["serve", "--listen", &format!("127.0.0.1:{port}"), "--data-dir", &flag_data.display().to_string()],
+        &[("ASTRGATE_LISTEN", "127.0.0.1:1".into())],
+    )
+    .await;
+    assert_eq!(base, format!("http://127.0.0.1:{port}"));
+    assert_eq!(client().get(format!("{base}/healthz")).send().await.unwrap().status(), 200);
+    assert!(sigterm_and_wait(&mut child).await.success());
+    assert!(flag_data.join("astrgate.db").exists());
+
+    // `migrate` creates the schema at ASTRGATE_DATABASE_URL and exits; a key created there works.
+    let db = dir.path().join("elsewhere").join("custom.db");
+    let url = format!("sqlite://{}", db.display());
+    let out = tokio::process::Command::new(BIN)
+        .arg("--config")
+        .arg(&cfg)
+        .arg("migrate")
+        .env("ASTRGATE_DATABASE_URL", &url)
+        .output()
+        .await
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(db.exists(), "migrate created {}", db.display());
+    let out = tokio::process::Command::new(BIN)
+        .arg("--config")
+        .arg(&cfg)
+        .args(["keys", "create", "--name", "x"])
+        .env("ASTRGATE_DATABASE_URL", &url)
+        .output()
+        .await
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    // A bad value in the environment is named like a bad key in the file.
+    let out = tokio::process::Command::new(BIN)
+        .arg("--config")
+        .arg(&cfg)
+        .arg("check-config")
+        .env("ASTRGATE_LIVE__NO_SUCH_KEY", "1")
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no_such_key"), "{}", String::from_utf8_lossy(&out.stderr));
 }

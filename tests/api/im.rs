@@ -106,7 +106,12 @@ async fn a_message_to_a_new_session_is_kept_for_its_first_user() {
 
 #[tokio::test]
 async fn errors_use_astrbot_texts() {
-    let app = spawn_toml("[[platforms]]\nid = \"hook\"\ntype = \"webhook\"\nurl = \"http://127.0.0.1:9/x\"\n").await;
+    // (The provider is never reached: every request here is refused before a model is asked.)
+    let app = spawn_toml(
+        "[[platforms]]\nid = \"hook\"\ntype = \"webhook\"\nurl = \"http://127.0.0.1:9/x\"\n\
+         [[providers]]\nid = \"p\"\nbase_url = \"http://127.0.0.1:9/v1\"\nmodel = \"m\"\n",
+    )
+    .await;
     let key = app.key(&["im"]).await;
     let cases = [
         (json!({"message": "x"}), "Missing key: umo"),
@@ -140,6 +145,21 @@ async fn errors_use_astrbot_texts() {
     }
     let (s, b) = send(app.http.get(app.url("/api/v1/im/bots")).bearer_auth(&key)).await;
     assert_eq!((s.as_u16(), &b["data"]), (200, &json!({"bot_ids": ["hook"]})));
+    // An attachment whose file has gone from disk: named by its stored name, never by a path.
+    let file_key = app.key(&["file", "im", "chat"]).await;
+    let (_, up) = crate::files::upload(&app, &file_key, "gone.txt", "text/plain", b"soon gone".to_vec()).await;
+    let id = up["data"]["attachment_id"].as_str().unwrap().to_string();
+    let rec = app.state.store.get_attachment(&id).await.unwrap().unwrap();
+    std::fs::remove_file(app.state.prompt.attachments_dir.join(&rec.stored_name)).unwrap();
+    let want = format!("file not found: {}", rec.stored_name);
+    let part = json!([{"type": "file", "attachment_id": id}]);
+    let (s, b) = im(&app, &file_key, json!({"umo": "webchat:FriendMessage:s", "message": part})).await;
+    assert_error(s, &b, 400, &want);
+    let (s, b) = send(
+        app.http.post(app.url("/api/v1/chat")).bearer_auth(&file_key).json(&json!({"username": "u", "message": part})),
+    )
+    .await;
+    assert_error(s, &b, 400, &want);
 }
 
 #[tokio::test]
