@@ -177,9 +177,16 @@ async fn the_type_comes_from_the_bytes() {
 #[tokio::test]
 async fn attachments_reach_the_model() {
     let fake = FakeLlm::start().await;
-    let app = spawn_toml(&format!("{}\n{}", fake.provider_toml("fake"), fake.audio_toml())).await;
+    let app = spawn_toml(&format!(
+        "{}\n{}\n[files]\ninline_text_max_bytes = 200\n",
+        fake.provider_toml("fake"),
+        fake.audio_toml()
+    ))
+    .await;
     let key = app.key(&["chat", "file"]).await;
     let (_, img) = upload(&app, &key, "pixel.png", "image/png", PNG.to_vec()).await;
+    let (_, code) = upload(&app, &key, "main.rs", "application/octet-stream", b"fn main() { milk(); }".to_vec()).await;
+    let (_, big) = upload(&app, &key, "big.txt", "text/plain", "secret line\n".repeat(40).into_bytes()).await;
     let (_, txt) = upload(&app, &key, "notes.md", "text/markdown", b"# Notes\nremember the milk".to_vec()).await;
     let (_, pdf) = upload(&app, &key, "paper.pdf", "application/pdf", b"%PDF-1.4 fake".to_vec()).await;
     let wav = astrgate::voice::wav::pcm16_to_wav(&[0u8; 3200], 16_000, 1);
@@ -194,6 +201,8 @@ async fn attachments_reach_the_model() {
             {"type": "file", "attachment_id": id(&txt)},
             {"type": "file", "attachment_id": id(&pdf)},
             {"type": "record", "attachment_id": id(&rec)},
+            {"type": "file", "attachment_id": id(&code)},
+            {"type": "file", "attachment_id": id(&big)},
         ]}),
     )
     .await
@@ -208,6 +217,10 @@ async fn attachments_reach_the_model() {
     assert!(parts[2]["text"].as_str().unwrap().contains("remember the milk"), "text files are inlined");
     assert!(parts[3]["text"].as_str().unwrap().contains("paper.pdf"), "other files are named");
     assert!(parts[4]["text"].as_str().unwrap().contains("hello from the fake stt"), "voice is transcribed");
+    assert!(parts[5]["text"].as_str().unwrap().contains("fn main() { milk(); }"), "source code is inlined");
+    let big_part = parts[6]["text"].as_str().unwrap();
+    assert!(big_part.contains("big.txt") && big_part.contains("480 bytes"), "{big_part}");
+    assert!(!big_part.contains("secret line"), "a text file over the limit is named, not inlined");
     assert_eq!(fake.inner.transcribed.lock().unwrap().as_slice(), &[wav.len()]);
     // The stored user message keeps the parts, without paths.
     let sid = frames[0].data["session_id"].as_str().unwrap();
