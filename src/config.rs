@@ -512,10 +512,13 @@ impl Config {
         }
         // `default` is how the API names the default profile; another profile cannot take it.
         let default_idx = self.profiles.iter().position(|p| p.default).unwrap_or(0);
-        if let Some(i) = self.profiles.iter().position(|p| p.id == "default")
-            && i != default_idx
-        {
-            return bad("profile id \"default\" is reserved for the default profile".into());
+        for (i, p) in self.profiles.iter().enumerate() {
+            if i != default_idx && (p.id == "default" || p.name.as_deref().map(str::trim) == Some("default")) {
+                return bad(format!(
+                    "profiles[{}]: id and name \"default\" are reserved for the default profile",
+                    p.id
+                ));
+            }
         }
         if let Some(stt) = &self.stt
             && !matches!(stt.kind.as_str(), "openai" | "pocketsphinx" | "none")
@@ -644,6 +647,11 @@ mod tests {
     #[test]
     fn profile_must_name_a_known_provider() {
         let err = Config::from_toml("[[profiles]]\nid = \"a\"\ndefault = true\n[[profiles]]\nid = \"default\"\n")
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(err.contains("reserved for the default profile"), "{err}");
+        let err = Config::from_toml("[[profiles]]\nid = \"a\"\n[[profiles]]\nid = \"b\"\nname = \"default\"\n")
             .err()
             .map(|e| e.to_string())
             .unwrap_or_default();

@@ -53,6 +53,12 @@ fn decode_b64(v: &str) -> Option<Vec<u8>> {
     base64::engine::general_purpose::STANDARD.decode(cleaned.as_bytes()).ok()
 }
 
+async fn discard_all(state: &AppState, dir: &std::path::Path, saved: &[crate::store::AttachmentRecord]) {
+    for rec in saved {
+        crate::attachments::discard(state.store.as_ref(), dir, rec).await;
+    }
+}
+
 pub async fn converse(
     State(state): State<AppState>,
     _caller: Caller,
@@ -167,12 +173,23 @@ pub async fn converse(
     if model_parts.is_empty() {
         return Err(ApiError::bad_request("Message content is empty"));
     }
-    // Everything is valid: only now are the media kept, so a rejected request leaves nothing.
+    // Everything is valid: only now are the media kept, and a request that still fails (a save,
+    // or the session turning busy meanwhile) takes its media with it.
+    let mut saved = Vec::with_capacity(to_save.len());
     for (i, name, mime, bytes) in to_save {
-        let rec = crate::attachments::save_bytes(state.store.as_ref(), &dir, &name, &mime, &bytes)
-            .await
-            .map_err(ApiError::internal)?;
-        stored_parts[i]["attachment_id"] = json!(rec.attachment_id);
+        match crate::attachments::save_bytes(state.store.as_ref(), &dir, &name, &mime, &bytes).await {
+            Ok(rec) => {
+                // The record's name is sanitised and its type comes from the bytes.
+                stored_parts[i]["attachment_id"] = json!(rec.attachment_id);
+                stored_parts[i]["filename"] = json!(rec.original_name);
+                stored_parts[i]["mime_type"] = json!(rec.mime_type);
+                saved.push(rec);
+            }
+            Err(e) => {
+                discard_all(&state, &dir, &saved).await;
+                return Err(ApiError::internal(e));
+            }
+        }
     }
     let model_input = if model_parts.iter().all(|p| p["type"] == "text") {
         Value::String(model_parts.iter().filter_map(|p| p["text"].as_str()).collect::<Vec<_>>().join("\n"))
@@ -186,7 +203,13 @@ pub async fn converse(
     if let Some(g) = &group_id {
         content["group_id"] = json!(g);
     }
-    let (run, _) = start_compat_turn(&state, &skey, "conversation", &user_id, content, model_input, &[]).await?;
+    let (run, _) = match start_compat_turn(&state, &skey, "conversation", &user_id, content, model_input, &[]).await {
+        Ok(r) => r,
+        Err(e) => {
+            discard_all(&state, &dir, &saved).await;
+            return Err(e);
+        }
+    };
 
     let stream = futures_util::stream::once(async move {
         let mut sub = run.subscribe(0);

@@ -157,7 +157,7 @@ async fn envelope_errors(res: Response) -> Response {
     let mut out = ApiError::new(status, message).into_response();
     for (name, value) in &parts.headers {
         if name != header::CONTENT_TYPE && name != header::CONTENT_LENGTH {
-            out.headers_mut().insert(name.clone(), value.clone());
+            out.headers_mut().append(name.clone(), value.clone());
         }
     }
     out

@@ -204,6 +204,8 @@ pub trait Store: Send + Sync + 'static {
     // attachments
     async fn insert_attachment(&self, rec: &AttachmentRecord) -> StoreResult<()>;
     async fn get_attachment(&self, attachment_id: &str) -> StoreResult<Option<AttachmentRecord>>;
+    /// Removes an attachment's row (its file is the caller's to remove).
+    async fn delete_attachment(&self, attachment_id: &str) -> StoreResult<()>;
 
     // per-session variables (stage API)
     async fn set_session_var(&self, session_id: &str, key: &str, value: &str) -> StoreResult<()>;

@@ -377,6 +377,11 @@ impl Store for SqliteStore {
         Ok(r.rows_affected())
     }
 
+    async fn delete_attachment(&self, attachment_id: &str) -> StoreResult<()> {
+        sqlx::query("DELETE FROM attachments WHERE attachment_id = ?").bind(attachment_id).execute(&self.write).await?;
+        Ok(())
+    }
+
     async fn insert_attachment(&self, a: &AttachmentRecord) -> StoreResult<()> {
         sqlx::query(
             "INSERT INTO attachments (attachment_id, stored_name, original_name, kind, mime_type, size, sha256, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",

@@ -299,6 +299,17 @@ async fn conversation_voice_in_and_voice_out_with_espeak() {
     let url = voice["value"].as_str().unwrap();
     let audio = B64.decode(url.strip_prefix("data:audio/wav;base64,").expect("a WAV data URL")).unwrap();
     assert!(astrgate::voice::wav::parse(&audio).unwrap().duration_secs() > 0.5, "real speech from espeak-ng");
+    // The stored user message describes the voice as its attachment record does.
+    let (_, h) =
+        send(app.http.get(app.url("/api/v1/chat/sessions/conv!v1/messages?username=u")).bearer_auth(&key)).await;
+    let part = &h["data"]["messages"][0]["content"]["message"][0];
+    assert_eq!(part["type"], "record");
+    let rec = app.state.store.get_attachment(part["attachment_id"].as_str().unwrap()).await.unwrap().unwrap();
+    assert_eq!(
+        (part["filename"].as_str(), part["mime_type"].as_str()),
+        (Some("voice.wav"), Some(rec.mime_type.as_str()))
+    );
+    assert!(part["transcript"].as_str().unwrap().contains("hello"));
     // mp3 cannot be produced: a clear 400 naming what can.
     let (s, b) = send(app.http.post(app.url("/v1/conversation")).bearer_auth(&key).json(&json!({"session_id": "v2", "user_id": "u", "messages": [{"type": "text", "value": "x"}], "prefered_format": "mp3"}))).await;
     assert_error(
