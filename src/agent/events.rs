@@ -22,6 +22,28 @@ pub struct AgentStats {
     pub time_to_first_token: f64,
 }
 
+/// The audio of one spoken sentence, handed over once: the Live socket that sends it takes the
+/// bytes, so a long spoken reply does not keep its audio in the run's log (only its text).
+#[derive(Debug, Clone, Default)]
+pub struct AudioData(Arc<std::sync::Mutex<Option<Bytes>>>);
+
+impl AudioData {
+    pub fn new(b: Bytes) -> Self {
+        Self(Arc::new(std::sync::Mutex::new(Some(b))))
+    }
+
+    /// The bytes, the first time; `None` after.
+    pub fn take(&self) -> Option<Bytes> {
+        self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take()
+    }
+}
+
+impl PartialEq for AudioData {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
 /// A media attachment the run produced (e.g. TTS speech of the reply).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct MediaOut {
@@ -75,7 +97,7 @@ pub enum AgentEvent {
     Audio {
         text: String,
         #[serde(skip)]
-        audio: Bytes,
+        audio: AudioData,
         mime: String,
     },
     /// TTS timing for Live metrics.

@@ -53,6 +53,8 @@ pub struct Turn {
 pub struct Speech {
     pub tts: Arc<dyn crate::providers::tts::Tts>,
     pub min_sentence_chars: usize,
+    /// How far the listener has got: speech is synthesised only a little ahead of it.
+    pub playback: Arc<crate::voice::speak::Playback>,
 }
 
 enum Failure {

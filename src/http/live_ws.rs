@@ -680,11 +680,12 @@ async fn live_turn(ctx: &TurnCtx, input: Input) {
         }
         ctx.session_ready.store(true, std::sync::atomic::Ordering::Relaxed);
     }
-    let speech = state
-        .providers
-        .tts()
-        .cloned()
-        .map(|tts| Speech { tts, min_sentence_chars: state.config.live.min_sentence_chars });
+    let playback = Arc::new(crate::voice::speak::Playback::default());
+    let speech = state.providers.tts().cloned().map(|tts| Speech {
+        tts,
+        min_sentence_chars: state.config.live.min_sentence_chars,
+        playback: playback.clone(),
+    });
     let turn = Turn {
         run_id: uuid::Uuid::now_v7().to_string(),
         session_id: ctx.session_id.clone(),
@@ -730,8 +731,12 @@ async fn live_turn(ctx: &TurnCtx, input: Input) {
                         audio_played = true;
                         ctx.send(json!({"t": "metrics", "data": {"speak_to_first_frame": started.elapsed().as_secs_f64()}})).await;
                     }
-                    let b64 = base64::engine::general_purpose::STANDARD.encode(audio);
-                    ctx.send(json!({"t": "bot_text_chunk", "data": {"text": text}})).await && ctx.send(json!({"t": "response", "data": b64})).await
+                    let b64 = base64::engine::general_purpose::STANDARD.encode(audio.take().unwrap_or_default());
+                    let sent = ctx.send(json!({"t": "bot_text_chunk", "data": {"text": text}})).await
+                        && ctx.send(json!({"t": "response", "data": b64})).await;
+                    // The frame is on its way to the socket: the next sentence may be synthesised.
+                    playback.played_one();
+                    sent
                 }
                 AgentEvent::AgentStats { stats } => {
                     ctx.send(json!({"t": "metrics", "data": {"llm_ttft": stats.time_to_first_token, "llm_total_time": stats.end_time - stats.start_time}})).await

@@ -9,9 +9,10 @@
 
 use std::collections::VecDeque;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
-use tokio::sync::mpsc;
+use tokio::sync::{Notify, mpsc};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -26,6 +27,30 @@ use crate::providers::tts::TtsError;
 const SENTENCE_QUEUE: usize = 16;
 
 type Synthesis = std::pin::Pin<Box<dyn std::future::Future<Output = (String, Result<bytes::Bytes, TtsError>)> + Send>>;
+
+/// Sentences synthesised but not yet handed to the listener's socket, at most. Enough that the
+/// next sentence is ready when the current one has been sent; few enough that a slow listener
+/// (or one about to interrupt) costs neither memory nor TTS work for the rest of the reply.
+pub const AHEAD: usize = 2;
+
+/// The listener's progress through the spoken sentences (see [`AHEAD`]).
+#[derive(Debug, Default)]
+pub struct Playback {
+    sent: AtomicUsize,
+    wake: Notify,
+}
+
+impl Playback {
+    /// One sentence's audio was handed to the socket writer.
+    pub fn played_one(&self) {
+        self.sent.fetch_add(1, Ordering::SeqCst);
+        self.wake.notify_one();
+    }
+
+    fn sent(&self) -> usize {
+        self.sent.load(Ordering::SeqCst)
+    }
+}
 
 /// Starts the worker; the returned handle completes when every sentence was spoken (or on cancel).
 pub fn spawn_worker(
@@ -51,17 +76,23 @@ pub fn spawn_worker(
                 (text, r)
             })
         };
+        let playback = speech.playback.clone();
         loop {
+            // `spoken` counts sentences pushed to the run; the listener has sent `sent` of them.
+            let ahead = spoken.saturating_sub(playback.sent());
             if current.is_none()
+                && ahead < AHEAD
                 && let Some(next) = queue.pop_front()
             {
                 current = Some(synth(next));
             }
-            if deltas_done && current.is_none() {
+            if deltas_done && current.is_none() && queue.is_empty() {
                 break;
             }
+            let waiting = current.is_none() && !queue.is_empty();
             tokio::select! {
                 _ = cancel.cancelled() => return,
+                _ = playback.wake.notified(), if waiting => {}
                 d = deltas.recv(), if !deltas_done && queue.len() < SENTENCE_QUEUE => {
                     match d {
                         Some(d) => queue.extend(seg.push(&d)),
@@ -77,6 +108,7 @@ pub fn spawn_worker(
                         Ok(audio) => {
                             first.get_or_insert_with(|| started.elapsed().as_secs_f64());
                             spoken += 1;
+                            let audio = crate::agent::events::AudioData::new(audio);
                             run.push(AgentEvent::Audio { text, audio, mime: speech.tts.mime().to_string() });
                         }
                         // As AstrBot: a sentence that cannot be spoken is skipped, the rest still is.

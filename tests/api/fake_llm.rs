@@ -59,6 +59,8 @@ pub struct Inner {
     pub transcribed: Mutex<Vec<usize>>,
     /// Speech requests cancelled before they were answered.
     pub speech_abandoned: AtomicUsize,
+    /// Extra silence (bytes of PCM) appended to each speech answer, for tests that need big audio.
+    pub speech_padding: AtomicUsize,
 }
 
 #[derive(Clone)]
@@ -273,6 +275,7 @@ async fn speech(State(inner): State<Arc<Inner>>, axum::Json(body): axum::Json<Va
     let text = body["input"].as_str().unwrap_or("").to_string();
     inner.speech_inputs.lock().unwrap().push(text.clone());
     let delay = *inner.speech_delay.lock().unwrap();
+    let padding = inner.speech_padding.load(Ordering::SeqCst);
     // Headers at once, audio after the delay: a client that gives up drops the body stream,
     // which the guard counts.
     let guard = SpeechGuard { inner: inner.clone(), done: false };
@@ -281,7 +284,15 @@ async fn speech(State(inner): State<Arc<Inner>>, axum::Json(body): axum::Json<Va
         tokio::time::sleep(delay).await;
         guard.done = true;
         drop(guard);
-        Some((Ok::<Bytes, std::io::Error>(Bytes::from(fake_wav(&text))), None))
+        let wav = if padding == 0 {
+            fake_wav(&text)
+        } else {
+            let wav = astrgate::voice::wav::parse(&fake_wav(&text)).unwrap();
+            let mut pcm = astrgate::voice::wav::samples_to_bytes(&wav.samples);
+            pcm.resize(pcm.len() + padding, 0);
+            astrgate::voice::wav::pcm16_to_wav(&pcm, 16_000, 1)
+        };
+        Some((Ok::<Bytes, std::io::Error>(Bytes::from(wav)), None))
     });
     Response::builder().header("content-type", "audio/wav").body(Body::from_stream(s)).unwrap()
 }

@@ -54,6 +54,17 @@ async fn live(app: &TestApp, key: &str, user: &str) -> WsClient {
     ws_connect(app, &format!("/api/v1/live/ws?api_key={key}&username={user}"), &[]).await
 }
 
+/// A Live client with a small, fixed receive window (no autotuning), like a phone on a bad link:
+/// what it does not read soon stops the server's writes.
+async fn small_window_live(app: &TestApp, key: &str, user: &str) -> WsClient {
+    let tcp = tokio::net::TcpSocket::new_v4().unwrap();
+    tcp.set_recv_buffer_size(16 * 1024).unwrap();
+    let tcp = tcp.connect(app.addr).await.unwrap();
+    let url = format!("ws://{}/api/v1/live/ws?api_key={key}&username={user}", app.addr);
+    let (ws, _) = tokio_tungstenite::client_async(url, tokio_tungstenite::MaybeTlsStream::Plain(tcp)).await.unwrap();
+    WsClient { ws }
+}
+
 #[tokio::test]
 async fn a_spoken_turn_with_espeak_and_pocketsphinx() {
     let fake = FakeLlm::start().await;
@@ -388,13 +399,7 @@ async fn a_client_that_stops_reading_is_disconnected() {
         delay: Duration::ZERO,
         first_delay: Duration::ZERO,
     });
-    // A client with a small, fixed receive window (no autotuning), like a phone on a bad link.
-    let tcp = tokio::net::TcpSocket::new_v4().unwrap();
-    tcp.set_recv_buffer_size(16 * 1024).unwrap();
-    let tcp = tcp.connect(app.addr).await.unwrap();
-    let url = format!("ws://{}/api/v1/live/ws?api_key={key}&username=slow", app.addr);
-    let (ws, _) = tokio_tungstenite::client_async(url, tokio_tungstenite::MaybeTlsStream::Plain(tcp)).await.unwrap();
-    let mut ws = WsClient { ws };
+    let mut ws = small_window_live(&app, &key, "slow").await;
     ws.send(json!({"t": "text_input", "text": "flood me"})).await;
     // The client reads nothing from now on.
     let sid = eventually(|| async {
@@ -430,6 +435,30 @@ async fn a_client_that_stops_reading_is_disconnected() {
         }
     }
     assert!(frames < 4_000, "{frames} frames");
+}
+
+#[tokio::test]
+async fn speech_is_synthesised_only_a_little_ahead_of_a_slow_listener() {
+    let (app, fake, key) = fake_voice_app("[live]\nmin_sentence_chars = 1\n").await;
+    // 60 sentences, ~400 KB of base64 audio each: 24 MB in all, far more than the socket buffers hold.
+    fake.inner.speech_padding.store(300_000, std::sync::atomic::Ordering::SeqCst);
+    let sentences: Vec<String> = (0..60).map(|i| format!("Sentence number {i}. ")).collect();
+    let words: Vec<&str> = sentences.iter().map(String::as_str).collect();
+    fake.push(Reply::Chunks { chunks: tokens(&words), delay: Duration::ZERO, first_delay: Duration::ZERO });
+    // A listener that reads nothing for a while.
+    let mut ws = small_window_live(&app, &key, "slow").await;
+    ws.send(json!({"t": "text_input", "text": "read me a long story"})).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let synthesised = fake.inner.speech_inputs.lock().unwrap().len();
+    assert!(synthesised < 40, "{synthesised} of 60 sentences synthesised for a listener that read nothing");
+    // Once the listener reads, every sentence arrives, in order.
+    let frames = ws.until(|f| f["t"] == "end").await;
+    let spoken: Vec<&str> =
+        frames.iter().filter(|f| f["t"] == "bot_text_chunk").map(|f| f["data"]["text"].as_str().unwrap()).collect();
+    let want: Vec<&str> = sentences.iter().map(|s| s.trim()).collect();
+    assert_eq!(spoken, want);
+    assert_eq!(frames.iter().filter(|f| f["t"] == "response").count(), 60);
+    assert_eq!(fake.inner.speech_inputs.lock().unwrap().len(), 60);
 }
 
 #[tokio::test]
