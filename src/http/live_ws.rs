@@ -427,6 +427,9 @@ impl Conn {
                 else {
                     return chat_error(&self.out, "INVALID_MESSAGE_FORMAT", "session_id is required", None);
                 };
+                let bind_key = sid.clone();
+                // Binds refused by their ownership check have ended; they do not count.
+                self.binds.retain(|_, t| !t.is_finished());
                 if !self.binds.contains_key(&sid) && self.binds.len() >= MAX_BINDS {
                     return chat_error(
                         &self.out,
@@ -435,32 +438,32 @@ impl Conn {
                         None,
                     );
                 }
-                match own_session(&self.state, &sid, &self.username).await {
-                    Ok(true) => {}
-                    Ok(false) => {
-                        return chat_error(&self.out, "SESSION_ERROR", "session_id belongs to another username", None);
-                    }
-                    Err(e) => {
-                        tracing::error!(error = %e, "bind: reading the session failed");
-                        return chat_error(&self.out, "PROCESSING_ERROR", "Internal server error", None);
-                    }
-                }
                 let mut r = [0u8; 8];
                 crate::util::fill_random(&mut r);
                 let sub_id = format!("ws_sub_{}", hex::encode(r));
+                // Subscribed now, so nothing pushed meanwhile is missed; the ownership check reads
+                // the store in the bind's own task, never in this receive loop.
                 let rx = self.state.bus.subscribe(&sid);
-                let task = tokio::spawn(forward_pushes(
-                    self.state.clone(),
-                    self.username.clone(),
-                    rx,
-                    self.out.clone(),
-                    sub_id.clone(),
-                ));
-                if let Some(old) = self.binds.insert(sid.clone(), task) {
+                let (state, username, out) = (self.state.clone(), self.username.clone(), self.out.clone());
+                let task = tokio::spawn(async move {
+                    match own_session(&state, &sid, &username).await {
+                        Ok(true) => {}
+                        Ok(false) => {
+                            return chat_error(&out, "SESSION_ERROR", "session_id belongs to another username", None);
+                        }
+                        Err(e) => {
+                            tracing::error!(error = %e, "bind: reading the session failed");
+                            return chat_error(&out, "PROCESSING_ERROR", "Internal server error", None);
+                        }
+                    }
+                    out.control(
+                        &json!({"ct": "chat", "type": "session_bound", "session_id": sid, "message_id": sub_id}),
+                    );
+                    forward_pushes(state, username, rx, out, sub_id).await;
+                });
+                if let Some(old) = self.binds.insert(bind_key, task) {
                     old.abort();
                 }
-                self.out
-                    .control(&json!({"ct": "chat", "type": "session_bound", "session_id": sid, "message_id": sub_id}));
             }
             "interrupt" => {
                 let target = f.get("message_id").and_then(Value::as_str).map(str::to_string);
