@@ -17,6 +17,13 @@ WORK=$(mktemp -d)
 UP_PORT=18080
 GW_PORT=18081
 PACED_PORT=18082
+# A stale server on one of these ports would silently take the place of ours and skew every number.
+for port in $UP_PORT $GW_PORT $PACED_PORT; do
+  if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+    echo "bench: port $port is already in use; stop whatever listens there first" >&2
+    exit 1
+  fi
+done
 PIDS=()
 cleanup() {
   for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
