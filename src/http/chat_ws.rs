@@ -34,7 +34,7 @@ pub async fn chat_ws(
     headers: HeaderMap,
     uri: Uri,
 ) -> Response {
-    let ws = match ws::upgrade_or_426(ws, state.config.live.max_frame_bytes * 2) {
+    let ws = match ws::upgrade_or_426(ws, state.config.live.max_frame_bytes) {
         Ok(w) => w,
         Err(e) => return e.into_response(),
     };

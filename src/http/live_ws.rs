@@ -59,7 +59,7 @@ pub async fn live_v1(
     headers: HeaderMap,
     uri: Uri,
 ) -> Response {
-    let ws = match ws::upgrade_or_426(ws, state.config.live.max_frame_bytes * 2) {
+    let ws = match ws::upgrade_or_426(ws, state.config.live.max_frame_bytes) {
         Ok(w) => w,
         Err(e) => return e.into_response(),
     };
@@ -128,7 +128,7 @@ fn jwt_socket(
     uri: Uri,
     mode: Option<Mode>,
 ) -> Response {
-    let ws = match ws::upgrade_or_426(ws, state.config.live.max_frame_bytes * 2) {
+    let ws = match ws::upgrade_or_426(ws, state.config.live.max_frame_bytes) {
         Ok(w) => w,
         Err(e) => return e.into_response(),
     };

@@ -38,11 +38,14 @@ pub const CLOSE_TOO_BIG: u16 = 1009;
 /// How long a refused client gets to take its error frame and close.
 const REFUSAL_WRITE_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Maps a failed upgrade (a plain HTTP request) onto our envelope.
+/// Maps a failed upgrade (a plain HTTP request) onto our envelope. The socket buffers messages
+/// up to twice `max_frame_bytes`: those between one and two times get an error frame from the
+/// receive loop (the connection survives); larger ones end it (error frame, close 1009).
 pub fn upgrade_or_426(
     ws: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
-    max_message: usize,
+    max_frame_bytes: usize,
 ) -> Result<WebSocketUpgrade, ApiError> {
+    let max_message = max_frame_bytes.saturating_mul(2);
     match ws {
         Ok(ws) => Ok(ws
             // A small read buffer keeps idle sockets cheap; it grows for large messages.

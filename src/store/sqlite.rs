@@ -441,17 +441,7 @@ mod tests {
     use super::*;
 
     fn session(id: &str) -> SessionRecord {
-        let now = now_micros();
-        SessionRecord {
-            session_id: id.into(),
-            platform_id: "webchat".into(),
-            creator: "u".into(),
-            display_name: None,
-            is_group: false,
-            profile_id: None,
-            created_at: now,
-            updated_at: now,
-        }
+        SessionRecord::new(id, "webchat", "u")
     }
 
     fn message(session: &str, text: &str) -> NewMessage {

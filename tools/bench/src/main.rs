@@ -183,18 +183,7 @@ async fn main() -> anyhow::Result<()> {
                 use astrgate::store::*;
                 let sid = format!("s{i}");
                 let now = now_micros();
-                store
-                    .create_session(&SessionRecord {
-                        session_id: sid.clone(),
-                        platform_id: "webchat".into(),
-                        creator: "u".into(),
-                        display_name: None,
-                        is_group: false,
-                        profile_id: None,
-                        created_at: now,
-                        updated_at: now,
-                    })
-                    .await?;
+                store.create_session(&SessionRecord::new(&sid, "webchat", "u")).await?;
                 let _ = store.get_session(&sid).await?;
                 let _ = store.recent_messages(&sid, 20).await?;
                 let m = NewMessage {
