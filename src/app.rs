@@ -10,7 +10,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -44,6 +43,8 @@ pub struct AppState {
     pub shutdown: CancellationToken,
     /// Every spawned long task, so shutdown can wait for it.
     pub tasks: TaskTracker,
+    /// Open connections, capped in all and per client address.
+    pub connections: Arc<crate::server::ConnectionCounter>,
 }
 
 impl AppState {
@@ -80,6 +81,11 @@ impl AppState {
             .iter()
             .map(|p| crate::platforms::webhook::Webhook::new(p).map(|w| (p.id.clone(), w)))
             .collect::<Result<_, _>>()?;
+        let connections = crate::server::ConnectionCounter::new(crate::server::Limits {
+            header_read_timeout: Duration::from_secs(config.server.header_read_timeout_secs),
+            max_connections: config.server.max_connections,
+            max_connections_per_ip: config.server.max_connections_per_ip,
+        });
         Ok(AppState {
             config,
             store,
@@ -93,6 +99,7 @@ impl AppState {
             platforms: Arc::new(platforms),
             shutdown,
             tasks,
+            connections,
         })
     }
 
@@ -149,25 +156,12 @@ impl Server {
         let app = crate::http::router(state.clone());
         let s = state.clone();
         let join = tokio::spawn(async move {
-            let token = s.shutdown.clone();
-            // Small SSE and WebSocket writes must leave at once: without TCP_NODELAY, Nagle's
-            // algorithm meets the client's delayed ACK and every event waits ~40 ms.
-            let listener = listener.tap_io(|tcp| {
-                if let Err(e) = tcp.set_nodelay(true) {
-                    tracing::debug!(error = %e, "setting TCP_NODELAY failed");
-                }
-            });
-            let serve = axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
-                .with_graceful_shutdown(async move { token.cancelled().await });
+            let connections = TaskTracker::new();
+            crate::server::serve(listener, app, s.connections.clone(), s.shutdown.clone(), connections.clone()).await;
             let grace = Duration::from_secs(s.config.server.shutdown_grace_secs);
-            // Connections that still hang on after the grace period are dropped.
-            let drained = async {
-                s.shutdown.cancelled().await;
-                tokio::time::sleep(grace).await;
-            };
-            tokio::select! {
-                r = serve => r.context("http server")?,
-                _ = drained => tracing::warn!("shutdown grace period elapsed; closing remaining connections"),
+            connections.close();
+            if tokio::time::timeout(grace, connections.wait()).await.is_err() {
+                tracing::warn!("shutdown grace period elapsed; closing remaining connections");
             }
             s.tasks.close();
             if tokio::time::timeout(grace, s.tasks.wait()).await.is_err() {
@@ -200,6 +194,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     if !config.compat.require_api_key && !listen.ip().is_loopback() {
         tracing::warn!(%listen, "[compat] require_api_key = false on a non-loopback address: /v1/conversation and /chat are open to anyone who can reach it");
     }
+    crate::server::raise_fd_limit();
     let state = AppState::build(config, shutdown.clone()).await?;
     let listener = TcpListener::bind(listen).await.with_context(|| format!("binding {listen}"))?;
     let server = Server::start(state, listener).await?;

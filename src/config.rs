@@ -102,6 +102,15 @@ pub struct DashboardConfig {
     /// Per-client-IP token bucket for the login endpoints.
     pub login_rate_limit_burst: u32,
     pub login_rate_limit_per_sec: f64,
+    /// Failed logins allowed in a burst across all clients, and refilled per minute. When spent,
+    /// every login is refused (429) until the budget refills: guessing stays slow however many
+    /// addresses an attacker has. Tokens already issued keep working.
+    pub login_failure_budget: u32,
+    pub login_failures_per_min: u32,
+    /// Threads verifying passwords (argon2id, 19 MiB each); at most twice as many logins are
+    /// admitted at once, the rest wait up to `login_queue_wait_ms` and then get 429.
+    pub login_threads: usize,
+    pub login_queue_wait_ms: u64,
     /// Set the `Secure` attribute on the login cookie (turn on behind HTTPS).
     pub secure_cookie: bool,
 }
@@ -116,6 +125,10 @@ impl Default for DashboardConfig {
             login_failure_delay_ms: 3000,
             login_rate_limit_burst: 3,
             login_rate_limit_per_sec: 1.0,
+            login_failure_budget: 30,
+            login_failures_per_min: 30,
+            login_threads: 2,
+            login_queue_wait_ms: 2000,
             secure_cookie: false,
         }
     }
@@ -150,6 +163,17 @@ pub struct ServerConfig {
     pub max_json_body_bytes: usize,
     /// Use the first `X-Forwarded-For` address as the client IP (only behind a trusted proxy).
     pub trust_forwarded_for: bool,
+    /// A connection must send a complete request head within this time, both after connecting
+    /// and while a keep-alive connection waits for its next request (the keep-alive idle
+    /// timeout). Slow clients dribbling bytes do not reset it.
+    pub header_read_timeout_secs: u64,
+    /// A request body that sends nothing for this long is abandoned (408).
+    pub request_body_timeout_secs: u64,
+    /// Open connections (including WebSockets) in all; more are closed at once.
+    pub max_connections: usize,
+    /// Open connections from one client address; 0 = no cap (behind a reverse proxy every
+    /// client has the proxy's address).
+    pub max_connections_per_ip: usize,
 }
 
 impl Default for ServerConfig {
@@ -159,6 +183,10 @@ impl Default for ServerConfig {
             shutdown_grace_secs: 10,
             max_json_body_bytes: 2 * 1024 * 1024,
             trust_forwarded_for: false,
+            header_read_timeout_secs: 10,
+            request_body_timeout_secs: 30,
+            max_connections: 16_384,
+            max_connections_per_ip: 512,
         }
     }
 }
@@ -464,6 +492,12 @@ impl Config {
         if self.dashboard.login_rate_limit_burst == 0 || self.dashboard.login_rate_limit_per_sec <= 0.0 {
             return bad("dashboard login rate limit must be positive".into());
         }
+        if self.dashboard.login_failure_budget == 0 || self.dashboard.login_failures_per_min == 0 {
+            return bad("dashboard.login_failure_budget and login_failures_per_min must be at least 1".into());
+        }
+        if self.dashboard.login_threads == 0 {
+            return bad("dashboard.login_threads must be at least 1".into());
+        }
         if !matches!(self.logging.format.as_str(), "text" | "json") {
             return bad(format!("logging.format must be \"text\" or \"json\", got {:?}", self.logging.format));
         }
@@ -560,6 +594,12 @@ impl Config {
             && !pids.contains(profile.as_str())
         {
             return bad(format!("compat.profile refers to unknown profile {profile:?}"));
+        }
+        if self.server.header_read_timeout_secs == 0 || self.server.request_body_timeout_secs == 0 {
+            return bad("server timeouts must be at least 1 second".into());
+        }
+        if self.server.max_connections == 0 {
+            return bad("server.max_connections must be at least 1".into());
         }
         if self.runs.max_events < 16 {
             return bad("runs.max_events must be at least 16".into());

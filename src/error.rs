@@ -111,14 +111,36 @@ pub fn json_rejection(rej: JsonRejection) -> ApiError {
         JsonRejection::JsonDataError(e) => {
             ApiError::bad_request(format!("Invalid request body: {}", capped(&e.body_text_inner())))
         }
-        JsonRejection::BytesRejection(e) => {
-            if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "Request body too large")
-            } else {
-                ApiError::bad_request("Failed to read request body")
-            }
-        }
+        JsonRejection::BytesRejection(e) => body_error(e.status(), &e),
         other => ApiError::bad_request(other.body_text()),
+    }
+}
+
+/// A request body that could not be read: stalled past `[server] request_body_timeout_secs`
+/// (408), over the route's limit (413), or broken off (400).
+pub fn body_error(status: StatusCode, e: &(dyn std::error::Error + 'static)) -> ApiError {
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = cur {
+        if err.is::<tower_http::timeout::TimeoutError>() {
+            return ApiError::new(StatusCode::REQUEST_TIMEOUT, "Request body timed out");
+        }
+        cur = err.source();
+    }
+    if status == StatusCode::PAYLOAD_TOO_LARGE {
+        ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "Request body too large")
+    } else {
+        ApiError::bad_request("Failed to read request body")
+    }
+}
+
+/// The raw request body (within the route's `DefaultBodyLimit`), with [`body_error`]'s rejections.
+pub struct RawBody(pub bytes::Bytes);
+
+impl<S: Send + Sync> FromRequest<S> for RawBody {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        bytes::Bytes::from_request(req, state).await.map(RawBody).map_err(|e| body_error(e.status(), &e))
     }
 }
 

@@ -15,6 +15,7 @@ pub mod error;
 pub mod http;
 pub mod platforms;
 pub mod providers;
+pub mod server;
 pub mod store;
 pub mod telemetry;
 pub mod util;

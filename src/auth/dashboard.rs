@@ -11,8 +11,8 @@ use std::time::Duration;
 use secrecy::ExposeSecret;
 
 use super::jwt::JwtKeys;
-use super::password;
-use super::rate_limit::LoginLimiter;
+use super::password::{self, VerifierPool, VerifyError};
+use super::rate_limit::{Budget, LoginLimiter};
 use crate::config::DashboardConfig;
 use crate::store::Store;
 
@@ -24,6 +24,9 @@ pub struct DashboardAuth {
     password_hash: Arc<str>,
     pub jwt: JwtKeys,
     pub limiter: LoginLimiter,
+    /// Failed logins across all clients.
+    pub failures: Budget,
+    verifiers: VerifierPool,
     pub failure_delay: Duration,
     pub token_ttl: Duration,
     pub secure_cookie: bool,
@@ -72,19 +75,30 @@ impl DashboardAuth {
             password_hash: password_hash.into(),
             jwt: JwtKeys::new(secret.as_bytes()),
             limiter: LoginLimiter::new(cfg.login_rate_limit_burst, cfg.login_rate_limit_per_sec),
+            failures: Budget::new(cfg.login_failure_budget, f64::from(cfg.login_failures_per_min) / 60.0),
+            verifiers: VerifierPool::new(cfg.login_threads, Duration::from_millis(cfg.login_queue_wait_ms))?,
             failure_delay: Duration::from_millis(cfg.login_failure_delay_ms),
             token_ttl: Duration::from_secs(u64::from(cfg.token_ttl_days) * 86_400),
             secure_cookie: cfg.secure_cookie,
         })
     }
 
-    /// Checks the credentials. argon2 runs on the blocking pool and always runs, even for a
-    /// wrong username, so timing does not reveal which part was wrong.
-    pub async fn verify(&self, username: &str, password: &str) -> bool {
-        let hash = self.password_hash.clone();
-        let pw = password.to_string();
-        let ok_pw = tokio::task::spawn_blocking(move || password::verify_password(&pw, &hash)).await.unwrap_or(false);
-        ok_pw && username == self.username
+    /// Checks the credentials on the verifier pool. argon2 always runs, even for a wrong
+    /// username, so timing does not reveal which part was wrong. The caller reserved one token
+    /// of the global failure budget for this attempt; it is given back unless the attempt fails.
+    pub async fn verify(&self, username: &str, password: &str) -> Result<bool, VerifyError> {
+        let result = self.verifiers.verify(password, self.password_hash.clone()).await;
+        let ok = match result {
+            Ok(pw_ok) => pw_ok && username == self.username,
+            Err(e) => {
+                self.failures.refund();
+                return Err(e);
+            }
+        };
+        if ok {
+            self.failures.refund();
+        }
+        Ok(ok)
     }
 
     /// A token for `username` valid for the configured lifetime.

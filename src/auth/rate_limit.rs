@@ -1,4 +1,5 @@
-//! Per-client-IP token buckets for the login endpoints.
+//! Token buckets for the login endpoints: one per client address, and one global budget of
+//! failed logins (an attacker with many addresses still gets only so many guesses a minute).
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -49,10 +50,68 @@ impl LoginLimiter {
     }
 }
 
+/// A single token bucket: `burst` tokens, refilled at `per_sec`.
+#[derive(Debug)]
+pub struct Budget {
+    burst: f64,
+    per_sec: f64,
+    state: Mutex<(f64, Instant)>,
+}
+
+impl Budget {
+    pub fn new(burst: u32, per_sec: f64) -> Self {
+        Self { burst: f64::from(burst), per_sec, state: Mutex::new((f64::from(burst), Instant::now())) }
+    }
+
+    fn refill(&self, now: Instant) -> std::sync::MutexGuard<'_, (f64, Instant)> {
+        let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        s.0 = (s.0 + now.duration_since(s.1).as_secs_f64() * self.per_sec).min(self.burst);
+        s.1 = now;
+        s
+    }
+
+    /// Takes one token; false when none is left.
+    pub fn try_take(&self) -> bool {
+        let mut s = self.refill(Instant::now());
+        if s.0 >= 1.0 {
+            s.0 -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+
+    /// Gives a token back (the attempt it was reserved for did not fail).
+    pub fn refund(&self) {
+        let mut s = self.refill(Instant::now());
+        s.0 = (s.0 + 1.0).min(self.burst);
+    }
+
+    /// Seconds until a token is available again.
+    pub fn retry_after_secs(&self) -> u64 {
+        let s = self.refill(Instant::now());
+        if s.0 >= 1.0 { 0 } else { ((1.0 - s.0) / self.per_sec).ceil().max(1.0) as u64 }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::time::Duration;
+
+    #[test]
+    fn a_budget_is_spent_then_refills() {
+        let b = Budget::new(2, 1000.0);
+        assert!(b.try_take() && b.try_take());
+        std::thread::sleep(Duration::from_millis(5));
+        assert!(b.try_take());
+        let slow = Budget::new(1, 0.5);
+        assert!(slow.try_take());
+        assert!(!slow.try_take());
+        assert_eq!(slow.retry_after_secs(), 2);
+        slow.refund();
+        assert!(slow.try_take());
+    }
 
     #[test]
     fn burst_then_refill() {

@@ -3,7 +3,6 @@
 //! Bodies, key object fields and error texts follow AstrBot (notes §3.4); validation errors are
 //! 400 and an unknown key is 404. The raw key appears exactly once, in the create response.
 
-use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::response::Response;
 use serde_json::{Map, Value, json};
@@ -11,7 +10,7 @@ use serde_json::{Map, Value, json};
 use crate::app::AppState;
 use crate::auth::Scope;
 use crate::auth::caller::Caller;
-use crate::error::{ApiError, ApiResult, ok};
+use crate::error::{ApiError, ApiResult, RawBody, ok};
 use crate::store::{ApiKeyRecord, now_micros};
 use crate::util::iso_local;
 
@@ -116,7 +115,7 @@ pub fn parse_scopes(v: Option<&Value>) -> Result<Vec<Scope>, ApiError> {
 }
 
 /// The body as a JSON object; an empty body is `{}`.
-fn body_object(body: &Bytes) -> Result<Map<String, Value>, ApiError> {
+fn body_object(body: &[u8]) -> Result<Map<String, Value>, ApiError> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(Map::new());
     }
@@ -127,7 +126,7 @@ fn body_object(body: &Bytes) -> Result<Map<String, Value>, ApiError> {
     }
 }
 
-pub async fn create(State(state): State<AppState>, caller: Caller, body: Bytes) -> ApiResult {
+pub async fn create(State(state): State<AppState>, caller: Caller, RawBody(body): RawBody) -> ApiResult {
     let req = parse_create(&body_object(&body)?)?;
     let created_by = caller.dashboard_username().unwrap_or("dashboard").to_string();
     let (rec, raw) = state.keys.create(&req.name, &req.scopes, req.expires_in_days, &created_by).await?;
@@ -153,7 +152,7 @@ async fn do_delete(state: &AppState, key_id: &str) -> ApiResult {
     Ok(ok(json!({})))
 }
 
-fn key_id_from_body(body: &Bytes) -> Result<String, ApiError> {
+fn key_id_from_body(body: &[u8]) -> Result<String, ApiError> {
     match body_object(body)?.get("key_id") {
         Some(Value::String(s)) if !s.trim().is_empty() => Ok(s.trim().to_string()),
         _ => Err(ApiError::bad_request("Missing key: key_id")),
@@ -168,11 +167,11 @@ pub async fn delete(State(state): State<AppState>, _c: Caller, Path(key_id): Pat
     do_delete(&state, &key_id).await
 }
 
-pub async fn revoke_by_body(State(state): State<AppState>, _c: Caller, body: Bytes) -> ApiResult<Response> {
+pub async fn revoke_by_body(State(state): State<AppState>, _c: Caller, RawBody(body): RawBody) -> ApiResult<Response> {
     do_revoke(&state, &key_id_from_body(&body)?).await
 }
 
-pub async fn delete_by_body(State(state): State<AppState>, _c: Caller, body: Bytes) -> ApiResult<Response> {
+pub async fn delete_by_body(State(state): State<AppState>, _c: Caller, RawBody(body): RawBody) -> ApiResult<Response> {
     do_delete(&state, &key_id_from_body(&body)?).await
 }
 

@@ -22,21 +22,40 @@ pub async fn login(State(state): State<AppState>, req: Request) -> Response {
         req.extensions().get::<ConnectInfo<SocketAddr>>(),
         state.config.server.trust_forwarded_for,
     );
-    if !state.dashboard.limiter.try_acquire(ip) {
-        return ApiError::new(StatusCode::TOO_MANY_REQUESTS, texts::LOGIN_RATE_LIMITED).into_response();
+    let d = &state.dashboard;
+    if !d.limiter.try_acquire(ip) {
+        return rate_limited(1);
     }
     let body = match axum::body::to_bytes(req.into_body(), 64 * 1024).await {
         Ok(b) => b,
-        Err(_) => return ApiError::bad_request("Invalid request payload").into_response(),
+        Err(e) => {
+            let e = crate::error::body_error(StatusCode::BAD_REQUEST, &e);
+            if e.status == StatusCode::REQUEST_TIMEOUT {
+                return e.into_response();
+            }
+            return ApiError::bad_request("Invalid request payload").into_response();
+        }
     };
     let Some((username, password)) = parse_credentials(&body) else {
         return ApiError::bad_request("Invalid request payload").into_response();
     };
-    let d = &state.dashboard;
-    if !d.verify(&username, &password).await {
-        tracing::warn!(client.ip = %ip, "dashboard login failed");
-        tokio::time::sleep(d.failure_delay).await;
-        return ApiError::unauthorized(texts::LOGIN_FAILED).into_response();
+    // Every attempt reserves a token of the global failure budget before any work (given back
+    // unless it fails): once spent, guessing stops for everyone until it refills, however many
+    // addresses the guesses come from.
+    if !d.failures.try_take() {
+        return rate_limited(d.failures.retry_after_secs());
+    }
+    match d.verify(&username, &password).await {
+        Ok(true) => {}
+        Ok(false) => {
+            tracing::warn!(client.ip = %ip, "dashboard login failed");
+            tokio::time::sleep(d.failure_delay).await;
+            return ApiError::unauthorized(texts::LOGIN_FAILED).into_response();
+        }
+        Err(_) => {
+            tracing::warn!(client.ip = %ip, "dashboard login refused: verifiers busy");
+            return rate_limited(1);
+        }
     }
     let token = d.issue(&username);
     let mut res = ok(json!({
@@ -52,6 +71,12 @@ pub async fn login(State(state): State<AppState>, req: Request) -> Response {
     if let Ok(v) = HeaderValue::from_str(&cookie) {
         res.headers_mut().insert(header::SET_COOKIE, v);
     }
+    res
+}
+
+fn rate_limited(retry_after: u64) -> Response {
+    let mut res = ApiError::new(StatusCode::TOO_MANY_REQUESTS, texts::LOGIN_RATE_LIMITED).into_response();
+    res.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(retry_after));
     res
 }
 

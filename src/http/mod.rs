@@ -102,7 +102,11 @@ pub fn router(state: AppState) -> Router {
         app = app.route(path, route.route_layer(from_fn_with_state((state.clone(), req), require_scope)));
     }
 
-    app = app.layer(axum::extract::DefaultBodyLimit::max(state.config.server.max_json_body_bytes));
+    app = app.layer(axum::extract::DefaultBodyLimit::max(state.config.server.max_json_body_bytes)).layer(
+        tower_http::timeout::RequestBodyTimeoutLayer::new(Duration::from_secs(
+            state.config.server.request_body_timeout_secs,
+        )),
+    );
     let sensitive: [HeaderName; 3] = [header::AUTHORIZATION, header::COOKIE, HeaderName::from_static("x-api-key")];
     app.fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)

@@ -13,6 +13,7 @@ mod compat;
 mod dashboard;
 mod errors;
 mod files;
+mod hardening;
 mod im;
 mod live;
 mod ws;
