@@ -90,6 +90,7 @@ pub async fn discard(store: &dyn Store, dir: &Path, rec: &AttachmentRecord) {
 pub async fn save_bytes(
     store: &dyn Store,
     dir: &Path,
+    owner: &str,
     name: &str,
     declared_mime: &str,
     bytes: &[u8],
@@ -111,6 +112,7 @@ pub async fn save_bytes(
         size: bytes.len() as i64,
         sha256: hex::encode(Sha256::digest(bytes)),
         created_at: now_micros(),
+        owner: Some(owner.to_string()),
     };
     if let Err(e) = store.insert_attachment(&rec).await {
         let _ = tokio::fs::remove_file(dir.join(&stored)).await;

@@ -53,6 +53,9 @@ pub enum KeysCommand {
         scopes: Option<Vec<String>>,
         #[arg(long)]
         expires_in_days: Option<i64>,
+        /// Bind the key to one username: it may then act only as that user.
+        #[arg(long)]
+        username: Option<String>,
     },
     /// List keys (never the secrets).
     List,
@@ -127,7 +130,7 @@ async fn run(command: Option<Command>, config: Config, config_path: Option<PathB
 async fn keys(command: KeysCommand, config: Config) -> anyhow::Result<()> {
     let state = AppState::build(config, CancellationToken::new()).await?;
     match command {
-        KeysCommand::Create { name, scopes, expires_in_days } => {
+        KeysCommand::Create { name, scopes, expires_in_days, username } => {
             let scopes = match scopes {
                 None => Scope::ALL.to_vec(),
                 Some(list) => {
@@ -141,7 +144,7 @@ async fn keys(command: KeysCommand, config: Config) -> anyhow::Result<()> {
             {
                 anyhow::bail!("expires_in_days must be greater than 0");
             }
-            let (rec, raw) = state.keys.create(&name, &scopes, expires_in_days, "cli").await?;
+            let (rec, raw) = state.keys.create(&name, &scopes, expires_in_days, username.as_deref(), "cli").await?;
             println!("key_id  {}", rec.key_id);
             println!("name    {}", rec.name);
             println!("scopes  {}", rec.scopes.join(","));

@@ -7,6 +7,7 @@
 
 use serde_json::{Value, json};
 
+use crate::auth::Caller;
 use crate::store::{AttachmentRecord, Store, StoreError};
 
 pub const EMPTY_MESSAGE: &str = "Message content is empty (reply only is not allowed)";
@@ -147,12 +148,14 @@ pub enum Resolved {
 }
 
 /// Checks replies (same session only) and attachments against the store.
-/// Looks up every referenced message and attachment. An attachment whose file is gone from
-/// `attachments_dir` is `file not found: <stored name>` (AstrBot names the full path; we do not
-/// reveal server paths).
+/// Looks up every referenced message and attachment. An attachment another caller owns is
+/// `attachment not found: <id>` exactly like an unknown one, so ids reveal nothing. An
+/// attachment whose file is gone from `attachments_dir` is `file not found: <stored name>`
+/// (AstrBot names the full path; we do not reveal server paths).
 pub async fn resolve(
     store: &dyn Store,
     attachments_dir: &std::path::Path,
+    caller: &Caller,
     session_id: &str,
     parts: Vec<Part>,
 ) -> Result<Vec<Resolved>, InputError> {
@@ -173,7 +176,11 @@ pub async fn resolve(
                 Resolved::Reply { message_id, quoted: message_text(&msg.content), selected_text }
             }
             Part::Attachment { attachment_id, filename, .. } => {
-                let Some(rec) = store.get_attachment(&attachment_id).await? else {
+                let rec = store
+                    .get_attachment(&attachment_id)
+                    .await?
+                    .filter(|r| caller.may_use_attachment(r.owner.as_deref()));
+                let Some(rec) = rec else {
                     return Err(InputError::NotFound(format!("attachment not found: {attachment_id}")));
                 };
                 if !tokio::fs::try_exists(attachments_dir.join(&rec.stored_name)).await.unwrap_or(false) {

@@ -24,6 +24,8 @@ pub struct Turn {
     pub session_id: String,
     pub platform_id: String,
     pub username: String,
+    /// The owner recorded on media the run generates (the caller's owner tag).
+    pub owner: String,
     /// The stored form of the user message; `None` when the front door saved it already.
     pub user_content: Option<Value>,
     /// The model's content for the new user message (a string or OpenAI parts).
@@ -235,7 +237,7 @@ async fn drive(agent: &Agent, turn: &Turn, h: &Arc<RunHandle>) {
             if let Some(tts) = &turn.speak_reply
                 && !p.text.trim().is_empty()
             {
-                speak_reply(agent, h, tts.as_ref(), &p.text, &mut content).await;
+                speak_reply(agent, h, &turn.owner, tts.as_ref(), &p.text, &mut content).await;
             }
         }
         Err(Failure::Cancelled) => {
@@ -289,6 +291,7 @@ async fn drive(agent: &Agent, turn: &Turn, h: &Arc<RunHandle>) {
 async fn speak_reply(
     agent: &Agent,
     h: &RunHandle,
+    owner: &str,
     tts: &dyn crate::providers::tts::Tts,
     text: &str,
     content: &mut Value,
@@ -309,6 +312,7 @@ async fn speak_reply(
     match crate::attachments::save_bytes(
         agent.store.as_ref(),
         &agent.attachments_dir,
+        owner,
         &format!("reply.{ext}"),
         tts.mime(),
         &audio,

@@ -84,7 +84,9 @@ impl PromptBuilder {
                         let t = transcripts.next().cloned().unwrap_or_default();
                         out.push(json!({"type": "text", "text": format!("[Voice message {filename}, transcribed]\n{t}")}));
                     }
-                    _ if is_text_like(filename, &rec.mime_type) && (rec.size as usize) <= self.inline_max => {
+                    // Decided from what was stored (the uploader's name and the sniffed type),
+                    // never from the name a chat request gives the part.
+                    _ if is_text_like(&rec.original_name, &rec.mime_type) && (rec.size as usize) <= self.inline_max => {
                         let bytes = tokio::fs::read(self.path_of(&rec.stored_name))
                             .await
                             .map_err(|e| PromptError::Io(rec.attachment_id.clone(), e))?;

@@ -116,6 +116,7 @@ impl ApiKeys {
         name: &str,
         scopes: &[Scope],
         expires_in_days: Option<i64>,
+        username: Option<&str>,
         created_by: &str,
     ) -> StoreResult<(ApiKeyRecord, String)> {
         let raw = generate();
@@ -132,6 +133,7 @@ impl ApiKeys {
             last_used_at: None,
             expires_at: expires_in_days.map(|d| now.saturating_add(d.saturating_mul(86_400_000_000))),
             revoked_at: None,
+            username: username.map(str::to_string),
         };
         self.store.insert_api_key(&rec).await?;
         Ok((rec, raw))

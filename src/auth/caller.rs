@@ -29,8 +29,9 @@ pub const COOKIE_NAME: &str = "astrbot_dashboard_jwt";
 pub enum Caller {
     /// Dashboard JWT: full access, acting as `username` unless a request names another user.
     Dashboard { username: String },
-    /// An API key; acts for whichever `username` the request names.
-    ApiKey { key_id: String, scopes: Vec<Scope> },
+    /// An API key; acts for whichever `username` the request names, or only for `username`
+    /// when the key is bound to one.
+    ApiKey { key_id: String, scopes: Vec<Scope>, username: Option<String> },
 }
 
 impl Caller {
@@ -49,6 +50,26 @@ impl Caller {
         match self {
             Caller::Dashboard { .. } => true,
             Caller::ApiKey { scopes, .. } => scopes.contains(&scope),
+        }
+    }
+
+    /// The owner recorded on attachments this caller uploads or generates.
+    pub fn owner_tag(&self) -> String {
+        match self {
+            Caller::Dashboard { username } => format!("user:{username}"),
+            Caller::ApiKey { key_id, .. } => format!("key:{key_id}"),
+        }
+    }
+
+    /// Whether this caller may use (download, send to a model, attach) an attachment owned by
+    /// `owner`: the dashboard may use every attachment, a key only its own. Attachments stored
+    /// before owners were recorded (`None`) stay usable as before.
+    pub fn may_use_attachment(&self, owner: Option<&str>) -> bool {
+        match self {
+            Caller::Dashboard { .. } => true,
+            Caller::ApiKey { key_id, .. } => {
+                owner.is_none_or(|o| o.strip_prefix("key:").is_some_and(|id| id == key_id))
+            }
         }
     }
 
@@ -186,7 +207,59 @@ async fn check_key(state: &AppState, raw: &str, req: Requirement) -> Result<Call
     if !scopes.contains(&scope) {
         return Err(ApiError::forbidden(texts::INSUFFICIENT_SCOPE));
     }
-    Ok(Caller::ApiKey { key_id: rec.key_id, scopes })
+    Ok(Caller::ApiKey { key_id: rec.key_id, scopes, username: rec.username })
+}
+
+/// True when the dashboard cookie is the credential this request would be authenticated by.
+fn uses_cookie(headers: &HeaderMap, query: Option<&str>) -> bool {
+    let q = Some((query_param(query, "api_key"), query_param(query, "key")));
+    matches!(find_credential(headers, &q), Some(Credential::Cookie(_)))
+}
+
+/// Cross-site request forgery guard for requests authenticated by the dashboard cookie.
+///
+/// A browser attaches the cookie to requests that other pages make — including pages on another
+/// port of the same host, which `SameSite` treats as the same site. So a state-changing request
+/// carried by the cookie must come from our own origin: `Sec-Fetch-Site` (when sent) must be
+/// `same-origin` or `none`, `Origin` (when sent) must name the host the request was sent to, and
+/// a body must be JSON (multipart for uploads): `text/plain` and form bodies, which any page can
+/// send without a CORS preflight, are refused with 415. Reads (GET/HEAD) are not checked.
+pub fn check_cookie_request(req: &Request, trust_forwarded: bool) -> Result<(), ApiError> {
+    use axum::http::{Method, StatusCode, header};
+    if matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS) {
+        return Ok(());
+    }
+    let h = req.headers();
+    let cross_site = || ApiError::forbidden("Cross-site request refused");
+    if let Some(site) = header_str(h, "sec-fetch-site")
+        && !matches!(site.trim(), "same-origin" | "none")
+    {
+        return Err(cross_site());
+    }
+    if let Some(origin) = header_str(h, "origin") {
+        let authority = origin.trim().split_once("://").map(|(_, a)| a.trim_end_matches('/'));
+        let host = header_str(h, "host");
+        let fwd = if trust_forwarded { header_str(h, "x-forwarded-host") } else { None };
+        let same =
+            authority.is_some_and(|a| [host, fwd].into_iter().flatten().any(|hh| hh.trim().eq_ignore_ascii_case(a)));
+        if !same {
+            return Err(cross_site());
+        }
+    }
+    let has_body =
+        header_str(h, "content-length").is_some_and(|l| l.trim() != "0") || h.contains_key(header::TRANSFER_ENCODING);
+    if has_body {
+        let ct = header_str(h, "content-type").unwrap_or_default();
+        let essence = ct.split(';').next().unwrap_or_default().trim().to_ascii_lowercase();
+        let upload = req.uri().path() == "/api/v1/file" && essence == "multipart/form-data";
+        if essence != "application/json" && !upload {
+            return Err(ApiError::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "Unsupported Media Type: requests authenticated by the dashboard cookie must send application/json",
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Route layer for scoped `/api/v1` routes.
@@ -195,6 +268,9 @@ pub async fn require_scope(
     mut req: Request,
     next: Next,
 ) -> Result<Response, ApiError> {
+    if uses_cookie(req.headers(), req.uri().query()) {
+        check_cookie_request(&req, state.config.server.trust_forwarded_for)?;
+    }
     let caller = authenticate(&state, req.headers(), req.uri().query(), req_kind).await?;
     tracing::Span::current().record("caller", tracing::field::display(caller.label()));
     req.extensions_mut().insert(Authorized(caller));
@@ -209,10 +285,12 @@ pub async fn require_dashboard(
     next: Next,
 ) -> Result<Response, ApiError> {
     let headers = req.headers();
-    let token = header_str(headers, "authorization")
-        .and_then(|a| a.trim().strip_prefix("Bearer "))
-        .map(str::trim)
-        .or_else(|| cookie(headers, COOKIE_NAME));
+    let bearer = header_str(headers, "authorization").and_then(|a| a.trim().strip_prefix("Bearer ")).map(str::trim);
+    if bearer.is_none() && cookie(headers, COOKIE_NAME).is_some() {
+        check_cookie_request(&req, state.config.server.trust_forwarded_for)?;
+    }
+    let headers = req.headers();
+    let token = bearer.or_else(|| cookie(headers, COOKIE_NAME));
     let Some(token) = token else {
         return Err(ApiError::unauthorized(texts::DASH_UNAUTHORIZED));
     };
@@ -232,9 +310,12 @@ pub async fn require_dashboard(
 /// deployments, in which case callers act as the anonymous key `compat`.
 pub async fn require_compat(State(state): State<AppState>, mut req: Request, next: Next) -> Result<Response, ApiError> {
     let caller = if state.config.compat.require_api_key {
+        if uses_cookie(req.headers(), req.uri().query()) {
+            check_cookie_request(&req, state.config.server.trust_forwarded_for)?;
+        }
         authenticate(&state, req.headers(), req.uri().query(), Requirement::Scope(Scope::Chat)).await?
     } else {
-        Caller::ApiKey { key_id: "compat".into(), scopes: vec![Scope::Chat] }
+        Caller::ApiKey { key_id: "compat".into(), scopes: vec![Scope::Chat], username: None }
     };
     req.extensions_mut().insert(Authorized(caller));
     Ok(next.run(req).await)

@@ -18,10 +18,11 @@ const DEFAULT_NAME: &str = "Untitled API Key";
 const MAX_NAME_CHARS: usize = 255;
 const MAX_EXPIRES_DAYS: i64 = 36_500;
 
-/// The key object as AstrBot renders it (timestamps in the server's local offset).
+/// The key object as AstrBot renders it (timestamps in the server's local offset), plus
+/// `username` for keys bound to one.
 pub fn key_json(k: &ApiKeyRecord) -> Value {
     let now = now_micros();
-    json!({
+    let mut v = json!({
         "key_id": k.key_id,
         "name": k.name,
         "key_prefix": k.key_prefix,
@@ -34,7 +35,11 @@ pub fn key_json(k: &ApiKeyRecord) -> Value {
         "revoked_at": k.revoked_at.map(iso_local),
         "is_revoked": k.revoked_at.is_some(),
         "is_expired": k.expires_at.is_some_and(|e| e <= now),
-    })
+    });
+    if let Some(u) = &k.username {
+        v["username"] = json!(u);
+    }
+    v
 }
 
 pub async fn list(State(state): State<AppState>, _caller: Caller) -> ApiResult {
@@ -48,6 +53,8 @@ pub struct CreateRequest {
     pub name: String,
     pub scopes: Vec<Scope>,
     pub expires_in_days: Option<i64>,
+    /// Binds the key to one username.
+    pub username: Option<String>,
 }
 
 /// Validates a create body with AstrBot's texts. An empty body means all defaults.
@@ -75,7 +82,16 @@ pub fn parse_create(body: &Map<String, Value>) -> Result<CreateRequest, ApiError
             Some(d)
         }
     };
-    Ok(CreateRequest { name, scopes, expires_in_days })
+    let username = match body.get("username") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(s)) if s.trim().is_empty() => return Err(ApiError::bad_request("username is empty")),
+        Some(Value::String(s)) if s.trim().chars().count() > MAX_NAME_CHARS => {
+            return Err(ApiError::bad_request(format!("username is too long (max {MAX_NAME_CHARS} characters)")));
+        }
+        Some(Value::String(s)) => Some(s.trim().to_string()),
+        Some(_) => return Err(ApiError::bad_request("username must be a string")),
+    };
+    Ok(CreateRequest { name, scopes, expires_in_days, username })
 }
 
 /// Integers, integral floats and integer strings (pydantic's lax mode accepts these too).
@@ -129,7 +145,8 @@ fn body_object(body: &[u8]) -> Result<Map<String, Value>, ApiError> {
 pub async fn create(State(state): State<AppState>, caller: Caller, RawBody(body): RawBody) -> ApiResult {
     let req = parse_create(&body_object(&body)?)?;
     let created_by = caller.dashboard_username().unwrap_or("dashboard").to_string();
-    let (rec, raw) = state.keys.create(&req.name, &req.scopes, req.expires_in_days, &created_by).await?;
+    let (rec, raw) =
+        state.keys.create(&req.name, &req.scopes, req.expires_in_days, req.username.as_deref(), &created_by).await?;
     tracing::info!(key.id = %rec.key_id, "api key created");
     let mut obj = key_json(&rec);
     obj["api_key"] = Value::String(raw);
@@ -192,7 +209,12 @@ mod tests {
         let r = parse_create(&Map::new()).ok();
         assert_eq!(
             r,
-            Some(CreateRequest { name: DEFAULT_NAME.into(), scopes: Scope::ALL.to_vec(), expires_in_days: None })
+            Some(CreateRequest {
+                name: DEFAULT_NAME.into(),
+                scopes: Scope::ALL.to_vec(),
+                expires_in_days: None,
+                username: None
+            })
         );
     }
 

@@ -144,7 +144,7 @@ pub async fn prepare(
         .unwrap_or(profile.streaming);
 
     let session_id = session_id.unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
-    let resolved = input::resolve(state.store.as_ref(), &state.prompt.attachments_dir, &session_id, parts)
+    let resolved = input::resolve(state.store.as_ref(), &state.prompt.attachments_dir, caller, &session_id, parts)
         .await
         .map_err(input_error)?;
     let transcripts = transcribe_records(state, &resolved).await?;
@@ -170,6 +170,7 @@ pub async fn prepare(
             session_id,
             platform_id: existing.map(|s| s.platform_id).unwrap_or_else(|| platform_id.to_string()),
             username,
+            owner: caller.owner_tag(),
             user_content: Some(input::stored_user_content(&resolved)),
             model_input,
             system_prompt: profile.system_prompt.clone(),

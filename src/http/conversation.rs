@@ -61,7 +61,7 @@ async fn discard_all(state: &AppState, dir: &std::path::Path, saved: &[crate::st
 
 pub async fn converse(
     State(state): State<AppState>,
-    _caller: Caller,
+    caller: Caller,
     ApiJson(body): ApiJson<Value>,
 ) -> ApiResult<Response> {
     let obj = body.as_object().ok_or_else(|| ApiError::bad_request("Invalid request body: expected a JSON object"))?;
@@ -177,7 +177,9 @@ pub async fn converse(
     // or the session turning busy meanwhile) takes its media with it.
     let mut saved = Vec::with_capacity(to_save.len());
     for (i, name, mime, bytes) in to_save {
-        match crate::attachments::save_bytes(state.store.as_ref(), &dir, &name, &mime, &bytes).await {
+        match crate::attachments::save_bytes(state.store.as_ref(), &dir, &caller.owner_tag(), &name, &mime, &bytes)
+            .await
+        {
             Ok(rec) => {
                 // The record's name is sanitised and its type comes from the bytes.
                 stored_parts[i]["attachment_id"] = json!(rec.attachment_id);
@@ -203,13 +205,14 @@ pub async fn converse(
     if let Some(g) = &group_id {
         content["group_id"] = json!(g);
     }
-    let (run, _) = match start_compat_turn(&state, &skey, "conversation", &user_id, content, model_input, &[]).await {
-        Ok(r) => r,
-        Err(e) => {
-            discard_all(&state, &dir, &saved).await;
-            return Err(e);
-        }
-    };
+    let (run, _) =
+        match start_compat_turn(&state, &caller, &skey, "conversation", &user_id, content, model_input, &[]).await {
+            Ok(r) => r,
+            Err(e) => {
+                discard_all(&state, &dir, &saved).await;
+                return Err(e);
+            }
+        };
 
     let stream = futures_util::stream::once(async move {
         let mut sub = run.subscribe(0);

@@ -41,7 +41,7 @@ impl Drop for PartialFile {
 
 pub async fn upload(
     State(state): State<AppState>,
-    _caller: Caller,
+    caller: Caller,
     headers: HeaderMap,
     multipart: Result<Multipart, axum::extract::multipart::MultipartRejection>,
 ) -> ApiResult<Response> {
@@ -96,6 +96,7 @@ pub async fn upload(
             size: size as i64,
             sha256: hex::encode(hasher.finalize()),
             created_at: now_micros(),
+            owner: Some(caller.owner_tag()),
         };
         state.store.insert_attachment(&rec).await?;
         guard.0 = None;
@@ -126,11 +127,33 @@ fn multipart_error(e: axum::extract::multipart::MultipartError) -> ApiError {
 /// Characters escaped in the RFC 5987 `filename*` parameter.
 const ATTR: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'.').remove(b'_').remove(b'~');
 
-/// `inline; filename="ascii fallback"; filename*=UTF-8''percent-encoded`.
-pub fn content_disposition(name: &str) -> String {
+/// `<disposition>; filename="ascii fallback"; filename*=UTF-8''percent-encoded`.
+pub fn content_disposition(disposition: &str, name: &str) -> String {
     let fallback: String =
         name.chars().map(|c| if c.is_ascii_graphic() && c != '"' && c != '\\' || c == ' ' { c } else { '_' }).collect();
-    format!("inline; filename=\"{fallback}\"; filename*=UTF-8''{}", utf8_percent_encode(name, ATTR))
+    format!("{disposition}; filename=\"{fallback}\"; filename*=UTF-8''{}", utf8_percent_encode(name, ATTR))
+}
+
+/// How a stored file is served: its own type inline when it is passive (a browser only displays
+/// it: raster images, audio, video, PDF, plain text); anything else — HTML, SVG, XML, scripts,
+/// unknown types — as a download of `application/octet-stream`, so no uploaded file can run
+/// script in our origin. Every download also carries `nosniff` and `CSP: sandbox`.
+pub fn served_as(mime: &str) -> (&str, &'static str) {
+    let essence = mime.split(';').next().unwrap_or_default().trim();
+    let passive = matches!(
+        essence,
+        "image/png"
+            | "image/jpeg"
+            | "image/gif"
+            | "image/webp"
+            | "image/bmp"
+            | "image/avif"
+            | "image/x-icon"
+            | "application/pdf"
+            | "text/plain"
+    ) || essence.starts_with("audio/")
+        || essence.starts_with("video/");
+    if passive { (mime, "inline") } else { ("application/octet-stream", "attachment") }
 }
 
 /// Parses a single `bytes=` range against `len`; `Err(())` when unsatisfiable, `Ok(None)` when
@@ -165,7 +188,7 @@ fn parse_range(h: Option<&str>, len: u64) -> Result<Option<(u64, u64)>, ()> {
 
 pub async fn download(
     State(state): State<AppState>,
-    _caller: Caller,
+    caller: Caller,
     q: Params,
     headers: HeaderMap,
 ) -> ApiResult<Response> {
@@ -178,7 +201,13 @@ pub async fn download(
     if uuid::Uuid::parse_str(id).is_err() {
         return Err(ApiError::not_found("Attachment not found"));
     }
-    let rec = state.store.get_attachment(id).await?.ok_or_else(|| ApiError::not_found("Attachment not found"))?;
+    // Another key's attachment is indistinguishable from an unknown one.
+    let rec = state
+        .store
+        .get_attachment(id)
+        .await?
+        .filter(|r| caller.may_use_attachment(r.owner.as_deref()))
+        .ok_or_else(|| ApiError::not_found("Attachment not found"))?;
     let path = open_path(&state, &rec)?;
     let mut file = tokio::fs::File::open(&path).await.map_err(|_| ApiError::not_found("File access error"))?;
     let meta = file.metadata().await.map_err(|_| ApiError::not_found("File access error"))?;
@@ -189,13 +218,16 @@ pub async fn download(
         .format("%a, %d %b %Y %H:%M:%S GMT")
         .to_string();
 
+    let (content_type, disposition) = served_as(&rec.mime_type);
     let mut builder = Response::builder()
-        .header(header::CONTENT_TYPE, &rec.mime_type)
+        .header(header::CONTENT_TYPE, content_type)
+        .header(header::X_CONTENT_TYPE_OPTIONS, "nosniff")
+        .header(header::CONTENT_SECURITY_POLICY, "sandbox")
         .header(header::ETAG, &etag)
         .header(header::LAST_MODIFIED, &last_modified)
         .header(header::ACCEPT_RANGES, "bytes")
         .header(header::CACHE_CONTROL, "private, max-age=0")
-        .header(header::CONTENT_DISPOSITION, content_disposition(&rec.original_name));
+        .header(header::CONTENT_DISPOSITION, content_disposition(disposition, &rec.original_name));
     if headers
         .get(header::IF_NONE_MATCH)
         .and_then(|v| v.to_str().ok())
@@ -259,8 +291,13 @@ mod tests {
     #[test]
     fn disposition() {
         assert_eq!(
-            content_disposition("résumé \"x\".pdf"),
+            content_disposition("inline", "résumé \"x\".pdf"),
             "inline; filename=\"r_sum_ _x_.pdf\"; filename*=UTF-8''r%C3%A9sum%C3%A9%20%22x%22.pdf"
         );
+        assert_eq!(served_as("image/png"), ("image/png", "inline"));
+        assert_eq!(served_as("text/plain; charset=utf-8"), ("text/plain; charset=utf-8", "inline"));
+        for active in ["text/html", "image/svg+xml", "application/xml", "text/javascript", "application/x-foo"] {
+            assert_eq!(served_as(active), ("application/octet-stream", "attachment"), "{active}");
+        }
     }
 }

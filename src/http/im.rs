@@ -53,7 +53,7 @@ pub fn parse_umo(umo: &str) -> Result<Umo, String> {
 
 pub async fn send_message(
     State(state): State<AppState>,
-    _caller: Caller,
+    caller: Caller,
     ApiJson(body): ApiJson<Value>,
 ) -> ApiResult<Response> {
     let obj = body.as_object().ok_or_else(|| ApiError::bad_request("Invalid request body: expected a JSON object"))?;
@@ -78,7 +78,7 @@ pub async fn send_message(
         Some((user, sid)) if webchat => (Some(user.to_string()), sid.to_string()),
         _ => (None, umo.session.clone()),
     };
-    let resolved = input::resolve(state.store.as_ref(), &state.prompt.attachments_dir, &session_id, parts)
+    let resolved = input::resolve(state.store.as_ref(), &state.prompt.attachments_dir, &caller, &session_id, parts)
         .await
         .map_err(input_error)?;
     let content = input::stored_user_content(&resolved);

@@ -370,6 +370,7 @@ impl Conn {
         let ctx = TurnCtx {
             state: self.state.clone(),
             username: self.username.clone(),
+            owner: self.caller.owner_tag(),
             session_id: self.session_id.clone(),
             session_ready: self.session_ready.clone(),
             out: self.out.clone(),
@@ -610,6 +611,7 @@ enum Input {
 struct TurnCtx {
     state: AppState,
     username: String,
+    owner: String,
     session_id: String,
     session_ready: Arc<std::sync::atomic::AtomicBool>,
     out: Outbox,
@@ -694,6 +696,7 @@ async fn live_turn(ctx: &TurnCtx, input: Input) {
         session_id: ctx.session_id.clone(),
         platform_id: "live".into(),
         username: ctx.username.clone(),
+        owner: ctx.owner.clone(),
         user_content: Some(json!({"type": "user", "message": [{"type": "plain", "text": text}]})),
         model_input: Value::String(text),
         system_prompt: profile.system_prompt.clone(),

@@ -35,7 +35,7 @@ use crate::error::ApiError;
 
 /// Every authenticated `/api/v1` route and what it requires. Routes can only be mounted through
 /// this table, so none can exist without an authorisation layer.
-fn v1_routes() -> Vec<(&'static str, Requirement, MethodRouter<AppState>)> {
+fn v1_routes(state: &AppState) -> Vec<(&'static str, Requirement, MethodRouter<AppState>)> {
     use crate::auth::Scope::*;
     use Requirement::*;
     vec![
@@ -46,11 +46,14 @@ fn v1_routes() -> Vec<(&'static str, Requirement, MethodRouter<AppState>)> {
         ("/api/v1/chat/sessions/{session_id}/stop", Scope(Chat), post(sessions::stop_session)),
         ("/api/v1/chat/runs/{run_id}/stream", Scope(Chat), get(sessions::resume_run)),
         ("/api/v1/configs", Scope(Config), get(configs::list_configs)),
-        // Uploads enforce their own limit while streaming instead of the JSON body limit.
+        // Uploads enforce their own limit on the file while streaming; the whole body (other
+        // fields included) is capped at that limit plus 1 MiB.
         (
             "/api/v1/file",
             Scope(File),
-            get(files::download).post(files::upload).layer(axum::extract::DefaultBodyLimit::disable()),
+            get(files::download).post(files::upload).layer(axum::extract::DefaultBodyLimit::max(
+                usize::try_from(state.config.files.max_upload_bytes).unwrap_or(usize::MAX).saturating_add(1 << 20),
+            )),
         ),
         ("/api/v1/im/bots", Scope(Im), get(im::list_bots)),
         ("/api/v1/im/message", Scope(Im), post(im::send_message)),
@@ -98,7 +101,7 @@ pub fn router(state: AppState) -> Router {
         .route_layer(from_fn_with_state(state.clone(), require_compat));
     app = app.merge(compat);
 
-    for (path, req, route) in v1_routes() {
+    for (path, req, route) in v1_routes(&state) {
         app = app.route(path, route.route_layer(from_fn_with_state((state.clone(), req), require_scope)));
     }
 

@@ -38,11 +38,26 @@ impl Params {
 }
 
 /// The acting username. An API-key caller must name one (AstrBot's texts); a dashboard JWT acts
-/// as its own user unless it names another.
+/// as its own user unless it names another. A key bound to a username acts as that user (when
+/// the request names nobody) and may name no other (403).
 pub fn username(caller: &Caller, provided: Option<&Value>) -> Result<String, ApiError> {
+    let named = named_username(caller, provided)?;
+    if let Caller::ApiKey { username: Some(bound), .. } = caller
+        && &named != bound
+    {
+        return Err(ApiError::forbidden(BOUND_TO_ANOTHER));
+    }
+    Ok(named)
+}
+
+/// The text for a key bound to a username that names another.
+pub const BOUND_TO_ANOTHER: &str = "This API key is bound to another username";
+
+fn named_username(caller: &Caller, provided: Option<&Value>) -> Result<String, ApiError> {
     match provided {
         None | Some(Value::Null) => match caller {
             Caller::Dashboard { username } => Ok(username.clone()),
+            Caller::ApiKey { username: Some(bound), .. } => Ok(bound.clone()),
             Caller::ApiKey { .. } => Err(ApiError::bad_request("Missing key: username")),
         },
         Some(Value::String(s)) => {

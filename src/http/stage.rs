@@ -160,8 +160,10 @@ pub fn precheck(state: &AppState, session_id: &str) -> ApiResult<()> {
 }
 
 /// Starts a turn for the compat APIs on `session_id` (created if new) with the compat profile.
+#[allow(clippy::too_many_arguments)]
 pub async fn start_compat_turn(
     state: &AppState,
+    caller: &Caller,
     session_id: &str,
     platform_id: &str,
     username: &str,
@@ -185,6 +187,7 @@ pub async fn start_compat_turn(
         session_id: session_id.to_string(),
         platform_id: platform_id.to_string(),
         username: username.to_string(),
+        owner: caller.owner_tag(),
         user_content: Some(user_content),
         model_input,
         system_prompt: fill_placeholders(&profile.system_prompt, vars),
@@ -217,7 +220,7 @@ fn named_event(name: &str, data: &Value) -> String {
 
 pub async fn stage_chat(
     State(state): State<AppState>,
-    _caller: Caller,
+    caller: Caller,
     q: Params,
     ApiJson(body): ApiJson<Value>,
 ) -> ApiResult<Response> {
@@ -233,7 +236,8 @@ pub async fn stage_chat(
     let skey = session_key(&sid)?;
     let vars = state.store.session_vars(&skey).await?;
     let content = json!({"type": "user", "message": [{"type": "plain", "text": text}]});
-    let (run, _) = start_compat_turn(&state, &skey, "stage", OWNER, content, Value::String(text), &vars).await?;
+    let (run, _) =
+        start_compat_turn(&state, &caller, &skey, "stage", OWNER, content, Value::String(text), &vars).await?;
     let (remap, names) = tables(&state.config.stage);
     let sub = run.subscribe(0);
     if !stream {

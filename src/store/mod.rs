@@ -50,6 +50,8 @@ pub struct ApiKeyRecord {
     pub last_used_at: Option<Micros>,
     pub expires_at: Option<Micros>,
     pub revoked_at: Option<Micros>,
+    /// When set, the key may only act as this username.
+    pub username: Option<String>,
 }
 
 impl ApiKeyRecord {
@@ -134,6 +136,9 @@ pub struct AttachmentRecord {
     pub size: i64,
     pub sha256: String,
     pub created_at: Micros,
+    /// Who uploaded or generated it (`key:<key_id>` or `user:<username>`); `None` for attachments
+    /// stored before owners were recorded.
+    pub owner: Option<String>,
 }
 
 /// One page of a listing plus the total of the filtered set.

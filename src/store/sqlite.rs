@@ -23,6 +23,7 @@ use super::*;
 const MIGRATIONS: &[(i64, &str, &str)] = &[
     (1, "init", include_str!("../../migrations/sqlite/0001_init.sql")),
     (2, "touch session trigger", include_str!("../../migrations/sqlite/0002_touch_session_trigger.sql")),
+    (3, "owners", include_str!("../../migrations/sqlite/0003_owners.sql")),
 ];
 
 fn migrator() -> Migrator {
@@ -98,6 +99,7 @@ fn api_key_from_row(r: &SqliteRow) -> StoreResult<ApiKeyRecord> {
         last_used_at: r.try_get("last_used_at")?,
         expires_at: r.try_get("expires_at")?,
         revoked_at: r.try_get("revoked_at")?,
+        username: r.try_get("username")?,
     })
 }
 
@@ -139,6 +141,7 @@ fn attachment_from_row(r: &SqliteRow) -> StoreResult<AttachmentRecord> {
         size: r.try_get("size")?,
         sha256: r.try_get("sha256")?,
         created_at: r.try_get("created_at")?,
+        owner: r.try_get("owner")?,
     })
 }
 
@@ -170,8 +173,8 @@ impl Store for SqliteStore {
 
     async fn insert_api_key(&self, k: &ApiKeyRecord) -> StoreResult<()> {
         sqlx::query(
-            "INSERT INTO api_keys (key_id, name, key_hash, key_prefix, scopes, created_by, created_at, updated_at, last_used_at, expires_at, revoked_at)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO api_keys (key_id, name, key_hash, key_prefix, scopes, created_by, created_at, updated_at, last_used_at, expires_at, revoked_at, username)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(&k.key_id)
         .bind(&k.name)
@@ -184,6 +187,7 @@ impl Store for SqliteStore {
         .bind(k.last_used_at)
         .bind(k.expires_at)
         .bind(k.revoked_at)
+        .bind(&k.username)
         .execute(&self.write)
         .await?;
         Ok(())
@@ -384,7 +388,7 @@ impl Store for SqliteStore {
 
     async fn insert_attachment(&self, a: &AttachmentRecord) -> StoreResult<()> {
         sqlx::query(
-            "INSERT INTO attachments (attachment_id, stored_name, original_name, kind, mime_type, size, sha256, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO attachments (attachment_id, stored_name, original_name, kind, mime_type, size, sha256, created_at, owner) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(&a.attachment_id)
         .bind(&a.stored_name)
@@ -394,6 +398,7 @@ impl Store for SqliteStore {
         .bind(a.size)
         .bind(&a.sha256)
         .bind(a.created_at)
+        .bind(&a.owner)
         .execute(&self.write)
         .await?;
         Ok(())

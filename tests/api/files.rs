@@ -42,7 +42,8 @@ async fn a_multi_mib_binary_round_trips_byte_identical() {
     let h = res.headers().clone();
     assert_eq!(h["content-length"], data.len().to_string().as_str());
     assert_eq!(h["accept-ranges"], "bytes");
-    assert_eq!(h["content-disposition"], "inline; filename=\"blob.bin\"; filename*=UTF-8''blob.bin");
+    // Not a passive type: a download, never rendered in our origin.
+    assert_eq!(h["content-disposition"], "attachment; filename=\"blob.bin\"; filename*=UTF-8''blob.bin");
     let etag = h["etag"].to_str().unwrap().to_string();
     let body = res.bytes().await.unwrap();
     assert!(body == data, "byte-identical");

@@ -161,3 +161,211 @@ async fn a_stalled_request_body_times_out() {
     let text = String::from_utf8_lossy(&out);
     assert!(text.starts_with("HTTP/1.1 408"), "{text}");
 }
+
+#[tokio::test]
+async fn stored_html_and_svg_download_as_inert_attachments() {
+    let app = spawn_app().await;
+    let key = app.key(&["file"]).await;
+    let cases = [
+        ("report.html", "text/html", b"<html><script>fetch('/api/v1/api-keys')</script></html>".to_vec()),
+        (
+            "logo.svg",
+            "image/svg+xml",
+            b"<svg xmlns='http://www.w3.org/2000/svg'><script>alert(1)</script></svg>".to_vec(),
+        ),
+    ];
+    for (name, mime, bytes) in cases {
+        let (s, b) = crate::files::upload(&app, &key, name, mime, bytes).await;
+        assert_eq!(s, 200, "{b}");
+        let id = b["data"]["attachment_id"].as_str().unwrap();
+        // Even through the query-string carrier, the page cannot run in our origin.
+        let res =
+            app.http.get(app.url(&format!("/api/v1/file?attachment_id={id}&api_key={key}"))).send().await.unwrap();
+        assert_eq!(res.status(), 200);
+        let h = res.headers();
+        assert_eq!(h["content-type"], "application/octet-stream", "{name}");
+        assert!(h["content-disposition"].to_str().unwrap().starts_with("attachment;"), "{name}");
+        assert_eq!(h["x-content-type-options"], "nosniff");
+        assert_eq!(h["content-security-policy"], "sandbox");
+    }
+    // Passive types stay inline, with the same protective headers.
+    let (_, b) = crate::files::upload(&app, &key, "notes.txt", "text/plain", b"hello".to_vec()).await;
+    let id = b["data"]["attachment_id"].as_str().unwrap();
+    let res =
+        app.http.get(app.url(&format!("/api/v1/file?attachment_id={id}"))).bearer_auth(&key).send().await.unwrap();
+    assert_eq!(res.headers()["content-type"], "text/plain");
+    assert!(res.headers()["content-disposition"].to_str().unwrap().starts_with("inline;"));
+    assert_eq!(res.headers()["x-content-type-options"], "nosniff");
+}
+
+#[tokio::test]
+async fn the_dashboard_cookie_cannot_be_used_across_sites() {
+    let app = spawn_app().await;
+    let cookie = format!("astrbot_dashboard_jwt={}", app.jwt);
+    let body = r#"{"name":"x","scopes":["chat"]}"#;
+    for path in ["/api/v1/api-keys", "/api/apikey/create"] {
+        // A text/plain body is what a cross-site form or no-cors fetch can send: 415.
+        let (s, b) = send(
+            app.http.post(app.url(path)).header("Cookie", &cookie).header("Content-Type", "text/plain").body(body),
+        )
+        .await;
+        assert_eq!(s, 415, "{path}: {b}");
+        // Another origin (another port of the same host is another origin too): 403.
+        for (h, v) in
+            [("Origin", "http://evil.example"), ("Origin", "http://127.0.0.1:1"), ("Sec-Fetch-Site", "same-site")]
+        {
+            let (s, b) = send(
+                app.http
+                    .post(app.url(path))
+                    .header("Cookie", &cookie)
+                    .header("Content-Type", "application/json")
+                    .header(h, v)
+                    .body(body),
+            )
+            .await;
+            assert_error(s, &b, 403, "Cross-site request refused");
+        }
+        // Our own origin, and clients that send no browser headers at all, still work.
+        let origin = format!("http://{}", app.addr);
+        let (s, b) = send(
+            app.http
+                .post(app.url(path))
+                .header("Cookie", &cookie)
+                .header("Content-Type", "application/json")
+                .header("Origin", origin)
+                .header("Sec-Fetch-Site", "same-origin")
+                .body(body),
+        )
+        .await;
+        assert_eq!(s, 200, "{b}");
+        let (s, b) = send(
+            app.http
+                .post(app.url(path))
+                .header("Cookie", &cookie)
+                .header("Content-Type", "application/json")
+                .body(body),
+        )
+        .await;
+        assert_eq!(s, 200, "{b}");
+    }
+    // Reads are not affected.
+    let (s, _) = send(
+        app.http.get(app.url("/api/v1/api-keys")).header("Cookie", &cookie).header("Origin", "http://evil.example"),
+    )
+    .await;
+    assert_eq!(s, 200);
+    // Bearer tokens are not cookies: no browser attaches them on its own.
+    let (s, _) = send(
+        app.http
+            .post(app.url("/api/v1/api-keys"))
+            .bearer_auth(&app.jwt)
+            .header("Origin", "http://evil.example")
+            .json(&json!({"scopes": ["chat"]})),
+    )
+    .await;
+    assert_eq!(s, 200);
+}
+
+#[tokio::test]
+async fn attachments_belong_to_the_key_that_uploaded_them() {
+    let llm = crate::fake_llm::FakeLlm::start().await;
+    let app = spawn_toml(&llm.provider_toml("fake")).await;
+    let owner = app.key(&["file", "chat", "im"]).await;
+    let other = app.key(&["file", "chat", "im"]).await;
+    let (_, b) = crate::files::upload(&app, &owner, "secret.txt", "text/plain", b"TOP-SECRET-CONTENT".to_vec()).await;
+    let id = b["data"]["attachment_id"].as_str().unwrap().to_string();
+    // The other key cannot download it, nor feed it to the model (even forcing a text name).
+    let (s, b) = send(app.http.get(app.url(&format!("/api/v1/file?attachment_id={id}"))).bearer_auth(&other)).await;
+    assert_error(s, &b, 404, "Attachment not found");
+    let (s, b) = send(app.http.post(app.url("/api/v1/chat")).bearer_auth(&other).json(&json!({
+        "username": "mallory",
+        "message": [{"type": "file", "attachment_id": id, "filename": "x.txt"}, {"type": "plain", "text": "read it"}],
+    })))
+    .await;
+    assert_error(s, &b, 400, &format!("attachment not found: {id}"));
+    let (s, b) = send(app.http.post(app.url("/api/v1/im/message")).bearer_auth(&other).json(&json!({
+        "umo": "webchat:FriendMessage:webchat!mallory!s1",
+        "message": [{"type": "file", "attachment_id": id}],
+    })))
+    .await;
+    assert_error(s, &b, 400, &format!("attachment not found: {id}"));
+    assert!(llm.inner.requests.lock().unwrap().is_empty(), "nothing reached the model");
+    // Its owner and the dashboard can.
+    let frames = chat(
+        &app,
+        &owner,
+        json!({"username": "alice", "message": [{"type": "file", "attachment_id": id}, {"type": "plain", "text": "read it"}]}),
+    )
+    .await
+    .collect()
+    .await;
+    assert_eq!(frames.last().unwrap().ty(), "end");
+    let sent = llm.inner.requests.lock().unwrap()[0].to_string();
+    assert!(sent.contains("TOP-SECRET-CONTENT"), "{sent}");
+    let res =
+        app.http.get(app.url(&format!("/api/v1/file?attachment_id={id}"))).bearer_auth(&app.jwt).send().await.unwrap();
+    assert_eq!(res.status(), 200);
+}
+
+#[tokio::test]
+async fn inlining_follows_the_stored_type_not_the_clients_filename() {
+    let llm = crate::fake_llm::FakeLlm::start().await;
+    let app = spawn_toml(&llm.provider_toml("fake")).await;
+    let key = app.key(&["file", "chat"]).await;
+    let blob: Vec<u8> = b"BINARY-MARKER".iter().copied().chain((0..200u8).map(|i| i.wrapping_mul(37))).collect();
+    let (_, b) = crate::files::upload(&app, &key, "blob.bin", "application/octet-stream", blob).await;
+    let id = b["data"]["attachment_id"].as_str().unwrap();
+    chat(&app, &key, json!({"username": "a", "message": [{"type": "file", "attachment_id": id, "filename": "x.txt"}]}))
+        .await
+        .collect()
+        .await;
+    let sent = llm.inner.requests.lock().unwrap()[0].to_string();
+    assert!(!sent.contains("BINARY-MARKER"), "a binary file was inlined because the client called it x.txt: {sent}");
+    assert!(sent.contains("its content is not shown"), "{sent}");
+}
+
+#[tokio::test]
+async fn multipart_fields_other_than_file_are_capped_too() {
+    let app = spawn_with(|c| c.files.max_upload_bytes = 1024 * 1024).await;
+    let key = app.key(&["file"]).await;
+    let junk = vec![b'j'; 3 * 1024 * 1024];
+    let form = reqwest::multipart::Form::new()
+        .part("junk", reqwest::multipart::Part::bytes(junk))
+        .part("file", reqwest::multipart::Part::bytes(b"tiny".to_vec()).file_name("a.txt"));
+    // No Content-Length shortcut: the body is streamed (chunked).
+    let res = app.http.post(app.url("/api/v1/file")).bearer_auth(&key).multipart(form).send().await;
+    match res {
+        Ok(res) => {
+            assert_eq!(res.status(), 413);
+            let b: Value = res.json().await.unwrap();
+            assert_eq!(b["status"], "error");
+        }
+        // The server may stop reading and close before the client finished sending.
+        Err(e) => assert!(e.is_request() || e.is_body(), "{e}"),
+    }
+}
+
+#[tokio::test]
+async fn a_key_bound_to_a_username_acts_only_as_that_user() {
+    let app = spawn_app().await;
+    let (s, b) = send(
+        app.http
+            .post(app.url("/api/v1/api-keys"))
+            .bearer_auth(&app.jwt)
+            .json(&json!({"name": "alice only", "scopes": ["chat"], "username": "alice"})),
+    )
+    .await;
+    assert_eq!(s, 200, "{b}");
+    assert_eq!(b["data"]["username"], "alice");
+    let key = b["data"]["api_key"].as_str().unwrap().to_string();
+    let (s, b) = send(app.http.get(app.url("/api/v1/chat/sessions?username=bob")).bearer_auth(&key)).await;
+    assert_error(s, &b, 403, "This API key is bound to another username");
+    // Without a username it acts as its own.
+    let (s, b) = send(app.http.get(app.url("/api/v1/chat/sessions")).bearer_auth(&key)).await;
+    assert_eq!(s, 200, "{b}");
+    let (s, _) = send(app.http.get(app.url("/api/v1/chat/sessions?username=alice")).bearer_auth(&key)).await;
+    assert_eq!(s, 200);
+    let (s, b) = send(app.http.get(app.url("/api/v1/api-keys")).bearer_auth(&app.jwt)).await;
+    assert_eq!(s, 200);
+    assert!(b["data"].as_array().unwrap().iter().any(|k| k["username"] == "alice"));
+}
