@@ -45,6 +45,8 @@ pub struct AppState {
     pub tasks: TaskTracker,
     /// Open connections, capped in all and per client address.
     pub connections: Arc<crate::server::ConnectionCounter>,
+    /// Large `/v1/conversation` bodies being handled at once (`[compat] max_concurrent_large_bodies`).
+    pub large_bodies: Arc<tokio::sync::Semaphore>,
 }
 
 impl AppState {
@@ -81,6 +83,7 @@ impl AppState {
             .iter()
             .map(|p| crate::platforms::webhook::Webhook::new(p).map(|w| (p.id.clone(), w)))
             .collect::<Result<_, _>>()?;
+        let config_large = config.compat.max_concurrent_large_bodies;
         let connections = crate::server::ConnectionCounter::new(crate::server::Limits {
             header_read_timeout: Duration::from_secs(config.server.header_read_timeout_secs),
             max_connections: config.server.max_connections,
@@ -100,6 +103,7 @@ impl AppState {
             shutdown,
             tasks,
             connections,
+            large_bodies: Arc::new(tokio::sync::Semaphore::new(config_large)),
         })
     }
 

@@ -434,11 +434,14 @@ pub struct CompatConfig {
     pub profile: Option<String>,
     /// Largest `/v1/conversation` body (images and voice arrive base64-encoded in the JSON).
     pub max_body_bytes: usize,
+    /// `/v1/conversation` requests over 1 MiB handled at once; more wait up to 10 s, then 503.
+    /// Peak memory of these requests is about 5 × `max_body_bytes` each.
+    pub max_concurrent_large_bodies: usize,
 }
 
 impl Default for CompatConfig {
     fn default() -> Self {
-        Self { require_api_key: true, profile: None, max_body_bytes: 32 * 1024 * 1024 }
+        Self { require_api_key: true, profile: None, max_body_bytes: 16 * 1024 * 1024, max_concurrent_large_bodies: 2 }
     }
 }
 
@@ -600,6 +603,9 @@ impl Config {
         }
         if self.server.max_connections == 0 {
             return bad("server.max_connections must be at least 1".into());
+        }
+        if self.compat.max_concurrent_large_bodies == 0 {
+            return bad("compat.max_concurrent_large_bodies must be at least 1".into());
         }
         if self.runs.max_events < 16 {
             return bad("runs.max_events must be at least 16".into());

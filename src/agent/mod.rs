@@ -8,6 +8,7 @@ pub mod pipeline;
 pub mod profiles;
 pub mod prompt;
 pub mod runs;
+pub mod session;
 
 use std::sync::Arc;
 

@@ -80,8 +80,8 @@ struct Progress {
     first_token: Option<Instant>,
 }
 
-pub async fn run(agent: Arc<Agent>, turn: Turn, h: Arc<RunHandle>) {
-    drive(&agent, &turn, &h).await;
+pub async fn run(agent: Arc<Agent>, mut turn: Turn, h: Arc<RunHandle>) {
+    drive(&agent, &mut turn, &h).await;
     // The reply is saved. Free the session *before* `End` is visible, so a client that sees
     // `end` can start its next turn at once.
     agent.runs.release_session(&h.run_id);
@@ -111,7 +111,7 @@ pub async fn run(agent: Arc<Agent>, turn: Turn, h: Arc<RunHandle>) {
     agent.runs.remove(&h.run_id);
 }
 
-async fn drive(agent: &Agent, turn: &Turn, h: &Arc<RunHandle>) {
+async fn drive(agent: &Agent, turn: &mut Turn, h: &Arc<RunHandle>) {
     let checkpoint = uuid::Uuid::new_v4().to_string();
     let store = agent.store.as_ref();
     // History is read before the new message is saved, so it holds only earlier turns.
@@ -151,7 +151,8 @@ async fn drive(agent: &Agent, turn: &Turn, h: &Arc<RunHandle>) {
     };
     let request = ChatRequest {
         model: turn.model.clone(),
-        messages: model_messages(&turn.system_prompt, &history, turn.model_input.clone()),
+        // Moved, not copied: the input can hold megabytes of inline media.
+        messages: model_messages(&turn.system_prompt, &history, std::mem::take(&mut turn.model_input)),
     };
 
     let start_wall = now_micros();

@@ -22,7 +22,6 @@ use crate::auth::Caller;
 use crate::error::{ApiError, ApiJson, ApiResult};
 use crate::store::SessionRecord;
 
-const MAX_SESSION_ID_CHARS: usize = 128;
 const TITLE_CHARS: usize = 40;
 
 /// A validated turn, ready to start.
@@ -42,7 +41,7 @@ pub async fn send_chat(
     ApiJson(body): ApiJson<Value>,
 ) -> ApiResult<Response> {
     let obj = body.as_object().ok_or_else(|| ApiError::bad_request("Invalid request body: expected a JSON object"))?;
-    let prepared = prepare(&state, &caller, obj, "webchat").await?;
+    let prepared = prepare(&state, &caller, obj, "webchat", None).await?;
     let handle = start(&state, prepared).await?;
     Ok(sse::stream_run(handle.subscribe(0), Duration::from_secs(state.config.server.sse_keepalive_secs.max(1))))
 }
@@ -71,14 +70,17 @@ pub async fn start(state: &AppState, p: Prepared) -> ApiResult<Arc<crate::agent:
 }
 
 /// Validates a chat request body (AstrBot's order and texts) into a [`Prepared`] turn.
+/// `default_session` is a session id the server chose for requests that name none (exempt from
+/// the reserved-prefix rule; a new session otherwise).
 pub async fn prepare(
     state: &AppState,
     caller: &Caller,
     obj: &Map<String, Value>,
     platform_id: &str,
+    default_session: Option<&str>,
 ) -> ApiResult<Prepared> {
     let username = params::username(caller, obj.get("username"))?;
-    let session_id = session_id_of(obj)?;
+    let session_id = session_id_of(obj)?.or_else(|| default_session.map(str::to_string));
     let existing = match &session_id {
         Some(id) => state.store.get_session(id).await?,
         None => None,
@@ -206,12 +208,10 @@ fn session_id_of(obj: &Map<String, Value>) -> ApiResult<Option<String>> {
         Value::String(s) => {
             let s = s.trim();
             if s.is_empty() {
-                Ok(None)
-            } else if s.chars().count() > MAX_SESSION_ID_CHARS {
-                Err(ApiError::bad_request(format!("{key} is too long (max {MAX_SESSION_ID_CHARS} characters)")))
-            } else {
-                Ok(Some(s.to_string()))
+                return Ok(None);
             }
+            crate::agent::session::check_client_id(key, s).map_err(|e| ApiError::bad_request(e.to_string()))?;
+            Ok(Some(s.to_string()))
         }
         _ => Err(ApiError::bad_request(format!("Invalid request body: {key} must be a string"))),
     }

@@ -166,7 +166,7 @@ async fn run_send(state: AppState, caller: Caller, frame: Map<String, Value>, ou
         out.control(&error_frame("INVALID_MESSAGE", "Missing key: message", Some(&mid)));
         return;
     }
-    let prepared = match prepare(&state, &caller, &frame, "webchat").await {
+    let prepared = match prepare(&state, &caller, &frame, "webchat", None).await {
         Ok(p) => p,
         Err(e) => return out.control(&error_frame(code_for(&e), &e.message, Some(&mid))),
     };

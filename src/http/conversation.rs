@@ -43,20 +43,61 @@ fn text_field(obj: &Map<String, Value>, key: &str, required: bool) -> ApiResult<
     }
 }
 
-/// Base64 with or without a `data:…;base64,` prefix.
-fn decode_b64(v: &str) -> Option<Vec<u8>> {
+/// Base64 with or without a `data:…;base64,` prefix, decoded once. Also returns the base64 text
+/// itself when it is clean (no whitespace), so an image can go to the model without being
+/// encoded again.
+fn decode_b64(v: &str) -> Option<(Vec<u8>, Option<&str>)> {
     let raw = match v.split_once(";base64,") {
         Some((head, rest)) if head.starts_with("data:") => rest,
         _ => v,
     };
-    let cleaned: String = raw.chars().filter(|c| !c.is_whitespace()).collect();
-    base64::engine::general_purpose::STANDARD.decode(cleaned.as_bytes()).ok()
+    let engine = &base64::engine::general_purpose::STANDARD;
+    if raw.bytes().any(|b| b.is_ascii_whitespace()) {
+        // Rare (line-wrapped base64): one cleaned copy.
+        let cleaned: Vec<u8> = raw.bytes().filter(|b| !b.is_ascii_whitespace()).collect();
+        return engine.decode(&cleaned).ok().map(|d| (d, None));
+    }
+    engine.decode(raw.as_bytes()).ok().map(|d| (d, Some(raw)))
 }
 
 async fn discard_all(state: &AppState, dir: &std::path::Path, saved: &[crate::store::AttachmentRecord]) {
     for rec in saved {
         crate::attachments::discard(state.store.as_ref(), dir, rec).await;
     }
+}
+
+/// Bodies above this size count as large media requests.
+const LARGE_BODY: u64 = 1024 * 1024;
+
+/// Admits at most `[compat] max_concurrent_large_bodies` large requests (over 1 MiB, or of
+/// unknown length) at once, before their body is read: each one briefly holds several copies
+/// of its media (the body, the parsed JSON, the decoded bytes, the model request), so their
+/// number, not only their size, bounds memory. Others wait up to 10 s, then get 503.
+pub async fn limit_large_bodies(
+    State(state): State<AppState>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let len = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    if len.is_some_and(|l| l <= LARGE_BODY) {
+        return next.run(req).await;
+    }
+    let wait = tokio::time::timeout(std::time::Duration::from_secs(10), state.large_bodies.clone().acquire_owned());
+    let Ok(Ok(permit)) = wait.await else {
+        let mut res = axum::response::IntoResponse::into_response(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "Too many large requests in progress; try again shortly",
+        ));
+        res.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(5));
+        return res;
+    };
+    let res = next.run(req).await;
+    drop(permit);
+    res
 }
 
 pub async fn converse(
@@ -69,8 +110,14 @@ pub async fn converse(
     let user_id = text_field(obj, "user_id", true)?.unwrap_or_default();
     let group_id = text_field(obj, "group_id", false)?;
     let nickname = text_field(obj, "nickname", false)?;
-    if session_id.chars().count() > 128 || user_id.chars().count() > 255 {
+    if session_id.len() > crate::agent::session::MAX_SESSION_ID_BYTES || user_id.chars().count() > 255 {
         return Err(ApiError::bad_request("session_id or user_id is too long"));
+    }
+    // A key bound to a username may only speak as that user.
+    if let Caller::ApiKey { username: Some(bound), .. } = &caller
+        && bound != &user_id
+    {
+        return Err(ApiError::forbidden(super::params::BOUND_TO_ANOTHER));
     }
     let format =
         text_field(obj, "prefered_format", false)?.map(|f| f.to_ascii_lowercase()).unwrap_or_else(|| "wav".into());
@@ -99,7 +146,7 @@ pub async fn converse(
     let mut model_parts: Vec<Value> = Vec::new();
     let mut stored_parts: Vec<Value> = Vec::new();
     // Media to keep once the whole request is known to be good: (part index, name, MIME, bytes).
-    let mut to_save: Vec<(usize, String, String, Vec<u8>)> = Vec::new();
+    let mut to_save: Vec<(usize, String, String, Bytes)> = Vec::new();
     let dir = state.prompt.attachments_dir.clone();
     for (i, m) in messages.iter().enumerate() {
         let ty = m.get("type").and_then(Value::as_str).unwrap_or_default();
@@ -115,7 +162,7 @@ pub async fn converse(
                 }
             }
             "image" => {
-                let bytes = decode_b64(value)
+                let (bytes, clean_b64) = decode_b64(value)
                     .ok_or_else(|| ApiError::bad_request(format!("messages[{i}].value is not valid base64")))?;
                 let (mime, kind) = crate::attachments::classify(
                     &bytes[..bytes.len().min(crate::attachments::SNIFF_BYTES)],
@@ -125,16 +172,18 @@ pub async fn converse(
                 if kind != "image" {
                     return Err(ApiError::bad_request(format!("messages[{i}] is not a recognised image")));
                 }
-                let b64 = base64::engine::general_purpose::STANDARD.encode(&bytes);
-                model_parts
-                    .push(json!({"type": "image_url", "image_url": {"url": format!("data:{mime};base64,{b64}")}}));
+                let url = match clean_b64 {
+                    Some(b64) => format!("data:{mime};base64,{b64}"),
+                    None => format!("data:{mime};base64,{}", base64::engine::general_purpose::STANDARD.encode(&bytes)),
+                };
+                model_parts.push(json!({"type": "image_url", "image_url": {"url": url}}));
                 let ext = mime.rsplit('/').next().unwrap_or("img");
                 let name = format!("image.{ext}");
                 stored_parts.push(json!({"type": "image", "attachment_id": null, "filename": name, "mime_type": mime}));
-                to_save.push((stored_parts.len() - 1, name, mime.to_string(), bytes));
+                to_save.push((stored_parts.len() - 1, name, mime.to_string(), Bytes::from(bytes)));
             }
             "voice" => {
-                let bytes = decode_b64(value)
+                let (bytes, _) = decode_b64(value)
                     .ok_or_else(|| ApiError::bad_request(format!("messages[{i}].value is not valid base64")))?;
                 let vf = m.get("format").and_then(Value::as_str).unwrap_or("wav").to_ascii_lowercase();
                 let stt = state.providers.stt().cloned().ok_or_else(|| {
@@ -147,14 +196,13 @@ pub async fn converse(
                     "ogg" => "audio/ogg",
                     _ => "audio/wav",
                 };
-                let text = stt.transcribe(Bytes::from(bytes.clone()), &format!("voice.{vf}"), mime).await.map_err(
-                    |e| match e {
-                        crate::providers::stt::SttError::Unsupported(m) => {
-                            ApiError::bad_request(format!("messages[{i}]: {m}"))
-                        }
-                        other => ApiError::new(StatusCode::BAD_GATEWAY, format!("messages[{i}]: {other}")),
-                    },
-                )?;
+                let bytes = Bytes::from(bytes);
+                let text = stt.transcribe(bytes.clone(), &format!("voice.{vf}"), mime).await.map_err(|e| match e {
+                    crate::providers::stt::SttError::Unsupported(m) => {
+                        ApiError::bad_request(format!("messages[{i}]: {m}"))
+                    }
+                    other => ApiError::new(StatusCode::BAD_GATEWAY, format!("messages[{i}]: {other}")),
+                })?;
                 if text.trim().is_empty() {
                     return Err(ApiError::bad_request(format!("messages[{i}]: no speech was recognised")));
                 }

@@ -78,14 +78,30 @@ pub async fn send_message(
         Some((user, sid)) if webchat => (Some(user.to_string()), sid.to_string()),
         _ => (None, umo.session.clone()),
     };
+    if webchat {
+        crate::agent::session::check_client_id("umo", &session_id).map_err(|e| ApiError::bad_request(e.to_string()))?;
+    }
+    // A key bound to a username may only write to that user's sessions, and name no other.
+    let bound = match &caller {
+        Caller::ApiKey { username: Some(u), .. } => Some(u.as_str()),
+        _ => None,
+    };
+    if let (Some(b), Some(o)) = (bound, owner.as_deref())
+        && b != o
+    {
+        return Err(ApiError::forbidden(super::params::BOUND_TO_ANOTHER));
+    }
     let resolved = input::resolve(state.store.as_ref(), &state.prompt.attachments_dir, &caller, &session_id, parts)
         .await
         .map_err(input_error)?;
+    // The webchat session is checked before anything is written or delivered.
+    let existing =
+        if webchat { Some(check_session(&state, &session_id, owner.as_deref(), bound).await?) } else { None };
     let content = input::stored_user_content(&resolved);
     let message = content["message"].clone();
     let text = input::message_text(&content);
 
-    if !webchat {
+    let Some(existing) = existing else {
         let payload = json!({
             "platform_id": umo.platform_id,
             "umo": format!("{}:{}:{}", umo.platform_id, umo.message_type, umo.session),
@@ -100,25 +116,8 @@ pub async fn send_message(
             Ok(()) => Ok(ok(json!({}))),
             Err(reason) => Err(ApiError::new(StatusCode::BAD_GATEWAY, format!("Failed to send message: {reason}"))),
         };
-    }
-
-    let session = match state.store.get_session(&session_id).await? {
-        Some(s) => s,
-        None => {
-            let s = SessionRecord {
-                is_group: umo.message_type == "GroupMessage",
-                ..SessionRecord::new(&session_id, "webchat", &owner.clone().unwrap_or_default())
-            };
-            state.store.create_session(&s).await?;
-            state.store.get_session(&session_id).await?.unwrap_or(s)
-        }
     };
-    if let Some(owner) = &owner
-        && !session.creator.is_empty()
-        && &session.creator != owner
-    {
-        return Err(ApiError::forbidden("session_id belongs to another username"));
-    }
+    let session = ensure_session(&state, existing, &session_id, owner.as_deref(), &umo).await?;
     let bot_content = json!({"type": "bot", "message": message, "proactive": true});
     let msg = NewMessage {
         session_id: session_id.clone(),
@@ -142,6 +141,67 @@ pub async fn send_message(
     });
     tracing::info!(session.id = %session_id, subscribers = delivered, "proactive message saved");
     Ok(ok(json!({"message_id": id})))
+}
+
+/// Where a proactive webchat message goes, under one rule for both umo forms:
+///
+/// - the session id picks the session; an `im` key acts for the operator and may write to any
+///   existing session;
+/// - `webchat!<user>!<id>` additionally asserts the owner: another user's session is 403, and a
+///   session that does not exist yet is created for `<user>` (an unowned one is claimed by them);
+/// - a bare `<id>` that does not exist is 404: no session is created without an owner, so a
+///   message can never become the first message of whoever opens that id later;
+/// - a key bound to a username may only write to that user's sessions.
+///
+/// Only reads: [`ensure_session`] writes once the whole message is known to be valid.
+async fn check_session(
+    state: &AppState,
+    session_id: &str,
+    owner: Option<&str>,
+    bound: Option<&str>,
+) -> ApiResult<Option<SessionRecord>> {
+    let existing = state.store.get_session(session_id).await?;
+    let effective_owner = match (&existing, owner) {
+        (Some(s), Some(o)) if s.creator.is_empty() => o.to_string(),
+        (Some(s), _) => s.creator.clone(),
+        (None, Some(o)) => o.to_string(),
+        (None, None) => return Err(ApiError::not_found("Session not found")),
+    };
+    if owner.is_some_and(|o| o != effective_owner) || bound.is_some_and(|b| b != effective_owner) {
+        return Err(ApiError::forbidden("session_id belongs to another username"));
+    }
+    Ok(existing)
+}
+
+/// Creates or claims the session [`check_session`] approved.
+async fn ensure_session(
+    state: &AppState,
+    existing: Option<SessionRecord>,
+    session_id: &str,
+    owner: Option<&str>,
+    umo: &Umo,
+) -> ApiResult<SessionRecord> {
+    let owner = owner.unwrap_or_default();
+    let session = match existing {
+        Some(s) if !s.creator.is_empty() => return Ok(s),
+        Some(_) => {
+            state.store.claim_session(session_id, owner).await?;
+            state.store.get_session(session_id).await?
+        }
+        None => {
+            let s = SessionRecord {
+                is_group: umo.message_type == "GroupMessage",
+                ..SessionRecord::new(session_id, "webchat", owner)
+            };
+            state.store.create_session(&s).await?;
+            state.store.get_session(session_id).await?
+        }
+    };
+    // Created or claimed concurrently by someone else: ownership decides.
+    match session {
+        Some(s) if s.creator == owner => Ok(s),
+        _ => Err(ApiError::forbidden("session_id belongs to another username")),
+    }
 }
 
 #[cfg(test)]

@@ -408,14 +408,13 @@ impl Conn {
                 }
                 let mut body = f;
                 body.insert("username".into(), json!(self.username));
-                if body.get("session_id").and_then(Value::as_str).is_none_or(|s| s.trim().is_empty()) {
-                    body.insert("session_id".into(), json!(self.session_id));
-                }
                 let stop = CancellationToken::new();
                 let (state, caller, out, m, st) =
                     (self.state.clone(), self.caller.clone(), self.out.clone(), mid.clone(), stop.clone());
+                let default_session = self.session_id.clone();
                 // Validation, start and forwarding run in the send's own task.
-                let task = tokio::spawn(async move { chat_send(state, caller, body, out, m, st).await });
+                let task =
+                    tokio::spawn(async move { chat_send(state, caller, body, default_session, out, m, st).await });
                 self.chat_sends.insert(mid, (task, stop));
             }
             "bind" => {
@@ -428,6 +427,9 @@ impl Conn {
                 else {
                     return chat_error(&self.out, "INVALID_MESSAGE_FORMAT", "session_id is required", None);
                 };
+                if let Err(e) = crate::agent::session::check_client_id("session_id", &sid) {
+                    return chat_error(&self.out, "INVALID_MESSAGE_FORMAT", &e.to_string(), None);
+                }
                 let bind_key = sid.clone();
                 // Binds refused by their ownership check have ended; they do not count.
                 self.binds.retain(|_, t| !t.is_finished());
@@ -549,11 +551,12 @@ async fn chat_send(
     state: AppState,
     caller: Caller,
     body: Map<String, Value>,
+    default_session: String,
     out: Outbox,
     mid: String,
     stop: CancellationToken,
 ) {
-    let prepared = match prepare(&state, &caller, &body, "webchat").await {
+    let prepared = match prepare(&state, &caller, &body, "webchat", Some(&default_session)).await {
         Ok(p) => p,
         Err(e) => {
             let code = if e.status.is_server_error() { "PROCESSING_ERROR" } else { "INVALID_MESSAGE_FORMAT" };

@@ -92,7 +92,8 @@ pub fn router(state: AppState) -> Router {
         .route(
             "/v1/conversation",
             post(conversation::converse)
-                .layer(axum::extract::DefaultBodyLimit::max(state.config.compat.max_body_bytes)),
+                .layer(axum::extract::DefaultBodyLimit::max(state.config.compat.max_body_bytes))
+                .layer(from_fn_with_state(state.clone(), conversation::limit_large_bodies)),
         )
         .route("/chat", post(stage::stage_chat))
         .route("/set_info", post(stage::set_info))

@@ -96,6 +96,9 @@ pub fn pagination(params: &Params, default_size: i64) -> Result<(i64, i64), ApiE
 
 /// The session if `username` owns it: 404 when unknown, 403 when another user's.
 pub async fn owned_session(state: &AppState, session_id: &str, username: &str) -> Result<SessionRecord, ApiError> {
+    if crate::agent::session::impossible(session_id) {
+        return Err(ApiError::not_found("Session not found"));
+    }
     match state.store.get_session(session_id).await? {
         None => Err(ApiError::not_found("Session not found")),
         Some(s) if s.creator != username => Err(ApiError::forbidden("session_id belongs to another username")),

@@ -56,10 +56,20 @@ fn object(body: &Value) -> ApiResult<&Map<String, Value>> {
 }
 
 fn session_key(session_id: &str) -> ApiResult<String> {
-    if session_id.chars().count() > 128 {
-        return Err(ApiError::bad_request("sessionId is too long (max 128 characters)"));
+    if session_id.trim().len() > crate::agent::session::MAX_SESSION_ID_BYTES {
+        return Err(ApiError::bad_request("sessionId is too long (max 128 bytes)"));
     }
     Ok(format!("{SESSION_PREFIX}{}", session_id.trim()))
+}
+
+/// A compat API only touches the sessions it created: an existing session under its prefix must
+/// be on its platform (ids with these prefixes are reserved, so only sessions stored before that
+/// rule could differ).
+async fn check_compat_session(state: &AppState, session_id: &str, platform_id: &str) -> ApiResult<()> {
+    match state.store.get_session(session_id).await? {
+        Some(s) if s.platform_id != platform_id => Err(ApiError::forbidden("session_id belongs to another username")),
+        _ => Ok(()),
+    }
 }
 
 fn ok_body(session_id: &str, ts: &Value, extra: Option<(&str, Value)>) -> Response {
@@ -126,6 +136,7 @@ pub async fn delete_session(
     let sid = required_str(obj, "sessionId")?;
     let ts = timestamp(obj)?;
     let skey = session_key(sid)?;
+    check_compat_session(&state, &skey, "stage").await?;
     if let Some(run) = state.agent.runs.active_for_session(&skey) {
         run.cancel.cancel();
         // Let it save before the rows disappear, so nothing lands in a deleted session.
@@ -177,6 +188,7 @@ pub async fn start_compat_turn(
         .for_profile(&profile)
         .cloned()
         .ok_or_else(|| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "No LLM provider is configured"))?;
+    check_compat_session(state, session_id, platform_id).await?;
     state.agent.settle(session_id, std::time::Duration::from_secs(5)).await;
     if state.agent.runs.active_for_session(session_id).is_some() {
         return Err(ApiError::conflict("Session is busy"));

@@ -9,9 +9,9 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 
 use crate::helpers::*;
 
-const BIN: &str = env!("CARGO_BIN_EXE_astrgate");
+pub const BIN: &str = env!("CARGO_BIN_EXE_astrgate");
 
-fn write_config(dir: &std::path::Path, extra: &str) -> std::path::PathBuf {
+pub fn write_config(dir: &std::path::Path, extra: &str) -> std::path::PathBuf {
     let path = dir.join("astrgate.toml");
     let text = format!(
         "listen = \"127.0.0.1:0\"\ndata_dir = {:?}\n[dashboard]\npassword = \"{PASSWORD}\"\nlogin_failure_delay_ms = 10\n[server]\nshutdown_grace_secs = 5\n{extra}",
@@ -93,12 +93,12 @@ async fn check_config_names_unknown_keys() {
 }
 
 /// Starts `astrgate serve` as a process, returns it, its address and its collected stderr.
-async fn serve(config: &std::path::Path) -> (tokio::process::Child, String, Arc<Mutex<String>>) {
+pub async fn serve(config: &std::path::Path) -> (tokio::process::Child, String, Arc<Mutex<String>>) {
     serve_with(config, &["serve"], &[]).await
 }
 
 /// Starts the binary with `args` (after `--config`) and extra environment variables.
-async fn serve_with(
+pub async fn serve_with(
     config: &std::path::Path,
     args: &[&str],
     env: &[(&str, String)],
@@ -135,7 +135,7 @@ async fn serve_with(
     (child, format!("http://{addr}"), log)
 }
 
-async fn sigterm_and_wait(child: &mut tokio::process::Child) -> std::process::ExitStatus {
+pub async fn sigterm_and_wait(child: &mut tokio::process::Child) -> std::process::ExitStatus {
     let pid = child.id().unwrap().to_string();
     assert!(std::process::Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
     tokio::time::timeout(Duration::from_secs(20), child.wait()).await.expect("exits after SIGTERM").unwrap()

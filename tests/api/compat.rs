@@ -473,7 +473,7 @@ async fn session_variables_reject_bad_input_and_keep_what_was_accepted() {
         (
             json!({"sessionId": "v".repeat(129), "timeStamp": "t", "key": "k", "value": "x"}),
             400,
-            "sessionId is too long (max 128 characters)".into(),
+            "sessionId is too long (max 128 bytes)".into(),
         ),
         (json!({"sessionId": "v", "timeStamp": "t", "value": "x"}), 400, "Missing key: key".into()),
         (

@@ -61,6 +61,8 @@ pub struct Inner {
     pub speech_abandoned: AtomicUsize,
     /// Extra silence (bytes of PCM) appended to each speech answer, for tests that need big audio.
     pub speech_padding: AtomicUsize,
+    /// Do not keep request bodies (memory tests send huge ones).
+    pub forget_requests: std::sync::atomic::AtomicBool,
 }
 
 #[derive(Clone)]
@@ -76,6 +78,7 @@ impl FakeLlm {
             .route("/v1/chat/completions", post(completions))
             .route("/v1/audio/speech", post(speech))
             .route("/v1/audio/transcriptions", post(transcriptions))
+            .layer(axum::extract::DefaultBodyLimit::disable())
             .with_state(inner.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
@@ -186,7 +189,11 @@ enum Step {
 }
 
 async fn completions(State(inner): State<Arc<Inner>>, headers: axum::http::HeaderMap, body: Bytes) -> Response {
-    let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    let mut body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    if inner.forget_requests.load(Ordering::SeqCst) {
+        // Keep the shape the default reply reads, without the (huge) content.
+        body = json!({"stream": body["stream"], "messages": [{"role": "user", "content": "media"}]});
+    }
     inner.requests.lock().unwrap().push(body.clone());
     inner.auth_headers.lock().unwrap().push(headers.get("authorization").map(|v| v.to_str().unwrap_or("").to_string()));
     let reply = inner.script.lock().unwrap().pop_front().unwrap_or_else(|| default_reply(&body));

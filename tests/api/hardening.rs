@@ -369,3 +369,168 @@ async fn a_key_bound_to_a_username_acts_only_as_that_user() {
     assert_eq!(s, 200);
     assert!(b["data"].as_array().unwrap().iter().any(|k| k["username"] == "alice"));
 }
+
+/// The resident set of another process, in KiB.
+fn rss_of(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
+}
+
+#[tokio::test]
+async fn large_conversation_media_is_bounded_in_memory() {
+    let llm = crate::fake_llm::FakeLlm::start().await;
+    llm.inner.forget_requests.store(true, std::sync::atomic::Ordering::SeqCst);
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = crate::cli::write_config(
+        dir.path(),
+        &format!("[compat]\nrequire_api_key = false\n{}", llm.provider_toml("fake")),
+    );
+    let (mut child, base, _log) = crate::cli::serve(&cfg).await;
+    let pid = child.id().unwrap();
+    let http = client();
+    // A real PNG header followed by 11 MiB: base64 makes the body ~15 MiB, under the 16 MiB limit.
+    let mut png = vec![0x89, b'P', b'N', b'G', 0x0D, 0x0A, 0x1A, 0x0A];
+    png.extend((0..11 * 1024 * 1024u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 11) as u8));
+    use base64::Engine;
+    let b64 = base64::engine::general_purpose::STANDARD.encode(&png);
+    let body = bytes::Bytes::from(
+        json!({"session_id": "s", "user_id": "u", "messages": [{"type": "image", "value": b64}]}).to_string(),
+    );
+    drop((png, b64));
+    let small = json!({"session_id": "warm", "user_id": "u", "messages": [{"type": "text", "value": "hi"}]});
+    let res = http.post(format!("{base}/v1/conversation")).json(&small).send().await.unwrap();
+    assert_eq!(res.status(), 200);
+    res.text().await.unwrap();
+    let before = rss_of(pid);
+
+    let mut peak = before;
+    let mut served = 0;
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..8 {
+        let (http, base, body) = (http.clone(), base.clone(), body.clone());
+        tasks.spawn(async move {
+            // Each its own session, so none is refused as busy.
+            let body = String::from_utf8(body.to_vec()).unwrap().replacen("\"s\"", &format!("\"s{i}\""), 1);
+            let res = http
+                .post(format!("{base}/v1/conversation"))
+                .header("Content-Type", "application/json")
+                .body(body)
+                .send()
+                .await
+                .unwrap();
+            let status = res.status().as_u16();
+            let text = res.text().await.unwrap();
+            (status, text)
+        });
+    }
+    loop {
+        peak = peak.max(rss_of(pid));
+        if tasks.is_empty() {
+            break;
+        }
+        tokio::select! {
+            r = tasks.join_next() => {
+                let (status, text) = r.unwrap().unwrap();
+                // Those that waited too long for their turn are told to retry (a debug build is slow).
+                if status == 503 {
+                    assert!(text.contains("Too many large requests in progress"), "{text}");
+                } else {
+                    assert_eq!(status, 200, "{text}");
+                    assert!(text.starts_with("data: {\"messages\""), "{text}");
+                    served += 1;
+                }
+            }
+            _ = tokio::time::sleep(Duration::from_millis(20)) => {}
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let after = rss_of(pid);
+    let peak_mib = peak.saturating_sub(before) / 1024;
+    let kept_mib = after.saturating_sub(before) / 1024;
+    eprintln!("conversation media: {served} served, peak +{peak_mib} MiB, kept +{kept_mib} MiB");
+    assert!(served >= 2, "only {served} of 8 were served");
+    assert!(peak_mib < 400, "8 large requests at once raised RSS by {peak_mib} MiB");
+    assert!(kept_mib < 300, "{kept_mib} MiB stayed after the requests");
+    crate::cli::sigterm_and_wait(&mut child).await;
+}
+
+#[tokio::test]
+async fn one_ownership_rule_for_both_umo_forms() {
+    let app = spawn_app().await;
+    let chat_key = app.key(&["chat"]).await;
+    let im = app.key(&["im"]).await;
+    let post = |umo: String| {
+        app.http
+            .post(app.url("/api/v1/im/message"))
+            .bearer_auth(&im)
+            .json(&json!({"umo": umo, "message": [{"type": "plain", "text": "pushed"}]}))
+    };
+    // A bare id nobody owns: 404, and nothing is left behind for whoever opens that id later.
+    let (s, b) = send(post("webchat:FriendMessage:later".into())).await;
+    assert_error(s, &b, 404, "Session not found");
+    assert!(app.state.store.get_session("later").await.unwrap().is_none());
+    // The prefixed form creates it for the user it names, then the bare form reaches it too.
+    let (s, b) = send(post("webchat:FriendMessage:webchat!alice!s1".into())).await;
+    assert_eq!(s, 200, "{b}");
+    assert_eq!(app.state.store.get_session("s1").await.unwrap().unwrap().creator, "alice");
+    let (s, b) = send(post("webchat:FriendMessage:s1".into())).await;
+    assert_eq!(s, 200, "{b}");
+    // Naming another owner is refused in the prefixed form.
+    let (s, b) = send(post("webchat:FriendMessage:webchat!bob!s1".into())).await;
+    assert_error(s, &b, 403, "session_id belongs to another username");
+    // Session ids are capped at 128 bytes and internal prefixes are reserved, everywhere.
+    let long = "é".repeat(65);
+    let (s, b) = send(post(format!("webchat:FriendMessage:webchat!alice!{long}"))).await;
+    assert_error(s, &b, 400, "umo is too long (max 128 bytes)");
+    let (s, b) = send(post("webchat:FriendMessage:webchat!alice!stage!x".into())).await;
+    assert_error(s, &b, 400, "umo uses a reserved prefix: stage!");
+    let (s, b) = send(
+        app.http
+            .post(app.url("/api/v1/chat"))
+            .bearer_auth(&chat_key)
+            .json(&json!({"username": "a", "message": "x", "session_id": long})),
+    )
+    .await;
+    assert_error(s, &b, 400, "session_id is too long (max 128 bytes)");
+    for id in ["stage!victim", "conv!victim", "webchat_live!bob!1"] {
+        let (s, b) = send(
+            app.http
+                .post(app.url("/api/v1/chat"))
+                .bearer_auth(&chat_key)
+                .json(&json!({"username": "a", "message": "x", "session_id": id})),
+        )
+        .await;
+        assert_eq!(s, 400, "{b}");
+        assert!(b["message"].as_str().unwrap().starts_with("session_id uses a reserved prefix"), "{b}");
+    }
+    let (s, b) = send(
+        app.http
+            .get(app.url(&format!("/api/v1/chat/sessions/{}/messages?username=a", "x".repeat(300))))
+            .bearer_auth(&chat_key),
+    )
+    .await;
+    assert_error(s, &b, 404, "Session not found");
+}
+
+#[tokio::test]
+async fn the_stage_api_touches_only_its_own_sessions() {
+    let app = spawn_app().await;
+    let key = app.key(&["chat"]).await;
+    // A session stored under the stage prefix by someone else (possible before ids were reserved).
+    let rec = astrgate::store::SessionRecord::new("stage!legacy", "webchat", "bob");
+    app.state.store.create_session(&rec).await.unwrap();
+    let (s, b) = send(
+        app.http
+            .delete(app.url("/delete_session"))
+            .bearer_auth(&key)
+            .json(&json!({"sessionId": "legacy", "timeStamp": "1"})),
+    )
+    .await;
+    assert_error(s, &b, 403, "session_id belongs to another username");
+    assert!(app.state.store.get_session("stage!legacy").await.unwrap().is_some(), "bob's session survived");
+}

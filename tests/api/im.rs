@@ -87,15 +87,18 @@ async fn a_webchat_message_lands_in_history_and_on_an_open_stream() {
 }
 
 #[tokio::test]
-async fn a_message_to_a_new_session_is_kept_for_its_first_user() {
+async fn a_message_to_a_new_session_is_kept_for_the_user_it_names() {
     let fake = FakeLlm::start().await;
     let app = spawn_toml(&fake.provider_toml("fake")).await;
     let key = app.key(&["chat", "im"]).await;
+    // A bare id that does not exist has no owner to create it for (docs/api/im.md).
     let (s, _) = im(&app, &key, json!({"umo": "webchat:FriendMessage:fresh", "message": "welcome!"})).await;
+    assert_eq!(s, 404);
+    let (s, _) = im(&app, &key, json!({"umo": "webchat:FriendMessage:webchat!bob!fresh", "message": "welcome!"})).await;
     assert_eq!(s, 200);
     let (s, _) =
-        send(app.http.get(app.url("/api/v1/chat/sessions/fresh/messages?username=bob")).bearer_auth(&key)).await;
-    assert_eq!(s, 403, "an unclaimed session belongs to nobody yet");
+        send(app.http.get(app.url("/api/v1/chat/sessions/fresh/messages?username=alice")).bearer_auth(&key)).await;
+    assert_eq!(s, 403, "the session is bob's");
     let _ =
         chat(&app, &key, json!({"username": "bob", "message": "hello", "session_id": "fresh"})).await.collect().await;
     let (_, h) =
@@ -113,6 +116,8 @@ async fn errors_use_astrbot_texts() {
     )
     .await;
     let key = app.key(&["im"]).await;
+    // The session exists, so only the message itself can be wrong below.
+    app.state.store.create_session(&astrgate::store::SessionRecord::new("s", "webchat", "u")).await.unwrap();
     let cases = [
         (json!({"message": "x"}), "Missing key: umo"),
         (json!({"umo": "webchat:FriendMessage:s", "message": null}), "Missing key: message"),

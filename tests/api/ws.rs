@@ -271,7 +271,9 @@ async fn sockets_ignore_the_dashboard_cookie() {
 async fn bind_claims_a_session_for_its_user_only() {
     let (app, _fake, key) = setup().await;
     let im_key = app.key(&["im"]).await;
-    // An unowned session (made by a proactive message) is claimed by the first bind.
+    // An unowned session (made by a proactive message before sessions always had an owner) is
+    // claimed by the first bind.
+    app.state.store.create_session(&astrgate::store::SessionRecord::new("order-123", "webchat", "")).await.unwrap();
     let (s, _) = send(
         app.http
             .post(app.url("/api/v1/im/message"))
