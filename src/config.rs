@@ -495,6 +495,12 @@ impl Config {
         if self.dashboard.login_rate_limit_burst == 0 || self.dashboard.login_rate_limit_per_sec <= 0.0 {
             return bad("dashboard login rate limit must be positive".into());
         }
+        if let Some(secret) = &self.dashboard.jwt_secret {
+            use secrecy::ExposeSecret;
+            if secret.expose_secret().len() < 32 {
+                return bad("dashboard.jwt_secret must be at least 32 bytes (or leave it unset to generate one)".into());
+            }
+        }
         if self.dashboard.login_failure_budget == 0 || self.dashboard.login_failures_per_min == 0 {
             return bad("dashboard.login_failure_budget and login_failures_per_min must be at least 1".into());
         }

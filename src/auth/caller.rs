@@ -175,21 +175,22 @@ pub async fn authenticate(
     let Some(cred) = find_credential(headers, &q) else {
         return Err(ApiError::unauthorized(texts::MISSING_API_KEY));
     };
-    let now = chrono::Utc::now().timestamp();
     match cred {
         Credential::ApiKey(raw) => check_key(state, raw, req).await,
-        Credential::Bearer(token) => match state.dashboard.jwt.decode(token, now) {
+        Credential::Bearer(token) => match state.dashboard.decode(token) {
             Ok(c) => Ok(Caller::Dashboard { username: c.username }),
             Err(JwtError::Expired) => Err(ApiError::unauthorized(texts::TOKEN_EXPIRED)),
             // Ours, but naming nobody: AstrBot's `Invalid token`, not a retry as an API key.
-            Err(JwtError::NoUsername) => Err(ApiError::unauthorized(texts::INVALID_TOKEN)),
+            Err(JwtError::NoUsername | JwtError::Rejected) => Err(ApiError::unauthorized(texts::INVALID_TOKEN)),
             // Not a JWT of ours: `Authorization: Bearer abk_…` is an API key.
             Err(JwtError::Invalid) => check_key(state, token, req).await,
         },
-        Credential::Cookie(token) => match state.dashboard.jwt.decode(token, now) {
+        Credential::Cookie(token) => match state.dashboard.decode(token) {
             Ok(c) => Ok(Caller::Dashboard { username: c.username }),
             Err(JwtError::Expired) => Err(ApiError::unauthorized(texts::TOKEN_EXPIRED)),
-            Err(JwtError::Invalid | JwtError::NoUsername) => Err(ApiError::unauthorized(texts::INVALID_TOKEN)),
+            Err(JwtError::Invalid | JwtError::NoUsername | JwtError::Rejected) => {
+                Err(ApiError::unauthorized(texts::INVALID_TOKEN))
+            }
         },
     }
 }
@@ -294,10 +295,10 @@ pub async fn require_dashboard(
     let Some(token) = token else {
         return Err(ApiError::unauthorized(texts::DASH_UNAUTHORIZED));
     };
-    let caller = match state.dashboard.jwt.decode(token, chrono::Utc::now().timestamp()) {
+    let caller = match state.dashboard.decode(token) {
         Ok(c) => Caller::Dashboard { username: c.username },
         Err(JwtError::Expired) => return Err(ApiError::unauthorized(texts::DASH_TOKEN_EXPIRED)),
-        Err(JwtError::Invalid | JwtError::NoUsername) => {
+        Err(JwtError::Invalid | JwtError::NoUsername | JwtError::Rejected) => {
             return Err(ApiError::unauthorized(texts::DASH_TOKEN_INVALID));
         }
     };

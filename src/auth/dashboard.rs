@@ -23,6 +23,8 @@ pub struct DashboardAuth {
     pub username: String,
     password_hash: Arc<str>,
     pub jwt: JwtKeys,
+    /// Carried by every token we issue (`tv`); tokens with another version are refused.
+    token_version: String,
     pub limiter: LoginLimiter,
     /// Failed logins across all clients.
     pub failures: Budget,
@@ -70,10 +72,20 @@ impl DashboardAuth {
             Some(s) => s.expose_secret().to_string(),
             None => store.init_setting(JWT_SECRET_KEY, &crate::util::random_hex32()).await?,
         };
+        let jwt = JwtKeys::new(secret.as_bytes());
+        // The token version follows the password: the configured text (stable across restarts,
+        // unlike its salted hash) or the stored hash. A new password means a new version, and
+        // every token issued before stops working.
+        let material = match &cfg.password {
+            Some(p) => p.expose_secret().to_string(),
+            None => password_hash.clone(),
+        };
+        let token_version = jwt.digest(&[b"token-version", cfg.username.as_bytes(), material.as_bytes()]);
         Ok(Self {
             username: cfg.username.clone(),
             password_hash: password_hash.into(),
-            jwt: JwtKeys::new(secret.as_bytes()),
+            token_version,
+            jwt,
             limiter: LoginLimiter::new(cfg.login_rate_limit_burst, cfg.login_rate_limit_per_sec),
             failures: Budget::new(cfg.login_failure_budget, f64::from(cfg.login_failures_per_min) / 60.0),
             verifiers: VerifierPool::new(cfg.login_threads, Duration::from_millis(cfg.login_queue_wait_ms))?,
@@ -104,6 +116,15 @@ impl DashboardAuth {
     /// A token for `username` valid for the configured lifetime.
     pub fn issue(&self, username: &str) -> String {
         let exp = chrono::Utc::now().timestamp() + self.token_ttl.as_secs() as i64;
-        self.jwt.encode(username, exp)
+        self.jwt.encode_versioned(username, exp, &self.token_version)
+    }
+
+    /// Checks a dashboard token: signature, expiry, username, and the current token version.
+    pub fn decode(&self, token: &str) -> Result<super::jwt::Claims, super::jwt::JwtError> {
+        let claims = self.jwt.decode(token, chrono::Utc::now().timestamp())?;
+        if claims.tv.as_deref() != Some(self.token_version.as_str()) {
+            return Err(super::jwt::JwtError::Rejected);
+        }
+        Ok(claims)
     }
 }

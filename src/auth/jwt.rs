@@ -1,4 +1,6 @@
-//! HS256 dashboard tokens `{username, exp}` (AstrBot's claims: no `sub`, no `iat`).
+//! HS256 dashboard tokens `{username, exp, tv}`: AstrBot's claims (no `sub`, no `iat`) plus a
+//! token version `tv` that [`crate::auth::dashboard::DashboardAuth`] checks, so that changing the
+//! password invalidates every token issued before. Unlike AstrBot, `exp` is required.
 //!
 //! Only HS256 is needed, so this is a small HMAC-SHA256 implementation instead of a general
 //! JOSE library (which would pull RSA and EC stacks into the build). The header's `alg` must be
@@ -19,6 +21,9 @@ pub enum JwtError {
     Expired,
     /// Valid signature, but no non-empty string `username`.
     NoUsername,
+    /// Valid signature, but not acceptable: no `exp`, or a token version that is no longer
+    /// current (the password changed).
+    Rejected,
     /// Anything else: malformed, wrong algorithm, bad signature.
     Invalid,
 }
@@ -26,8 +31,10 @@ pub enum JwtError {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Claims {
     pub username: String,
-    /// Seconds since the epoch. A token without `exp` is accepted, as in AstrBot.
-    pub exp: Option<i64>,
+    /// Seconds since the epoch. Required: a token that never expires is refused.
+    pub exp: i64,
+    /// The token version it was issued under.
+    pub tv: Option<String>,
 }
 
 #[derive(Clone)]
@@ -69,6 +76,22 @@ impl JwtKeys {
         self.encode_claims(&json!({"username": username, "exp": exp}))
     }
 
+    /// A token carrying the token version `tv`.
+    pub fn encode_versioned(&self, username: &str, exp: i64, tv: &str) -> String {
+        self.encode_claims(&json!({"username": username, "exp": exp, "tv": tv}))
+    }
+
+    /// A keyed digest of `parts`, hex: derives token versions that cannot be forged or reversed
+    /// without the secret.
+    pub fn digest(&self, parts: &[&[u8]]) -> String {
+        let mut mac = self.mac();
+        for p in parts {
+            mac.update(&(p.len() as u64).to_le_bytes());
+            mac.update(p);
+        }
+        hex::encode(&mac.finalize().into_bytes()[..8])
+    }
+
     pub fn decode(&self, token: &str, now_secs: i64) -> Result<Claims, JwtError> {
         let mut parts = token.split('.');
         let (Some(h), Some(p), Some(s), None) = (parts.next(), parts.next(), parts.next(), parts.next()) else {
@@ -87,17 +110,13 @@ impl JwtKeys {
         mac.verify_slice(&sig).map_err(|_| JwtError::Invalid)?;
         let payload: Value =
             B64.decode(p).ok().and_then(|b| serde_json::from_slice(&b).ok()).ok_or(JwtError::Invalid)?;
-        let exp = match payload.get("exp") {
-            None | Some(Value::Null) => None,
-            Some(v) => Some(v.as_f64().ok_or(JwtError::Invalid)? as i64),
-        };
-        if let Some(exp) = exp
-            && now_secs >= exp
-        {
+        let exp = payload.get("exp").and_then(Value::as_f64).ok_or(JwtError::Rejected)? as i64;
+        if now_secs >= exp {
             return Err(JwtError::Expired);
         }
+        let tv = payload.get("tv").and_then(Value::as_str).map(str::to_string);
         match payload.get("username").and_then(Value::as_str) {
-            Some(u) if !u.is_empty() => Ok(Claims { username: u.to_string(), exp }),
+            Some(u) if !u.is_empty() => Ok(Claims { username: u.to_string(), exp, tv }),
             _ => Err(JwtError::NoUsername),
         }
     }
@@ -111,7 +130,9 @@ mod tests {
     fn round_trip_and_expiry() {
         let k = JwtKeys::new(b"secret");
         let t = k.encode("alice", 1000);
-        assert_eq!(k.decode(&t, 999), Ok(Claims { username: "alice".into(), exp: Some(1000) }));
+        assert_eq!(k.decode(&t, 999), Ok(Claims { username: "alice".into(), exp: 1000, tv: None }));
+        let v = k.encode_versioned("alice", 1000, "abc");
+        assert_eq!(k.decode(&v, 0).map(|c| c.tv), Ok(Some("abc".into())));
         assert_eq!(k.decode(&t, 1000), Err(JwtError::Expired));
         assert_eq!(JwtKeys::new(b"other").decode(&t, 0), Err(JwtError::Invalid));
     }
@@ -130,10 +151,10 @@ mod tests {
     }
 
     #[test]
-    fn no_exp_is_accepted_but_username_is_required() {
+    fn exp_and_username_are_required() {
         let k = JwtKeys::new(b"s");
-        assert!(k.decode(&k.encode_claims(&json!({"username": "bob"})), i64::MAX).is_ok());
-        assert_eq!(k.decode(&k.encode_claims(&json!({"username": ""})), 0), Err(JwtError::NoUsername));
-        assert_eq!(k.decode(&k.encode_claims(&json!({"sub": "bob"})), 0), Err(JwtError::NoUsername));
+        assert_eq!(k.decode(&k.encode_claims(&json!({"username": "bob"})), 0), Err(JwtError::Rejected));
+        assert_eq!(k.decode(&k.encode_claims(&json!({"username": "", "exp": 10})), 0), Err(JwtError::NoUsername));
+        assert_eq!(k.decode(&k.encode_claims(&json!({"sub": "bob", "exp": 10})), 0), Err(JwtError::NoUsername));
     }
 }

@@ -133,12 +133,12 @@ fn jwt_socket(
         Err(e) => return e.into_response(),
     };
     let token = query_param(uri.query(), "token").filter(|t| !t.is_empty());
-    let claims = token.map(|t| state.dashboard.jwt.decode(&t, chrono::Utc::now().timestamp()));
+    let claims = token.map(|t| state.dashboard.decode(&t));
     ws.on_upgrade(move |socket| async move {
         let reason = match claims {
             None => "Missing authentication token",
             Some(Err(JwtError::Expired)) => "Token expired",
-            Some(Err(JwtError::Invalid | JwtError::NoUsername)) => "Invalid token",
+            Some(Err(JwtError::Invalid | JwtError::NoUsername | JwtError::Rejected)) => "Invalid token",
             Some(Ok(c)) => {
                 let caller = Caller::Dashboard { username: c.username.clone() };
                 return serve(state, caller, c.username, mode, socket).await;

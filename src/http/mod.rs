@@ -121,7 +121,7 @@ pub fn router(state: AppState) -> Router {
                     tracing::info_span!(
                         "http",
                         method = %req.method(),
-                        path = %req.uri().path(),
+                        path = %crate::telemetry::mask_secrets(req.uri().path()),
                         query = %crate::telemetry::redact_query(req.uri().query()),
                         caller = tracing::field::Empty,
                     )

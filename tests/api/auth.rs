@@ -116,9 +116,14 @@ async fn dashboard_jwt_has_full_access_and_expiry_is_401() {
     let expired = app.state.dashboard.jwt.encode("astrgate", chrono::Utc::now().timestamp() - 10);
     let (s, b) = send(app.http.get(app.url("/api/v1/configs")).bearer_auth(&expired)).await;
     assert_error(s, &b, 401, "Token expired");
-    // A JWT without exp is accepted, as in AstrBot.
+    // Unlike AstrBot, a token that never expires is refused, even correctly signed.
     let no_exp = app.state.dashboard.jwt.encode_claims(&json!({"username": "astrgate"}));
-    assert_eq!(send(app.http.get(app.url("/api/v1/configs")).bearer_auth(&no_exp)).await.0, 200);
+    let (s, b) = send(app.http.get(app.url("/api/v1/configs")).bearer_auth(&no_exp)).await;
+    assert_error(s, &b, 401, "Invalid token");
+    // So is one of ours issued without the current token version.
+    let unversioned = app.state.dashboard.jwt.encode("astrgate", i64::MAX / 2);
+    let (s, b) = send(app.http.get(app.url("/api/v1/configs")).bearer_auth(&unversioned)).await;
+    assert_error(s, &b, 401, "Invalid token");
     // A token signed with another secret is not ours: it is then tried as an API key.
     let forged = astrgate::auth::jwt::JwtKeys::new(b"other").encode("astrgate", i64::MAX / 2);
     let (s, b) = send(app.http.get(app.url("/api/v1/configs")).bearer_auth(&forged)).await;

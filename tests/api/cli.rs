@@ -151,7 +151,13 @@ async fn secrets_never_reach_the_logs_and_sigterm_stops_cleanly() {
     let k_key = "abk_KEYPARAMSECRETkeykeykeykeykeykeykeykeyKSS";
     let h_key = "abk_HEADERSECRETheaderheaderheaderheaderheadH";
     let token = "eyJTOKENSECRET.payload.signature";
+    let odd_a = "abk_ODDPARAMSECRETaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
+    let odd_b = "abk_ODDHEADERSECRETbbbbbbbbbbbbbbbbbbbbbbbbbbbb";
+    let path_key = "abk_PATHSECRETcccccccccccccccccccccccccccccccc";
     for url in [
+        // Keys under names no list of parameters would know, and in the path.
+        format!("{base}/api/v1/configs?apikey={odd_a}&x-api-key={odd_b}"),
+        format!("{base}/api/v1/chat/runs/{path_key}/stream?username=u"),
         format!("{base}/api/v1/configs?api_key={q_key}"),
         format!("{base}/api/v1/configs?username=bob&key={k_key}"),
         format!("{base}/api/live_chat/ws?token={token}"),
@@ -171,7 +177,22 @@ async fn secrets_never_reach_the_logs_and_sigterm_stops_cleanly() {
     let log = log.lock().unwrap().clone();
     assert!(log.contains("api_key=***"), "requests are logged with redacted queries:\n{log}");
     assert!(log.contains("astrgate stopped"), "{log}");
-    for secret in [q_key, k_key, h_key, token, "QUERYSECRET", "KEYPARAMSECRET", "TOKENSECRET", PASSWORD] {
+    for secret in [
+        q_key,
+        k_key,
+        h_key,
+        token,
+        odd_a,
+        odd_b,
+        path_key,
+        "QUERYSECRET",
+        "KEYPARAMSECRET",
+        "TOKENSECRET",
+        "ODDPARAMSECRET",
+        "ODDHEADERSECRET",
+        "PATHSECRET",
+        PASSWORD,
+    ] {
         assert!(!log.contains(secret), "{secret} leaked into the logs:\n{log}");
     }
 }

@@ -534,3 +534,39 @@ async fn the_stage_api_touches_only_its_own_sessions() {
     assert_error(s, &b, 403, "session_id belongs to another username");
     assert!(app.state.store.get_session("stage!legacy").await.unwrap().is_some(), "bob's session survived");
 }
+
+#[tokio::test]
+async fn a_password_change_invalidates_earlier_dashboard_tokens() {
+    let dir = std::sync::Arc::new(tempfile::tempdir().unwrap());
+    let app = spawn_in(dir.clone(), |_| {}).await;
+    let (s, b) =
+        send(app.http.post(app.url("/api/auth/login")).json(&json!({"username": "astrgate", "password": PASSWORD})))
+            .await;
+    assert_eq!(s, 200);
+    let token = b["data"]["token"].as_str().unwrap().to_string();
+    assert!(app.state.dashboard.decode(&token).unwrap().exp > chrono::Utc::now().timestamp(), "tokens carry exp");
+    app.stop().await;
+    // Same password: the token survives the restart.
+    let app = spawn_in(dir.clone(), |_| {}).await;
+    assert_eq!(send(app.http.get(app.url("/api/v1/api-keys")).bearer_auth(&token)).await.0, 200);
+    app.stop().await;
+    // New password: it does not, on any carrier.
+    let app = spawn_in(dir, |c| c.dashboard.password = Some("a-brand-new-password".to_string().into())).await;
+    let (s, b) = send(app.http.get(app.url("/api/v1/api-keys")).bearer_auth(&token)).await;
+    assert_error(s, &b, 401, "Invalid token");
+    let (s, b) =
+        send(app.http.get(app.url("/api/apikey/list")).header("Cookie", format!("astrbot_dashboard_jwt={token}")))
+            .await;
+    assert_error(s, &b, 401, "Token 无效");
+    let mut ws = ws_connect(&app, &format!("/api/live_chat/ws?token={token}"), &[]).await;
+    ws.expect_refusal(1008, "Invalid token").await;
+}
+
+#[test]
+fn a_short_jwt_secret_is_refused() {
+    let err = astrgate::config::Config::from_toml("[dashboard]\njwt_secret = \"short\"\n").err().unwrap().to_string();
+    assert!(err.contains("at least 32 bytes"), "{err}");
+    assert!(
+        astrgate::config::Config::from_toml(&format!("[dashboard]\njwt_secret = \"{}\"\n", "k".repeat(32))).is_ok()
+    );
+}
