@@ -252,7 +252,7 @@ async fn drive(agent: &Agent, turn: &mut Turn, h: &Arc<RunHandle>) {
         }
         Err(Failure::Llm(e)) => {
             tracing::warn!(run.id = %h.run_id, provider = %turn.provider.id, error = %e, "provider failed");
-            let message = e.to_string();
+            let message = e.public_message();
             h.push(AgentEvent::Error { message: message.clone(), code: e.code().into() });
             if p.text.is_empty() {
                 content["message"] = json!([{"type": "plain", "text": message}]);
@@ -305,7 +305,7 @@ async fn speak_reply(
         Ok(a) => a,
         Err(e) => {
             tracing::warn!(run.id = %h.run_id, error = %e, "speaking the reply failed");
-            content["tts_error"] = json!(e.to_string());
+            content["tts_error"] = json!(e.public_message());
             return;
         }
     };

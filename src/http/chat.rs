@@ -279,7 +279,11 @@ async fn transcribe_records(state: &AppState, parts: &[Resolved]) -> ApiResult<V
         let path = state.prompt.attachments_dir.join(&rec.stored_name);
         let bytes = tokio::fs::read(&path).await.map_err(ApiError::internal)?;
         let text = stt.transcribe(Bytes::from(bytes), filename, &rec.mime_type).await.map_err(|e| {
-            ApiError::new(axum::http::StatusCode::BAD_GATEWAY, format!("transcribing {filename} failed: {e}"))
+            tracing::warn!(error = %e, "transcribing a record failed");
+            ApiError::new(
+                axum::http::StatusCode::BAD_GATEWAY,
+                format!("transcribing {filename} failed: {}", e.public_message()),
+            )
         })?;
         out.push(text);
     }

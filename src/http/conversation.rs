@@ -201,7 +201,10 @@ pub async fn converse(
                     crate::providers::stt::SttError::Unsupported(m) => {
                         ApiError::bad_request(format!("messages[{i}]: {m}"))
                     }
-                    other => ApiError::new(StatusCode::BAD_GATEWAY, format!("messages[{i}]: {other}")),
+                    other => {
+                        tracing::warn!(error = %other, "conversation: transcription failed");
+                        ApiError::new(StatusCode::BAD_GATEWAY, format!("messages[{i}]: {}", other.public_message()))
+                    }
                 })?;
                 if text.trim().is_empty() {
                     return Err(ApiError::bad_request(format!("messages[{i}]: no speech was recognised")));

@@ -662,7 +662,10 @@ async fn live_turn(ctx: &TurnCtx, input: Input) {
             );
             prefetched = history.ok();
             match heard {
-                Err(e) => return ctx.error_and_end("STT_ERROR", &format!("处理失败: {e}")).await,
+                Err(e) => {
+                    tracing::warn!(error = %e, "live: transcription failed");
+                    return ctx.error_and_end("STT_ERROR", &format!("处理失败: {}", e.public_message())).await;
+                }
                 Ok(t) if t.trim().is_empty() => {
                     return ctx.error_and_end("STT_EMPTY", "No speech was recognised (empty transcript)").await;
                 }

@@ -37,6 +37,28 @@ pub enum LlmError {
 }
 
 impl LlmError {
+    /// What a client is told: the class of failure, never the provider's own text (which can
+    /// quote credentials, e.g. `Incorrect API key provided: sk-live-AB****yz`). The full error
+    /// goes to the log.
+    pub fn public_message(&self) -> String {
+        match self {
+            LlmError::Connect(_) => "The model provider is unreachable".into(),
+            LlmError::FirstTokenTimeout(s) => format!("The model provider did not answer within {s} s"),
+            LlmError::IdleTimeout(s) => format!("The model provider stalled for {s} s mid-stream"),
+            LlmError::Upstream { status: 401 | 403, .. } => {
+                "The model provider refused astrgate's credentials (provider authentication failed)".into()
+            }
+            LlmError::Upstream { status: 429, .. } => "The model provider is rate limiting requests (HTTP 429)".into(),
+            LlmError::Upstream { status, .. } if (400..500).contains(status) => {
+                format!("The model provider rejected the request (HTTP {status})")
+            }
+            LlmError::Upstream { status: 200, .. } => "The model provider answered with an error".into(),
+            LlmError::Upstream { status, .. } => format!("The model provider is unavailable (HTTP {status})"),
+            LlmError::Interrupted(_) => "The model provider's stream broke off".into(),
+            LlmError::Protocol(_) => "The model provider sent an unreadable answer".into(),
+        }
+    }
+
     /// A stable machine-readable code for error events.
     pub fn code(&self) -> &'static str {
         match self {

@@ -22,6 +22,18 @@ pub enum SttError {
     Unsupported(String),
 }
 
+impl SttError {
+    /// What a client is told: the provider's own text stays in the log. `Unsupported` describes
+    /// the client's audio, so it is shown.
+    pub fn public_message(&self) -> String {
+        match self {
+            SttError::Failed(_) => "the speech-to-text provider failed".into(),
+            SttError::Timeout => "the speech-to-text provider timed out".into(),
+            SttError::Unsupported(m) => m.clone(),
+        }
+    }
+}
+
 /// Transcribes one audio file.
 #[async_trait]
 pub trait Stt: Send + Sync + 'static {

@@ -20,6 +20,16 @@ pub enum TtsError {
     Timeout,
 }
 
+impl TtsError {
+    /// What a client is told; the provider's own text stays in the log.
+    pub fn public_message(&self) -> String {
+        match self {
+            TtsError::Failed(_) => "the text-to-speech provider failed".into(),
+            TtsError::Timeout => "the text-to-speech provider timed out".into(),
+        }
+    }
+}
+
 /// Turns one piece of text into one complete audio file.
 #[async_trait]
 pub trait Tts: Send + Sync + 'static {

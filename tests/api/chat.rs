@@ -199,13 +199,13 @@ async fn upstream_error_becomes_an_error_event_and_is_saved() {
     let frames = chat(&app, &key, json!({"message": "q", "username": "u"})).await.collect().await;
     assert_eq!(types(&frames), ["session_id", "user_message_saved", "run_started", "error", "message_saved", "end"]);
     let err = &frames[3].data;
-    assert_eq!(err["data"], "LLM provider error (HTTP 500): model overloaded");
+    assert_eq!(err["data"], "The model provider is unavailable (HTTP 500)");
     assert_eq!(err["code"], "UPSTREAM_ERROR");
     let sid = frames[0].data["session_id"].as_str().unwrap();
     let h = history(&app, &key, sid, "u").await;
-    assert_eq!(h[1]["content"]["error"], "LLM provider error (HTTP 500): model overloaded");
+    assert_eq!(h[1]["content"]["error"], "The model provider is unavailable (HTTP 500)");
     assert_eq!(
-        h[1]["content"]["message"][0]["text"], "LLM provider error (HTTP 500): model overloaded",
+        h[1]["content"]["message"][0]["text"], "The model provider is unavailable (HTTP 500)",
         "never an empty reply"
     );
     // A failed turn is not sent back to the model as context.
@@ -692,7 +692,7 @@ async fn provider_timeouts_and_unreachable_upstreams_are_error_events() {
     let frames = chat(&app, &key, json!({"message": "q", "username": "u"})).await.collect().await;
     assert_eq!(
         error_of(&frames),
-        Some((json!("UPSTREAM_TIMEOUT"), json!("the LLM provider did not answer within 1 s")))
+        Some((json!("UPSTREAM_TIMEOUT"), json!("The model provider did not answer within 1 s")))
     );
 
     fake.push(Reply::Chunks {
@@ -703,7 +703,7 @@ async fn provider_timeouts_and_unreachable_upstreams_are_error_events() {
     let frames = chat(&app, &key, json!({"message": "q", "username": "u"})).await.collect().await;
     assert_eq!(
         error_of(&frames),
-        Some((json!("UPSTREAM_TIMEOUT"), json!("the LLM provider stalled for 1 s mid-stream")))
+        Some((json!("UPSTREAM_TIMEOUT"), json!("The model provider stalled for 1 s mid-stream")))
     );
     assert_eq!(frames.iter().filter(|f| f.ty() == "plain").count(), 1, "what arrived before the stall is kept");
 
@@ -711,7 +711,7 @@ async fn provider_timeouts_and_unreachable_upstreams_are_error_events() {
         chat(&app, &key, json!({"message": "q", "username": "u", "selected_provider": "dead"})).await.collect().await;
     let (code, msg) = error_of(&frames).unwrap();
     assert_eq!(code, "UPSTREAM_UNREACHABLE");
-    assert!(msg.as_str().unwrap().starts_with("cannot reach the LLM provider"), "{msg}");
+    assert!(msg.as_str().unwrap().starts_with("The model provider is unreachable"), "{msg}");
     assert!(!msg.as_str().unwrap().contains("127.0.0.1"), "the upstream URL is not echoed: {msg}");
     assert_eq!(frames.last().unwrap().ty(), "end");
 }
@@ -765,5 +765,5 @@ async fn profile_settings_shape_the_turn() {
     fake.push(Reply::Error(503, json!({"error": {"message": "busy upstream"}})));
     let frames = chat(&app, &key, msg("five")).await.collect().await;
     assert_eq!(types(&frames), ["session_id", "user_message_saved", "run_started", "error", "message_saved", "end"]);
-    assert_eq!(frames[3].data["data"], "LLM provider error (HTTP 503): busy upstream");
+    assert_eq!(frames[3].data["data"], "The model provider is unavailable (HTTP 503)");
 }

@@ -130,7 +130,7 @@ async fn stage_non_stream_shape_and_errors() {
     let (events, _) = stage_stream(&app, &key, json!({"sessionId": "n3", "timeStamp": "t", "text": "hi"})).await;
     assert_eq!(
         events,
-        vec![("error".to_string(), json!({"msg": "LLM provider error (HTTP 503): upstream down", "code": "500"}))]
+        vec![("error".to_string(), json!({"msg": "The model provider is unavailable (HTTP 503)", "code": "500"}))]
     );
     fake.push(Reply::Error(503, json!({"error": {"message": "upstream down"}})));
     let (s, b) = send(
@@ -140,7 +140,7 @@ async fn stage_non_stream_shape_and_errors() {
             .json(&json!({"sessionId": "n4", "timeStamp": "t", "text": "hi"})),
     )
     .await;
-    assert_error(s, &b, 502, "LLM provider error (HTTP 503): upstream down");
+    assert_error(s, &b, 502, "The model provider is unavailable (HTTP 503)");
     let cases = [
         (json!({"timeStamp": "t", "text": "x"}), "Missing key: sessionId"),
         (json!({"sessionId": "s", "text": "x"}), "Missing key: timeStamp"),
@@ -268,7 +268,7 @@ async fn conversation_text_in_text_out_and_history() {
     )
     .await;
     assert_eq!(v["error"]["code"], "UPSTREAM_ERROR");
-    assert_eq!(v["messages"][0]["value"], "LLM provider error (HTTP 500): boom");
+    assert_eq!(v["messages"][0]["value"], "The model provider is unavailable (HTTP 500)");
 }
 
 #[tokio::test]

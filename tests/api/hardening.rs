@@ -570,3 +570,37 @@ fn a_short_jwt_secret_is_refused() {
         astrgate::config::Config::from_toml(&format!("[dashboard]\njwt_secret = \"{}\"\n", "k".repeat(32))).is_ok()
     );
 }
+
+#[tokio::test]
+async fn upstream_error_text_never_reaches_clients() {
+    let llm = crate::fake_llm::FakeLlm::start().await;
+    let app = spawn_toml(&llm.provider_toml("fake")).await;
+    let key = app.key(&["chat"]).await;
+    let leak = "Incorrect API key provided: sk-live-ABCDEF****wxyz";
+    let cases = [
+        (401, "The model provider refused astrgate's credentials (provider authentication failed)"),
+        (429, "The model provider is rate limiting requests (HTTP 429)"),
+        (400, "The model provider rejected the request (HTTP 400)"),
+        (502, "The model provider is unavailable (HTTP 502)"),
+    ];
+    for (status, text) in cases {
+        llm.push(crate::fake_llm::Reply::Error(
+            status,
+            json!({"error": {"message": leak, "type": "invalid_request_error"}}),
+        ));
+        let frames = chat(&app, &key, json!({"username": "u", "message": "hi"})).await.collect().await;
+        let err = frames.iter().find(|f| f.ty() == "error").unwrap();
+        assert_eq!(err.data["data"], text);
+        let all = serde_json::to_string(&frames.iter().map(|f| &f.data).collect::<Vec<_>>()).unwrap();
+        assert!(!all.contains("sk-live") && !all.contains("Incorrect API key"), "{all}");
+    }
+    // Nor the stored history.
+    let (_, b) = send(app.http.get(app.url("/api/v1/chat/sessions?username=u")).bearer_auth(&key)).await;
+    for s in b["data"]["sessions"].as_array().unwrap() {
+        let id = s["session_id"].as_str().unwrap();
+        let (_, h) =
+            send(app.http.get(app.url(&format!("/api/v1/chat/sessions/{id}/messages?username=u"))).bearer_auth(&key))
+                .await;
+        assert!(!h.to_string().contains("sk-live"), "{h}");
+    }
+}
