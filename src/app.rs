@@ -60,7 +60,7 @@ impl AppState {
         let store =
             store::connect(&url).await.with_context(|| format!("opening database {}", store::redact_url(&url)))?;
         let keys = Arc::new(ApiKeys::new(store.clone(), Duration::from_secs(config.api_keys.cache_ttl_secs)));
-        let dashboard = Arc::new(DashboardAuth::init(&config.dashboard, store.as_ref()).await?);
+        let dashboard = Arc::new(DashboardAuth::init(&config.dashboard, store.as_ref(), &config.data_dir).await?);
         let profiles = Arc::new(Profiles::from_config(&config));
         let providers = Arc::new(Providers::from_config(&config)?);
         let tasks = TaskTracker::new();
@@ -70,6 +70,8 @@ impl AppState {
             providers: providers.clone(),
             profiles: profiles.clone(),
             max_events: config.runs.max_events,
+            max_log_bytes: config.runs.max_log_bytes,
+            max_active: config.runs.max_active,
             attachments_dir: config.data_dir.join("attachments"),
             tasks: tasks.clone(),
             shutdown: shutdown.clone(),

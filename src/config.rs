@@ -296,13 +296,18 @@ fn default_true() -> bool {
 pub struct RunsConfig {
     /// Hard cap on events one run may produce (bounds the replay buffer).
     pub max_events: usize,
+    /// Hard cap on the text one run may stream (its log, its saved reply and a history page all
+    /// stay below it); past it the reply is cut off with an error event.
+    pub max_log_bytes: usize,
+    /// Runs active at once across the server; more get 429 `Too many concurrent runs`.
+    pub max_active: usize,
     /// Finished runs stay resumable from the store for this long.
     pub retention_hours: u64,
 }
 
 impl Default for RunsConfig {
     fn default() -> Self {
-        Self { max_events: 50_000, retention_hours: 24 }
+        Self { max_events: 50_000, max_log_bytes: 4 * 1024 * 1024, max_active: 512, retention_hours: 24 }
     }
 }
 
@@ -405,6 +410,10 @@ pub struct LiveConfig {
     pub min_sentence_chars: usize,
     /// A WebSocket client that takes longer than this to accept one frame is disconnected.
     pub write_timeout_secs: f64,
+    /// The server pings every socket this often (clients answer pings by themselves).
+    pub ping_interval_secs: u64,
+    /// A socket that sends nothing, not even a pong, for this long is closed (1001).
+    pub idle_timeout_secs: u64,
 }
 
 impl Default for LiveConfig {
@@ -414,6 +423,8 @@ impl Default for LiveConfig {
             max_frame_bytes: 4 * 1024 * 1024,
             min_sentence_chars: 10,
             write_timeout_secs: 30.0,
+            ping_interval_secs: 30,
+            idle_timeout_secs: 90,
         }
     }
 }
@@ -421,6 +432,14 @@ impl Default for LiveConfig {
 impl LiveConfig {
     pub fn write_timeout(&self) -> std::time::Duration {
         std::time::Duration::try_from_secs_f64(self.write_timeout_secs).unwrap_or(std::time::Duration::from_secs(30))
+    }
+
+    pub fn idle_timeout(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(self.idle_timeout_secs)
+    }
+
+    pub fn ping_interval(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(self.ping_interval_secs)
     }
 }
 
@@ -615,6 +634,12 @@ impl Config {
         }
         if self.runs.max_events < 16 {
             return bad("runs.max_events must be at least 16".into());
+        }
+        if self.runs.max_log_bytes < 4096 || self.runs.max_active == 0 {
+            return bad("runs.max_log_bytes must be at least 4096 and runs.max_active at least 1".into());
+        }
+        if self.live.ping_interval_secs == 0 || self.live.idle_timeout_secs <= self.live.ping_interval_secs {
+            return bad("live.ping_interval_secs must be at least 1 and below live.idle_timeout_secs".into());
         }
         if !(self.live.write_timeout_secs.is_finite() && self.live.write_timeout_secs > 0.0) {
             return bad("live.write_timeout_secs must be a positive number".into());

@@ -20,11 +20,17 @@ pub struct ApiError {
     pub status: StatusCode,
     pub message: String,
     pub data: Value,
+    /// Sent as `Retry-After` (seconds) with 429 and 503 answers.
+    pub retry_after: Option<u64>,
 }
 
 impl ApiError {
     pub fn new(status: StatusCode, message: impl Into<String>) -> Self {
-        Self { status, message: message.into(), data: Value::Null }
+        Self { status, message: message.into(), data: Value::Null, retry_after: None }
+    }
+    /// 429 with `Retry-After`.
+    pub fn too_many(message: impl Into<String>, retry_after_secs: u64) -> Self {
+        Self { retry_after: Some(retry_after_secs.max(1)), ..Self::new(StatusCode::TOO_MANY_REQUESTS, message) }
     }
     pub fn bad_request(message: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, message)
@@ -51,7 +57,20 @@ impl ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let body = json!({"status": "error", "message": self.message, "data": self.data});
-        (self.status, Json(body)).into_response()
+        let mut res = (self.status, Json(body)).into_response();
+        if let Some(secs) = self.retry_after {
+            res.headers_mut().insert(axum::http::header::RETRY_AFTER, secs.into());
+        }
+        res
+    }
+}
+
+impl From<crate::agent::runs::StartError> for ApiError {
+    fn from(e: crate::agent::runs::StartError) -> Self {
+        match e {
+            crate::agent::runs::StartError::Busy => ApiError::conflict("Session is busy"),
+            crate::agent::runs::StartError::TooMany => ApiError::too_many("Too many concurrent runs", 1),
+        }
     }
 }
 

@@ -19,7 +19,7 @@ use crate::providers::Providers;
 use crate::store::Store;
 use pipeline::Turn;
 use profiles::Profiles;
-use runs::{RunHandle, RunRegistry, SessionBusy};
+use runs::{RunHandle, RunRegistry, StartError};
 
 /// The agent service shared by every front door.
 pub struct Agent {
@@ -28,6 +28,10 @@ pub struct Agent {
     pub providers: Arc<Providers>,
     pub profiles: Arc<Profiles>,
     pub max_events: usize,
+    /// Text bytes one run may stream (`[runs] max_log_bytes`).
+    pub max_log_bytes: usize,
+    /// Runs active at once (`[runs] max_active`).
+    pub max_active: usize,
     /// Where generated media (spoken replies) is saved.
     pub attachments_dir: std::path::PathBuf,
     pub tasks: TaskTracker,
@@ -53,16 +57,18 @@ impl Agent {
         .await;
     }
 
-    /// Registers and starts a run; fails when the session already has one.
-    pub fn start(self: &Arc<Self>, turn: Turn) -> Result<Arc<RunHandle>, SessionBusy> {
+    /// Registers and starts a run; fails when the session already has one or too many runs
+    /// are active.
+    pub fn start(self: &Arc<Self>, turn: Turn) -> Result<Arc<RunHandle>, StartError> {
         let handle = Arc::new(RunHandle::new(
             turn.run_id.clone(),
             turn.session_id.clone(),
             turn.username.clone(),
             turn.parent_cancel.as_ref().unwrap_or(&self.shutdown).child_token(),
             self.max_events,
+            self.max_log_bytes,
         ));
-        self.runs.register(handle.clone())?;
+        self.runs.register(handle.clone(), self.max_active)?;
         handle.push(events::AgentEvent::SessionId { session_id: turn.session_id.clone() });
         let agent = self.clone();
         let h = handle.clone();

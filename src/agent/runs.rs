@@ -23,12 +23,21 @@ const TERMINAL_RESERVE: usize = 8;
 #[error("run event limit reached")]
 pub struct LogFull;
 
+/// Why a run could not start.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-#[error("Session is busy")]
-pub struct SessionBusy;
+pub enum StartError {
+    /// The session already has an active run.
+    #[error("Session is busy")]
+    Busy,
+    /// `[runs] max_active` runs are active.
+    #[error("Too many concurrent runs")]
+    TooMany,
+}
 
 struct Log {
     events: Vec<Arc<AgentEvent>>,
+    /// Text bytes of the streamed events so far (bounded by `max_bytes`).
+    bytes: usize,
     finished: bool,
 }
 
@@ -43,6 +52,7 @@ pub struct RunHandle {
     /// Bumped on every append and on finish; subscribers wait on it.
     tick: watch::Sender<u64>,
     max_events: usize,
+    max_bytes: usize,
 }
 
 impl RunHandle {
@@ -52,6 +62,7 @@ impl RunHandle {
         username: String,
         cancel: CancellationToken,
         max_events: usize,
+        max_bytes: usize,
     ) -> Self {
         Self {
             run_id,
@@ -59,9 +70,10 @@ impl RunHandle {
             username,
             created_at: now_micros(),
             cancel,
-            log: Mutex::new(Log { events: Vec::with_capacity(64), finished: false }),
+            log: Mutex::new(Log { events: Vec::with_capacity(64), bytes: 0, finished: false }),
             tick: watch::channel(0).0,
             max_events,
+            max_bytes,
         }
     }
 
@@ -80,13 +92,20 @@ impl RunHandle {
         seq
     }
 
-    /// Appends a streaming event unless the run reached its event limit.
+    /// Appends a streaming event unless the run reached its event or byte limit.
     pub fn try_push(&self, ev: AgentEvent) -> Result<u64, LogFull> {
+        let size = match &ev {
+            AgentEvent::Delta { text, .. } | AgentEvent::Message { text, .. } | AgentEvent::Proactive { text, .. } => {
+                text.len()
+            }
+            _ => 64,
+        };
         let seq = {
             let mut log = self.lock();
-            if log.events.len() + TERMINAL_RESERVE >= self.max_events {
+            if log.events.len() + TERMINAL_RESERVE >= self.max_events || log.bytes + size > self.max_bytes {
                 return Err(LogFull);
             }
+            log.bytes += size;
             log.events.push(Arc::new(ev));
             log.events.len() as u64 - 1
         };
@@ -184,11 +203,15 @@ impl RunRegistry {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Registers a run; fails when its session already has an active one.
-    pub fn register(&self, h: Arc<RunHandle>) -> Result<(), SessionBusy> {
+    /// Registers a run; fails when its session already has an active one, or when `max_active`
+    /// runs are registered.
+    pub fn register(&self, h: Arc<RunHandle>, max_active: usize) -> Result<(), StartError> {
         let mut inner = self.lock();
         if inner.by_session.contains_key(&h.session_id) {
-            return Err(SessionBusy);
+            return Err(StartError::Busy);
+        }
+        if inner.runs.len() >= max_active {
+            return Err(StartError::TooMany);
         }
         inner.by_session.insert(h.session_id.clone(), h.run_id.clone());
         inner.runs.insert(h.run_id.clone(), h);
@@ -238,7 +261,7 @@ mod tests {
     use super::*;
 
     fn handle(max: usize) -> Arc<RunHandle> {
-        Arc::new(RunHandle::new("r".into(), "s".into(), "u".into(), CancellationToken::new(), max))
+        Arc::new(RunHandle::new("r".into(), "s".into(), "u".into(), CancellationToken::new(), max, usize::MAX))
     }
 
     #[tokio::test]
@@ -291,10 +314,20 @@ mod tests {
     #[test]
     fn one_active_run_per_session() {
         let reg = RunRegistry::default();
-        reg.register(handle(10)).unwrap();
-        assert_eq!(reg.register(handle(10)), Err(SessionBusy));
+        reg.register(handle(10), 10).unwrap();
+        assert_eq!(reg.register(handle(10), 10), Err(StartError::Busy));
         reg.remove("r");
         assert!(reg.is_empty());
-        reg.register(handle(10)).unwrap();
+        reg.register(handle(10), 10).unwrap();
+        let other = Arc::new(RunHandle::new("r2".into(), "s2".into(), "u".into(), CancellationToken::new(), 10, 10));
+        assert_eq!(reg.register(other, 1), Err(StartError::TooMany));
+    }
+
+    #[test]
+    fn the_log_is_bounded_by_bytes_too() {
+        let h = Arc::new(RunHandle::new("r".into(), "s".into(), "u".into(), CancellationToken::new(), 1000, 100));
+        assert!(h.try_push(AgentEvent::Delta { text: "x".repeat(60), reasoning: false }).is_ok());
+        assert_eq!(h.try_push(AgentEvent::Delta { text: "x".repeat(60), reasoning: false }), Err(LogFull));
+        assert!(h.try_push(AgentEvent::Delta { text: "x".repeat(40), reasoning: false }).is_ok());
     }
 }

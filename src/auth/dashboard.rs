@@ -1,8 +1,10 @@
 //! The dashboard account: password verification, JWT issuing, the login limiter.
 //!
 //! The password comes from `[dashboard] password` (plain text or an argon2 PHC string). Without
-//! one, the first start generates a password, prints it once on stderr and stores only its
-//! argon2 hash; later starts reuse the stored hash. The JWT secret is `[dashboard] jwt_secret` or
+//! one, the first start generates a password and stores only its argon2 hash; later starts reuse
+//! the stored hash. The generated password is shown once: on the terminal when stderr is one,
+//! otherwise (a service, a container) in `<data_dir>/dashboard-password.txt`, readable by the
+//! owner only, whose path is logged — never in the log itself. The JWT secret is `[dashboard] jwt_secret` or
 //! a random one generated once and kept in the database, so tokens survive restarts.
 
 use std::sync::Arc;
@@ -18,6 +20,57 @@ use crate::store::Store;
 
 const PASSWORD_HASH_KEY: &str = "dashboard_password_hash";
 const JWT_SECRET_KEY: &str = "jwt_secret";
+
+/// The file the generated password goes to when stderr is not a terminal.
+pub const PASSWORD_FILE: &str = "dashboard-password.txt";
+
+fn announce_password(username: &str, password: &str, data_dir: &std::path::Path) {
+    use std::io::IsTerminal;
+    if std::io::stderr().is_terminal() {
+        // Deliberately not a log line: shown once on the console, never in log files.
+        eprintln!(
+            "\n================================================================\n \
+             astrgate generated the dashboard password for user {username:?}:\n\n     {password}\n\n \
+             It is shown only this once; only its hash is stored.\n \
+             Set [dashboard] password (or ASTRGATE_DASHBOARD__PASSWORD) to choose one.\n\
+             ================================================================\n"
+        );
+        return;
+    }
+    let path = data_dir.join(PASSWORD_FILE);
+    match write_private(&path, &format!("{password}\n")) {
+        Ok(()) => tracing::warn!(
+            path = %path.display(),
+            username,
+            "generated the dashboard password; it is in this file (owner-only); delete the file once you have it"
+        ),
+        Err(e) => tracing::error!(
+            path = %path.display(),
+            error = %e,
+            "could not write the generated dashboard password; set [dashboard] password instead"
+        ),
+    }
+}
+
+/// Writes `text` to a new file only its owner can read.
+fn write_private(path: &std::path::Path, text: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.mode(0o600);
+    }
+    let mut f = opts.open(path)?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        f.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+    }
+    f.write_all(text.as_bytes())?;
+    f.sync_all()
+}
 
 pub struct DashboardAuth {
     pub username: String,
@@ -35,7 +88,7 @@ pub struct DashboardAuth {
 }
 
 impl DashboardAuth {
-    pub async fn init(cfg: &DashboardConfig, store: &dyn Store) -> anyhow::Result<Self> {
+    pub async fn init(cfg: &DashboardConfig, store: &dyn Store, data_dir: &std::path::Path) -> anyhow::Result<Self> {
         let password_hash = match &cfg.password {
             Some(p) if password::is_phc_hash(p.expose_secret()) => p.expose_secret().to_string(),
             Some(p) => {
@@ -54,15 +107,7 @@ impl DashboardAuth {
                         .map_err(|e| anyhow::anyhow!("hashing the dashboard password: {e}"))?;
                     let stored = store.init_setting(PASSWORD_HASH_KEY, &h).await?;
                     if stored == h {
-                        // Deliberately not a log line: shown once on the console, never in log files.
-                        eprintln!(
-                            "\n================================================================\n \
-                             astrgate generated the dashboard password for user {:?}:\n\n     {}\n\n \
-                             It is shown only this once; only its hash is stored.\n \
-                             Set [dashboard] password (or ASTRGATE_DASHBOARD__PASSWORD) to choose one.\n\
-                             ================================================================\n",
-                            cfg.username, generated
-                        );
+                        announce_password(&cfg.username, &generated, data_dir);
                     }
                     stored
                 }

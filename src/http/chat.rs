@@ -66,7 +66,7 @@ pub async fn start(state: &AppState, p: Prepared) -> ApiResult<Arc<crate::agent:
     if let Some(binding) = &p.bind_profile {
         state.store.set_session_profile(&p.turn.session_id, binding.as_deref()).await?;
     }
-    state.agent.start(p.turn).map_err(|_| ApiError::conflict("Session is busy"))
+    Ok(state.agent.start(p.turn)?)
 }
 
 /// Validates a chat request body (AstrBot's order and texts) into a [`Prepared`] turn.

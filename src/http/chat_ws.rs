@@ -11,7 +11,6 @@ use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{State, ws::rejection::WebSocketUpgradeRejection};
 use axum::http::{HeaderMap, Uri};
 use axum::response::{IntoResponse, Response};
-use futures_util::StreamExt;
 use serde_json::{Map, Value, json};
 use tokio::task::JoinHandle;
 
@@ -61,7 +60,9 @@ fn error_frame(code: &str, data: &str, message_id: Option<&str>) -> Value {
 /// AstrBot's error code for a validation message.
 pub fn code_for(e: &ApiError) -> &'static str {
     let m = e.message.as_str();
-    if e.status.is_server_error() && e.status.as_u16() != 503 {
+    if e.status.as_u16() == 429 {
+        "TOO_MANY_RUNS"
+    } else if e.status.is_server_error() && e.status.as_u16() != 503 {
         "PROCESSING_ERROR"
     } else if m.starts_with("Missing key: username") || m.starts_with("username is") || m.contains("username must") {
         "BAD_USER"
@@ -75,7 +76,13 @@ pub fn code_for(e: &ApiError) -> &'static str {
 }
 
 async fn serve(state: AppState, caller: Caller, socket: WebSocket) {
-    let (mut incoming, out, writer) = ws::split(socket, state.config.live.write_timeout());
+    let (mut incoming, out, writer) = ws::split(
+        socket,
+        ws::Timing {
+            write_timeout: state.config.live.write_timeout(),
+            ping_interval: state.config.live.ping_interval(),
+        },
+    );
     let mut active: HashMap<String, JoinHandle<()>> = HashMap::new();
     let limit = state.config.live.max_frame_bytes;
     loop {
@@ -85,7 +92,13 @@ async fn serve(state: AppState, caller: Caller, socket: WebSocket) {
                 break;
             }
             _ = out.gone() => break,
-            m = incoming.next() => m,
+            m = ws::next_or_idle(&mut incoming, state.config.live.idle_timeout()) => match m {
+                Some(m) => m,
+                None => {
+                    out.close(ws::CLOSE_IDLE.0, ws::CLOSE_IDLE.1);
+                    break;
+                }
+            },
         };
         let text = match msg {
             Some(Err(e)) if ws::is_too_big(&e) => {

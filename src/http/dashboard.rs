@@ -75,9 +75,7 @@ pub async fn login(State(state): State<AppState>, req: Request) -> Response {
 }
 
 fn rate_limited(retry_after: u64) -> Response {
-    let mut res = ApiError::new(StatusCode::TOO_MANY_REQUESTS, texts::LOGIN_RATE_LIMITED).into_response();
-    res.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(retry_after));
-    res
+    ApiError::too_many(texts::LOGIN_RATE_LIMITED, retry_after).into_response()
 }
 
 fn parse_credentials(body: &Bytes) -> Option<(String, String)> {

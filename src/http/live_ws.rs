@@ -23,7 +23,6 @@ use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::http::{HeaderMap, Uri};
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
-use futures_util::StreamExt;
 use serde_json::{Map, Value, json};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -184,7 +183,13 @@ struct Conn {
 }
 
 async fn serve(state: AppState, caller: Caller, username: String, force: Option<Mode>, socket: WebSocket) {
-    let (mut incoming, out, writer) = ws::split(socket, state.config.live.write_timeout());
+    let (mut incoming, out, writer) = ws::split(
+        socket,
+        ws::Timing {
+            write_timeout: state.config.live.write_timeout(),
+            ping_interval: state.config.live.ping_interval(),
+        },
+    );
     let mut c = Conn {
         session_id: format!("webchat_live!{username}!{}", uuid::Uuid::now_v7()),
         session_ready: Arc::default(),
@@ -206,7 +211,13 @@ async fn serve(state: AppState, caller: Caller, username: String, force: Option<
                 break;
             }
             _ = c.out.gone() => break,
-            m = incoming.next() => m,
+            m = ws::next_or_idle(&mut incoming, c.state.config.live.idle_timeout()) => match m {
+                Some(m) => m,
+                None => {
+                    c.out.close(ws::CLOSE_IDLE.0, ws::CLOSE_IDLE.1);
+                    break;
+                }
+            },
         };
         let text = match msg {
             Some(Err(e)) if ws::is_too_big(&e) => {
@@ -722,7 +733,12 @@ async fn live_turn(ctx: &TurnCtx, input: Input) {
     state.agent.settle(&ctx.session_id, std::time::Duration::from_secs(5)).await;
     let run = match state.agent.start(turn) {
         Ok(r) => r,
-        Err(_) => return ctx.error_and_end("PROCESSING_ERROR", "Session is busy").await,
+        Err(crate::agent::runs::StartError::Busy) => {
+            return ctx.error_and_end("PROCESSING_ERROR", "Session is busy").await;
+        }
+        Err(crate::agent::runs::StartError::TooMany) => {
+            return ctx.error_and_end("TOO_MANY_RUNS", "Too many concurrent runs").await;
+        }
     };
 
     let mut sub = run.subscribe(0);

@@ -215,7 +215,7 @@ pub async fn start_compat_turn(
         speak_reply: None,
         parent_cancel: None,
     };
-    let run = state.agent.start(turn).map_err(|_| ApiError::conflict("Session is busy"))?;
+    let run = state.agent.start(turn)?;
     Ok((run, profile))
 }
 

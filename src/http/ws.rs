@@ -113,8 +113,18 @@ impl Outbox {
     }
 }
 
+/// Socket timing: the write deadline per frame, and how often the server pings.
+#[derive(Debug, Clone, Copy)]
+pub struct Timing {
+    pub write_timeout: Duration,
+    /// A WebSocket Ping is sent after this long without any frame to the client, so that a live
+    /// client (whose library answers pings by itself) always has something to answer.
+    pub ping_interval: Duration,
+}
+
 /// Spawns the writer for `sink`; a frame that cannot be written within `write_timeout` ends it.
-pub fn spawn_writer(mut sink: SplitSink<WebSocket, Message>, write_timeout: Duration) -> (Outbox, JoinHandle<()>) {
+pub fn spawn_writer(mut sink: SplitSink<WebSocket, Message>, timing: Timing) -> (Outbox, JoinHandle<()>) {
+    let write_timeout = timing.write_timeout;
     let (ctx, mut crx) = mpsc::channel::<Out>(CONTROL_LANE);
     let (dtx, mut drx) = mpsc::channel::<(Option<u64>, Message)>(DATA_LANE);
     let generation = Arc::new(AtomicU64::new(0));
@@ -123,6 +133,9 @@ pub fn spawn_writer(mut sink: SplitSink<WebSocket, Message>, write_timeout: Dura
     let gone_w = gone.clone();
     let task = tokio::spawn(async move {
         let _gone = gone_w.drop_guard();
+        let mut ping =
+            tokio::time::interval_at(tokio::time::Instant::now() + timing.ping_interval, timing.ping_interval);
+        ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             let out = tokio::select! {
                 biased;
@@ -130,6 +143,7 @@ pub fn spawn_writer(mut sink: SplitSink<WebSocket, Message>, write_timeout: Dura
                     Some(o) => o,
                     None => break,
                 },
+                _ = ping.tick() => Out::Frame(Message::Ping(bytes::Bytes::from_static(b"astrgate"))),
                 d = drx.recv() => match d {
                     Some((None, m)) => Out::Frame(m),
                     Some((Some(g), m)) if g == gen_w.load(Ordering::SeqCst) => Out::Frame(m),
@@ -164,11 +178,24 @@ pub fn spawn_writer(mut sink: SplitSink<WebSocket, Message>, write_timeout: Dura
 /// Splits a socket into its incoming stream and an [`Outbox`].
 pub fn split(
     socket: WebSocket,
-    write_timeout: Duration,
+    timing: Timing,
 ) -> (futures_util::stream::SplitStream<WebSocket>, Outbox, JoinHandle<()>) {
     let (sink, stream) = socket.split();
-    let (out, task) = spawn_writer(sink, write_timeout);
+    let (out, task) = spawn_writer(sink, timing);
     (stream, out, task)
+}
+
+/// The close code and reason for a client that sent nothing (not even a pong) for
+/// `[live] idle_timeout_secs`.
+pub const CLOSE_IDLE: (u16, &str) = (CLOSE_GOING_AWAY, "idle timeout");
+
+/// The next message from the client, or `None` when it stayed silent for `idle` (any frame,
+/// including the pong to our ping, counts as activity).
+pub async fn next_or_idle(
+    incoming: &mut futures_util::stream::SplitStream<WebSocket>,
+    idle: Duration,
+) -> Option<Option<Result<Message, axum::Error>>> {
+    tokio::time::timeout(idle, incoming.next()).await.ok()
 }
 
 /// True when a read failed because the client's message is larger than the socket buffers
@@ -182,7 +209,8 @@ pub fn is_too_big(e: &axum::Error) -> bool {
 
 /// AstrBot's authentication failure on a socket: an error frame, then close 1008 with the reason.
 pub async fn refuse(socket: WebSocket, frame: Value, reason: &str) {
-    let (_stream, out, writer) = split(socket, REFUSAL_WRITE_TIMEOUT);
+    let (_stream, out, writer) =
+        split(socket, Timing { write_timeout: REFUSAL_WRITE_TIMEOUT, ping_interval: REFUSAL_WRITE_TIMEOUT });
     out.control(&frame);
     out.close(CLOSE_POLICY, reason);
     drop(out);

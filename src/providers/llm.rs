@@ -19,6 +19,8 @@ use crate::config::ProviderConfig;
 
 /// Largest upstream error body we read (the rest is ignored).
 const MAX_ERROR_BODY: usize = 64 * 1024;
+/// Largest non-streamed answer we accept (a streamed one is bounded by the run's byte cap).
+const MAX_ANSWER_BODY: usize = 16 * 1024 * 1024;
 
 #[derive(Debug, Clone, thiserror::Error, PartialEq)]
 pub enum LlmError {
@@ -191,10 +193,9 @@ impl OpenAiProvider {
     /// A non-streamed completion.
     pub async fn complete(&self, req: &ChatRequest) -> Result<Completion, LlmError> {
         let res = self.send(&self.body(req, false), "application/json").await?;
-        let bytes = match tokio::time::timeout(self.first_token_timeout, res.bytes()).await {
+        let bytes = match tokio::time::timeout(self.first_token_timeout, read_limited(res, MAX_ANSWER_BODY)).await {
             Err(_) => return Err(LlmError::FirstTokenTimeout(self.first_token_timeout.as_secs())),
-            Ok(Err(e)) => return Err(LlmError::Interrupted(describe(e))),
-            Ok(Ok(b)) => b,
+            Ok(r) => r?,
         };
         let v: Value = serde_json::from_slice(&bytes).map_err(|e| LlmError::Protocol(e.to_string()))?;
         if let Some(err) = v.get("error").filter(|e| !e.is_null()) {
@@ -394,6 +395,23 @@ fn error_text(err: &Value) -> String {
     match err {
         Value::String(s) => s.clone(),
         _ => err.get("message").and_then(Value::as_str).map(str::to_string).unwrap_or_else(|| err.to_string()),
+    }
+}
+
+/// The whole body, or an error once it grows past `cap`.
+async fn read_limited(mut res: reqwest::Response, cap: usize) -> Result<Vec<u8>, LlmError> {
+    let mut buf: Vec<u8> = Vec::new();
+    loop {
+        match res.chunk().await {
+            Ok(Some(chunk)) => {
+                if buf.len() + chunk.len() > cap {
+                    return Err(LlmError::Protocol(format!("answer larger than {cap} bytes")));
+                }
+                buf.extend_from_slice(&chunk);
+            }
+            Ok(None) => return Ok(buf),
+            Err(e) => return Err(LlmError::Interrupted(describe(e))),
+        }
     }
 }
 

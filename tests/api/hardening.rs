@@ -604,3 +604,119 @@ async fn upstream_error_text_never_reaches_clients() {
         assert!(!h.to_string().contains("sk-live"), "{h}");
     }
 }
+
+#[tokio::test]
+async fn a_run_log_is_capped_by_bytes_as_well_as_events() {
+    let llm = crate::fake_llm::FakeLlm::start().await;
+    let app = spawn_toml(&format!("{}\n[runs]\nmax_log_bytes = 1048576\n", llm.provider_toml("fake"))).await;
+    let key = app.key(&["chat"]).await;
+    let big = "x".repeat(400 * 1024);
+    llm.push(crate::fake_llm::Reply::Chunks {
+        chunks: (0..20).map(|_| crate::fake_llm::Chunk::Content(big.clone())).collect(),
+        delay: Duration::ZERO,
+        first_delay: Duration::ZERO,
+    });
+    let frames = chat(&app, &key, json!({"username": "u", "message": "hi", "session_id": "big"})).await.collect().await;
+    let err = frames.iter().find(|f| f.ty() == "error").expect("the reply is cut off");
+    assert_eq!(err.data["code"], "RUN_LIMIT");
+    let streamed: usize =
+        frames.iter().filter(|f| f.ty() == "plain").map(|f| f.data["data"].as_str().unwrap().len()).sum();
+    assert!(streamed <= 1024 * 1024, "{streamed} bytes streamed");
+    let res =
+        app.http.get(app.url("/api/v1/chat/sessions/big/messages?username=u")).bearer_auth(&key).send().await.unwrap();
+    let page = res.bytes().await.unwrap();
+    assert!(page.len() < 2 * 1024 * 1024, "one history page is {} bytes", page.len());
+}
+
+#[tokio::test]
+async fn concurrent_runs_are_capped() {
+    let llm = crate::fake_llm::FakeLlm::start().await;
+    let app = spawn_toml(&format!("{}\n[runs]\nmax_active = 2\n", llm.provider_toml("fake"))).await;
+    let key = app.key(&["chat"]).await;
+    for _ in 0..2 {
+        llm.push(crate::fake_llm::Reply::HangAfter(crate::fake_llm::text("thinking")));
+    }
+    let _a = chat(&app, &key, json!({"username": "u", "message": "one"})).await;
+    let _b = chat(&app, &key, json!({"username": "u", "message": "two"})).await;
+    eventually(|| {
+        let n = app.state.agent.runs.len();
+        async move { (n == 2).then_some(()) }
+    })
+    .await;
+    let res = app
+        .http
+        .post(app.url("/api/v1/chat"))
+        .bearer_auth(&key)
+        .json(&json!({"username": "u", "message": "three"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 429);
+    assert_eq!(res.headers()["retry-after"], "1");
+    let b: Value = res.json().await.unwrap();
+    assert_eq!(b["message"], "Too many concurrent runs");
+}
+
+#[tokio::test]
+async fn silent_websockets_are_pinged_then_closed() {
+    let app = spawn_with(|c| {
+        c.live.ping_interval_secs = 1;
+        c.live.idle_timeout_secs = 3;
+    })
+    .await;
+    let key = app.key(&["chat"]).await;
+    // A client that reads nothing never answers the pings: closed as idle. (Raw TCP, so that no
+    // client library answers the pings behind the test's back.)
+    let mut dead = TcpStream::connect(app.addr).await.unwrap();
+    let upgrade = format!(
+        "GET /api/v1/chat/ws?api_key={key} HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    );
+    dead.write_all(upgrade.as_bytes()).await.unwrap();
+    // A client that keeps reading answers them (its library does) and stays connected.
+    let mut alive = ws_connect(&app, &format!("/api/v1/live/ws?api_key={key}&username=u"), &[]).await;
+    let reader = tokio::spawn(async move {
+        use futures_util::StreamExt;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        while let Ok(Some(m)) = tokio::time::timeout_at(deadline, alive.ws.next()).await {
+            if let Ok(tokio_tungstenite::tungstenite::Message::Close(_)) = m {
+                panic!("an active client was closed");
+            }
+        }
+        alive
+    });
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let mut alive = reader.await.unwrap();
+    alive.send(json!({"t": "ping"})).await;
+    assert_eq!(alive.recv().await["t"], "pong");
+    // Everything the server sent: the 101, pings, then a close frame 1001 "idle timeout", then EOF.
+    let mut raw = Vec::new();
+    tokio::time::timeout(Duration::from_secs(20), dead.read_to_end(&mut raw)).await.expect("closed").unwrap();
+    assert!(raw.starts_with(b"HTTP/1.1 101"), "{}", String::from_utf8_lossy(&raw));
+    let close = [&[0x88u8, 14, 0x03, 0xE9][..], b"idle timeout"].concat();
+    assert!(raw.windows(close.len()).any(|w| w == close), "no idle close frame in {raw:?}");
+    assert!(raw.windows(2).any(|w| w == [0x89, 8]), "no ping before the close");
+}
+
+#[tokio::test]
+async fn a_generated_password_goes_to_a_private_file_when_not_on_a_terminal() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let cfg = dir.path().join("astrgate.toml");
+    std::fs::write(&cfg, format!("listen = \"127.0.0.1:0\"\ndata_dir = {:?}\n", data.display().to_string())).unwrap();
+    let (mut child, base, log) = crate::cli::serve(&cfg).await;
+    let file = data.join("dashboard-password.txt");
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(std::fs::metadata(&file).unwrap().permissions().mode() & 0o777, 0o600);
+    let password = std::fs::read_to_string(&file).unwrap().trim().to_string();
+    assert_eq!(password.len(), 24);
+    let (s, _) = send(
+        client().post(format!("{base}/api/auth/login")).json(&json!({"username": "astrgate", "password": password})),
+    )
+    .await;
+    assert_eq!(s, 200);
+    crate::cli::sigterm_and_wait(&mut child).await;
+    let log = log.lock().unwrap().clone();
+    assert!(log.contains("dashboard-password.txt"), "{log}");
+    assert!(!log.contains(&password), "the password reached the log:\n{log}");
+}

@@ -387,7 +387,7 @@ async fn a_frame_too_large_to_buffer_gets_an_error_and_close_1009() {
 async fn a_client_that_stops_reading_is_disconnected() {
     let fake = FakeLlm::start().await;
     let app = spawn_toml(&format!(
-        "{}\n[tts]\ntype = \"none\"\n[live]\nwrite_timeout_secs = 0.5\n",
+        "{}\n[tts]\ntype = \"none\"\n[live]\nwrite_timeout_secs = 0.5\n[runs]\nmax_log_bytes = 16777216\n",
         fake.provider_toml("fake")
     ))
     .await;
