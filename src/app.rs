@@ -59,6 +59,10 @@ impl AppState {
         let url = config.database_url();
         let store =
             store::connect(&url).await.with_context(|| format!("opening database {}", store::redact_url(&url)))?;
+        // Runs a crash left in flight are closed before anything else can touch their sessions.
+        if let Err(e) = crate::agent::checkpoint::recover(store.as_ref()).await {
+            tracing::error!(error = %e, "closing runs left in flight failed");
+        }
         let keys = Arc::new(ApiKeys::new(store.clone(), Duration::from_secs(config.api_keys.cache_ttl_secs)));
         let dashboard = Arc::new(DashboardAuth::init(&config.dashboard, store.as_ref(), &config.data_dir).await?);
         let profiles = Arc::new(Profiles::from_config(&config));

@@ -1,6 +1,7 @@
 //! The agent pipeline: profiles, input parsing, runs (one task per turn with a replay log),
 //! history and prompts. Nothing here imports axum; front doors render [`events::AgentEvent`].
 
+pub mod checkpoint;
 pub mod events;
 pub mod history;
 pub mod input;

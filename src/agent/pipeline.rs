@@ -12,11 +12,12 @@ use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
 use super::Agent;
+use super::checkpoint::{self, Checkpointer, bot_content};
 use super::events::{AgentEvent, AgentStats};
 use super::history::model_messages;
 use super::runs::{LogFull, RunHandle};
 use crate::providers::llm::{ChatRequest, LlmError, LlmEvent, OpenAiProvider, Usage};
-use crate::store::{NewMessage, RunRecord, now_micros};
+use crate::store::{NewMessage, now_micros};
 
 /// Everything a run needs, decided by the front door before it starts.
 pub struct Turn {
@@ -60,8 +61,6 @@ pub struct Speech {
 }
 
 enum Failure {
-    /// The user message could not be saved: nothing else happens.
-    Store(String),
     Cancelled,
     Llm(LlmError),
     TooLong,
@@ -81,38 +80,23 @@ struct Progress {
 }
 
 pub async fn run(agent: Arc<Agent>, mut turn: Turn, h: Arc<RunHandle>) {
-    drive(&agent, &mut turn, &h).await;
+    let checkpoint = uuid::Uuid::new_v4().to_string();
+    let mut ckpt =
+        Checkpointer::new(agent.store.clone(), h.clone(), &turn.platform_id, &checkpoint, turn.persist_events);
+    drive(&agent, &mut turn, &h, &mut ckpt, &checkpoint).await;
     // The reply is saved. Free the session *before* `End` is visible, so a client that sees
     // `end` can start its next turn at once.
     agent.runs.release_session(&h.run_id);
     h.push(AgentEvent::End);
     h.finish();
     if turn.persist_events {
-        let events: Vec<Arc<AgentEvent>> = h.snapshot();
-        let status = if events.iter().any(|e| matches!(**e, AgentEvent::Error { .. })) { "error" } else { "done" };
-        match super::events::encode_log(&events) {
-            Ok(json) => {
-                let rec = RunRecord {
-                    run_id: h.run_id.clone(),
-                    session_id: h.session_id.clone(),
-                    username: h.username.clone(),
-                    status: status.into(),
-                    events: json,
-                    created_at: h.created_at,
-                    finished_at: now_micros(),
-                };
-                if let Err(e) = agent.store.insert_run(&rec).await {
-                    tracing::warn!(run.id = %h.run_id, error = %e, "saving the run log failed");
-                }
-            }
-            Err(e) => tracing::warn!(run.id = %h.run_id, error = %e, "serialising the run log failed"),
-        }
+        let errored = h.snapshot().iter().any(|e| matches!(**e, AgentEvent::Error { .. }));
+        ckpt.save_run(if errored { "error" } else { "done" }).await;
     }
     agent.runs.remove(&h.run_id);
 }
 
-async fn drive(agent: &Agent, turn: &mut Turn, h: &Arc<RunHandle>) {
-    let checkpoint = uuid::Uuid::new_v4().to_string();
+async fn drive(agent: &Agent, turn: &mut Turn, h: &Arc<RunHandle>, ckpt: &mut Checkpointer, checkpoint: &str) {
     let store = agent.store.as_ref();
     // History is read before the new message is saved, so it holds only earlier turns.
     let history = if let Some(h) = &turn.prefetched_history {
@@ -125,30 +109,25 @@ async fn drive(agent: &Agent, turn: &mut Turn, h: &Arc<RunHandle>) {
     } else {
         Vec::new()
     };
-    // The user message is saved while the model request is already on its way (see `generate`).
-    let user_msg = turn.user_content.as_ref().map(|content| NewMessage {
-        session_id: turn.session_id.clone(),
-        platform_id: turn.platform_id.clone(),
-        sender_id: turn.username.clone(),
-        sender_name: turn.username.clone(),
-        content: content.clone(),
-        llm_checkpoint_id: Some(checkpoint.clone()),
-    });
-    // Live turns do not show `user_message_saved`, so their reply does not wait for the write
-    // at all: it runs in the background and is joined before the reply is saved.
-    let background_save = match (&turn.speech, &user_msg) {
-        (Some(_), Some(msg)) => {
-            let (store, msg) = (agent.store.clone(), msg.clone());
-            Some(tokio::spawn(async move { store.insert_message(&msg).await }))
+    // The user message is saved before the model is called: a message that cannot be saved (a
+    // full disk) costs no model call, and a crash mid-reply still finds the question.
+    if let Some(content) = &turn.user_content {
+        let msg = NewMessage {
+            session_id: turn.session_id.clone(),
+            platform_id: turn.platform_id.clone(),
+            sender_id: turn.username.clone(),
+            sender_name: turn.username.clone(),
+            content: content.clone(),
+            llm_checkpoint_id: Some(checkpoint.to_string()),
+        };
+        match store.insert_message(&msg).await {
+            Ok((id, created_at)) => {
+                h.push(AgentEvent::UserMessageSaved { id, created_at, checkpoint: checkpoint.to_string() });
+            }
+            Err(e) => return fail_early(h, &e.to_string()),
         }
-        _ => None,
-    };
-    let save_user = async {
-        match (&user_msg, background_save.is_some()) {
-            (Some(msg), false) => store.insert_message(msg).await.map(Some),
-            _ => Ok(None),
-        }
-    };
+    }
+    h.push(AgentEvent::RunStarted);
     let request = ChatRequest {
         model: turn.model.clone(),
         // Moved, not copied: the input can hold megabytes of inline media.
@@ -171,17 +150,7 @@ async fn drive(agent: &Agent, turn: &mut Turn, h: &Arc<RunHandle>) {
     };
 
     let result = {
-        let work = generate(
-            &turn.provider,
-            &request,
-            turn.streaming,
-            turn.show_reasoning,
-            h,
-            &mut p,
-            speech_tx,
-            save_user,
-            &checkpoint,
-        );
+        let work = generate(&turn.provider, &request, turn.streaming, turn.show_reasoning, h, &mut p, speech_tx, ckpt);
         tokio::select! {
             biased;
             _ = h.cancel.cancelled() => Err(Failure::Cancelled),
@@ -210,18 +179,8 @@ async fn drive(agent: &Agent, turn: &mut Turn, h: &Arc<RunHandle>) {
         let _ = task.await;
     }
 
-    if let Some(save) = background_save {
-        match save.await {
-            Ok(Ok((id, created_at))) => {
-                h.push(AgentEvent::UserMessageSaved { id, created_at, checkpoint: checkpoint.clone() });
-            }
-            Ok(Err(e)) => tracing::error!(run.id = %h.run_id, error = %e, "saving the user message failed"),
-            Err(e) => tracing::error!(run.id = %h.run_id, error = %e, "saving the user message failed"),
-        }
-    }
-    let mut content = json!({"type": "bot", "message": [{"type": "plain", "text": p.text}]});
+    let mut content = bot_content(&p.text, "");
     match result {
-        Err(Failure::Store(cause)) => return fail_early(h, &cause),
         Ok(()) => {
             if turn.speech.is_none() {
                 h.push(AgentEvent::AgentStats { stats: stats.clone() });
@@ -260,7 +219,7 @@ async fn drive(agent: &Agent, turn: &mut Turn, h: &Arc<RunHandle>) {
             content["error"] = json!(message);
         }
         Err(Failure::TooLong) => {
-            let message = "The reply exceeded the run's event limit and was cut off".to_string();
+            let message = "The reply exceeded the run's size limit and was cut off".to_string();
             h.push(AgentEvent::Error { message: message.clone(), code: "RUN_LIMIT".into() });
             content["error"] = json!(message);
         }
@@ -268,17 +227,9 @@ async fn drive(agent: &Agent, turn: &mut Turn, h: &Arc<RunHandle>) {
     if !p.reasoning.is_empty() {
         content["reasoning"] = json!(p.reasoning);
     }
-    let msg = NewMessage {
-        session_id: turn.session_id.clone(),
-        platform_id: turn.platform_id.clone(),
-        sender_id: "bot".into(),
-        sender_name: "bot".into(),
-        content,
-        llm_checkpoint_id: Some(checkpoint.clone()),
-    };
-    match store.insert_message(&msg).await {
+    match ckpt.save_message(&content).await {
         Ok((id, created_at)) => {
-            h.push(AgentEvent::MessageSaved { id, created_at, checkpoint });
+            h.push(AgentEvent::MessageSaved { id, created_at, checkpoint: checkpoint.to_string() });
         }
         Err(e) => {
             tracing::error!(run.id = %h.run_id, error = %e, "saving the reply failed");
@@ -346,27 +297,8 @@ fn fail_early(h: &RunHandle, cause: &str) {
     h.push(AgentEvent::Error { message: "Failed to save the message".into(), code: "STORE_ERROR".into() });
 }
 
-/// After the user message is saved: `UserMessageSaved`, then `RunStarted`.
-fn announce(
-    h: &RunHandle,
-    saved: crate::store::StoreResult<Option<(i64, crate::store::Micros)>>,
-    checkpoint: &str,
-) -> Result<(), Failure> {
-    match saved {
-        Ok(Some((id, created_at))) => {
-            h.push(AgentEvent::UserMessageSaved { id, created_at, checkpoint: checkpoint.to_string() });
-        }
-        Ok(None) => {}
-        Err(e) => return Err(Failure::Store(e.to_string())),
-    }
-    h.push(AgentEvent::RunStarted);
-    Ok(())
-}
-
-/// Saves the user message and calls the model at the same time (the model's wait for its first
-/// token does not queue behind a database write), then records what the model says. The events
-/// keep their order: `UserMessageSaved`, `RunStarted`, then the reply. Dropping this future
-/// aborts the request.
+/// Asks the model and records what it says, saving the partial reply about once a second
+/// while it streams. Dropping this future aborts the request.
 #[allow(clippy::too_many_arguments)]
 async fn generate(
     provider: &OpenAiProvider,
@@ -376,23 +308,29 @@ async fn generate(
     h: &RunHandle,
     p: &mut Progress,
     speech: Option<mpsc::Sender<String>>,
-    save_user: impl std::future::Future<Output = crate::store::StoreResult<Option<(i64, crate::store::Micros)>>>,
-    checkpoint: &str,
+    ckpt: &mut Checkpointer,
 ) -> Result<(), Failure> {
     if !streaming && speech.is_none() {
-        let (saved, c) = tokio::join!(save_user, provider.complete(req));
-        announce(h, saved, checkpoint)?;
-        let c = c.map_err(Failure::Llm)?;
+        let c = provider.complete(req).await.map_err(Failure::Llm)?;
         p.first_token = Some(Instant::now());
         p.text = c.content;
         p.reasoning = c.reasoning;
         p.usage = c.usage;
         return Ok(());
     }
-    let (saved, stream) = tokio::join!(save_user, provider.stream(req));
-    announce(h, saved, checkpoint)?;
-    let mut stream = stream.map_err(Failure::Llm)?;
-    while let Some(ev) = stream.next().await {
+    let mut stream = provider.stream(req).await.map_err(Failure::Llm)?;
+    let mut save = tokio::time::interval_at(tokio::time::Instant::now() + checkpoint::INTERVAL, checkpoint::INTERVAL);
+    save.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        // `ChatStream::next` is cancel-safe and keeps its timeouts across the save ticks.
+        let ev = tokio::select! {
+            ev = stream.next() => ev,
+            _ = save.tick() => {
+                ckpt.tick(&p.text, &p.reasoning).await;
+                continue;
+            }
+        };
+        let Some(ev) = ev else { return Ok(()) };
         match ev.map_err(Failure::Llm)? {
             LlmEvent::Content(t) => {
                 p.first_token.get_or_insert_with(Instant::now);
@@ -417,5 +355,4 @@ async fn generate(
             LlmEvent::Usage(u) => p.usage = Some(u),
         }
     }
-    Ok(())
 }

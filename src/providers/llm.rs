@@ -182,6 +182,7 @@ impl OpenAiProvider {
         Ok(ChatStream {
             inner: Box::pin(res.bytes_stream().eventsource()),
             pending: VecDeque::new(),
+            deadline: None,
             first: true,
             first_timeout: self.first_token_timeout,
             idle_timeout: self.idle_timeout,
@@ -216,10 +217,14 @@ impl OpenAiProvider {
 type SseStream =
     Pin<Box<dyn Stream<Item = Result<eventsource_stream::Event, EventStreamError<reqwest::Error>>> + Send>>;
 
-/// A streamed answer; read it with [`ChatStream::next`]. Timeouts apply per read.
+/// A streamed answer; read it with [`ChatStream::next`]. The first-token and idle timeouts run
+/// from the last event received, whatever the reads in between: [`ChatStream::next`] is
+/// cancel-safe (a caller may drop it in a `select!`) and dropping it does not restart the clock.
 pub struct ChatStream {
     inner: SseStream,
     pending: VecDeque<LlmEvent>,
+    /// When the current wait for an event times out.
+    deadline: Option<tokio::time::Instant>,
     first: bool,
     first_timeout: Duration,
     idle_timeout: Duration,
@@ -238,7 +243,8 @@ impl ChatStream {
                 return None;
             }
             let limit = if self.first { self.first_timeout } else { self.idle_timeout };
-            let item = match tokio::time::timeout(limit, self.inner.next()).await {
+            let deadline = *self.deadline.get_or_insert_with(|| tokio::time::Instant::now() + limit);
+            let item = match tokio::time::timeout_at(deadline, self.inner.next()).await {
                 Err(_) => {
                     self.done = true;
                     let secs = limit.as_secs();
@@ -248,7 +254,10 @@ impl ChatStream {
                         LlmError::IdleTimeout(secs)
                     }));
                 }
-                Ok(i) => i,
+                Ok(i) => {
+                    self.deadline = None;
+                    i
+                }
             };
             self.first = false;
             match item {

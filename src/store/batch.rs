@@ -10,6 +10,8 @@
 //! the bad one fails.
 
 use std::collections::HashSet;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use sqlx::sqlite::SqlitePool;
 use sqlx::{AssertSqlSafe, Row};
@@ -25,11 +27,13 @@ pub const QUEUE: usize = 1024;
 pub enum WriteOp {
     CreateSession(SessionRecord, oneshot::Sender<StoreResult<bool>>),
     InsertMessage(NewMessage, oneshot::Sender<StoreResult<(i64, Micros)>>),
+    /// A message's new content (serialised), e.g. a reply saved while it streams.
+    UpdateMessage(i64, String, oneshot::Sender<StoreResult<()>>),
     InsertRun(RunRecord, oneshot::Sender<StoreResult<()>>),
 }
 
-/// Runs until every sender is gone.
-pub async fn writer(pool: SqlitePool, mut rx: mpsc::Receiver<WriteOp>) {
+/// Runs until every sender is gone. `failed` tells whether the last batch failed.
+pub async fn writer(pool: SqlitePool, mut rx: mpsc::Receiver<WriteOp>, failed: Arc<AtomicBool>) {
     let mut ops: Vec<WriteOp> = Vec::with_capacity(MAX_BATCH);
     while let Some(first) = rx.recv().await {
         ops.push(first);
@@ -41,21 +45,27 @@ pub async fn writer(pool: SqlitePool, mut rx: mpsc::Receiver<WriteOp>) {
         }
         match apply(&pool, &ops).await {
             Ok(results) => {
+                failed.store(false, Ordering::Relaxed);
                 for (op, r) in ops.drain(..).zip(results) {
                     reply(op, Ok(r));
                 }
             }
             Err(e) if ops.len() == 1 => {
+                tracing::error!(error = %e, "database write failed");
+                failed.store(true, Ordering::Relaxed);
                 if let Some(op) = ops.pop() {
                     reply(op, Err(e));
                 }
             }
             Err(_) => {
                 // Isolate the failing write: one batch of one each.
+                let mut any_ok = false;
                 for op in std::mem::take(&mut ops) {
                     let r = apply(&pool, std::slice::from_ref(&op)).await.map(|mut v| v.remove(0));
+                    any_ok |= r.is_ok();
                     reply(op, r);
                 }
+                failed.store(!any_ok, Ordering::Relaxed);
             }
         }
     }
@@ -65,6 +75,7 @@ pub async fn writer(pool: SqlitePool, mut rx: mpsc::Receiver<WriteOp>) {
 pub enum Done {
     Created(bool),
     Message(i64, Micros),
+    Updated,
     Run,
 }
 
@@ -74,6 +85,8 @@ fn reply(op: WriteOp, r: StoreResult<Done>) {
         (WriteOp::CreateSession(_, tx), Ok(Done::Created(b))) => drop(tx.send(Ok(b))),
         (WriteOp::InsertMessage(_, tx), Ok(Done::Message(id, at))) => drop(tx.send(Ok((id, at)))),
         (WriteOp::InsertRun(_, tx), Ok(Done::Run)) => drop(tx.send(Ok(()))),
+        (WriteOp::UpdateMessage(_, _, tx), Ok(Done::Updated)) => drop(tx.send(Ok(()))),
+        (WriteOp::UpdateMessage(_, _, tx), Err(e)) => drop(tx.send(Err(e))),
         (WriteOp::CreateSession(_, tx), Err(e)) => drop(tx.send(Err(e))),
         (WriteOp::InsertMessage(_, tx), Err(e)) => drop(tx.send(Err(e))),
         (WriteOp::InsertRun(_, tx), Err(e)) => drop(tx.send(Err(e))),
@@ -91,6 +104,7 @@ async fn apply(pool: &SqlitePool, ops: &[WriteOp]) -> StoreResult<Vec<Done>> {
         ops.iter().any(|o| matches!(o, WriteOp::CreateSession(..))),
         ops.iter().any(|o| matches!(o, WriteOp::InsertMessage(..))),
         ops.iter().any(|o| matches!(o, WriteOp::InsertRun(..))),
+        ops.iter().any(|o| matches!(o, WriteOp::UpdateMessage(..))),
     ];
     let mut conn = pool.acquire().await?;
     // One statement is atomic on its own; several share one transaction, held by sqlx's guard
@@ -188,8 +202,8 @@ async fn apply_on(tx: &mut sqlx::SqliteConnection, ops: &[WriteOp]) -> StoreResu
         .collect();
     if !runs.is_empty() {
         let sql = format!(
-            "INSERT OR REPLACE INTO runs (run_id, session_id, username, status, events, created_at, finished_at) VALUES {}",
-            values(runs.len(), 7)
+            "INSERT OR REPLACE INTO runs (run_id, session_id, username, status, events, created_at, finished_at, message_id) VALUES {}",
+            values(runs.len(), 8)
         );
         let mut q = sqlx::query(AssertSqlSafe(sql));
         for (_, r) in &runs {
@@ -200,11 +214,24 @@ async fn apply_on(tx: &mut sqlx::SqliteConnection, ops: &[WriteOp]) -> StoreResu
                 .bind(&r.status)
                 .bind(&r.events)
                 .bind(r.created_at)
-                .bind(r.finished_at);
+                .bind(r.finished_at)
+                .bind(r.message_id);
         }
         q.execute(&mut *tx).await?;
         for (i, _) in runs {
             out[i] = Some(Done::Run);
+        }
+    }
+    // Rare (a streaming reply saved once a second): one statement each, after the inserts.
+    for (i, op) in ops.iter().enumerate() {
+        if let WriteOp::UpdateMessage(id, content, _) = op {
+            sqlx::query("UPDATE messages SET content = ?, updated_at = ? WHERE id = ?")
+                .bind(content)
+                .bind(now_micros())
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+            out[i] = Some(Done::Updated);
         }
     }
     out.into_iter().map(|d| d.ok_or_else(|| StoreError::Db(sqlx::Error::Protocol("unanswered write".into())))).collect()

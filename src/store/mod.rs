@@ -123,7 +123,10 @@ pub struct RunRecord {
     /// JSON array of events.
     pub events: String,
     pub created_at: Micros,
+    /// When it finished, or (status `running`) when it was last saved.
     pub finished_at: Micros,
+    /// The reply message the run wrote (saved while streaming).
+    pub message_id: Option<i64>,
 }
 
 #[derive(Debug, Clone)]
@@ -190,6 +193,8 @@ pub trait Store: Send + Sync + 'static {
     // messages
     /// Saves a message and bumps the session's `updated_at` in one transaction.
     async fn insert_message(&self, msg: &NewMessage) -> StoreResult<(i64, Micros)>;
+    /// Replaces a message's content (a reply saved while it streams).
+    async fn update_message(&self, id: i64, content: &Value) -> StoreResult<()>;
     async fn get_message(&self, id: i64) -> StoreResult<Option<MessageRecord>>;
     async fn list_messages(
         &self,
@@ -205,6 +210,15 @@ pub trait Store: Send + Sync + 'static {
     async fn insert_run(&self, rec: &RunRecord) -> StoreResult<()>;
     async fn get_run(&self, run_id: &str) -> StoreResult<Option<RunRecord>>;
     async fn purge_runs(&self, finished_before: Micros) -> StoreResult<u64>;
+    /// At start: the runs a crash left `running` (for the caller to close), after marking every
+    /// reply still flagged `streaming` as interrupted (returns how many).
+    async fn recover_interrupted(&self) -> StoreResult<(Vec<RunRecord>, u64)>;
+
+    // health
+    /// True when the last write failed (e.g. the disk is full).
+    fn writes_failing(&self) -> bool;
+    /// A small real write; clears [`Store::writes_failing`] when it succeeds.
+    async fn probe_write(&self) -> StoreResult<()>;
 
     // attachments
     async fn insert_attachment(&self, rec: &AttachmentRecord) -> StoreResult<()>;

@@ -24,6 +24,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     (1, "init", include_str!("../../migrations/sqlite/0001_init.sql")),
     (2, "touch session trigger", include_str!("../../migrations/sqlite/0002_touch_session_trigger.sql")),
     (3, "owners", include_str!("../../migrations/sqlite/0003_owners.sql")),
+    (4, "in-flight runs", include_str!("../../migrations/sqlite/0004_inflight_runs.sql")),
 ];
 
 fn migrator() -> Migrator {
@@ -40,6 +41,9 @@ fn migrator() -> Migrator {
 pub struct SqliteStore {
     read: SqlitePool,
     write: SqlitePool,
+    /// Set when the last group commit failed (e.g. the disk is full), cleared by the next one
+    /// that succeeds or by a successful [`Store::probe_write`].
+    write_failed: std::sync::Arc<std::sync::atomic::AtomicBool>,
     /// The group-commit writer for sessions, messages and run logs (see `batch.rs`).
     batch: tokio::sync::mpsc::Sender<super::batch::WriteOp>,
 }
@@ -80,8 +84,11 @@ impl SqliteStore {
         let read =
             SqlitePoolOptions::new().max_connections(4).min_connections(1).connect_with(opts.read_only(true)).await?;
         let (batch, rx) = tokio::sync::mpsc::channel(super::batch::QUEUE);
-        tokio::spawn(super::batch::writer(write.clone(), rx));
-        Ok(Self { read, write, batch })
+        let write_failed = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        // Not on a TaskTracker: it ends by itself when the store (its only sender) is dropped,
+        // after answering every queued write.
+        tokio::spawn(super::batch::writer(write.clone(), rx, write_failed.clone()));
+        Ok(Self { read, write, write_failed, batch })
     }
 }
 
@@ -317,6 +324,11 @@ impl Store for SqliteStore {
         self.batched(|tx| super::batch::WriteOp::InsertMessage(m, tx)).await
     }
 
+    async fn update_message(&self, id: i64, content: &Value) -> StoreResult<()> {
+        let content = serde_json::to_string(content)?;
+        self.batched(|tx| super::batch::WriteOp::UpdateMessage(id, content, tx)).await
+    }
+
     async fn get_message(&self, id: i64) -> StoreResult<Option<MessageRecord>> {
         let row = sqlx::query("SELECT * FROM messages WHERE id = ?").bind(id).fetch_optional(&self.read).await?;
         row.as_ref().map(message_from_row).transpose()
@@ -370,9 +382,53 @@ impl Store for SqliteStore {
                 events: r.try_get("events")?,
                 created_at: r.try_get("created_at")?,
                 finished_at: r.try_get("finished_at")?,
+                message_id: r.try_get("message_id")?,
             })
         })
         .transpose()
+    }
+
+    async fn recover_interrupted(&self) -> StoreResult<(Vec<RunRecord>, u64)> {
+        let rows = sqlx::query("SELECT * FROM runs WHERE status = 'running'").fetch_all(&self.write).await?;
+        let mut runs = Vec::with_capacity(rows.len());
+        for r in &rows {
+            runs.push(RunRecord {
+                run_id: r.try_get("run_id")?,
+                session_id: r.try_get("session_id")?,
+                username: r.try_get("username")?,
+                status: r.try_get("status")?,
+                events: r.try_get("events")?,
+                created_at: r.try_get("created_at")?,
+                finished_at: r.try_get("finished_at")?,
+                message_id: r.try_get("message_id")?,
+            });
+        }
+        // Replies cut off mid-stream: marked interrupted, as a stopped run's would be.
+        let fixed = sqlx::query(
+            "UPDATE messages SET content = json_remove(json_set(content, '$.interrupted', json('true')), '$.streaming') \
+             WHERE json_extract(content, '$.streaming') = 1",
+        )
+        .execute(&self.write)
+        .await?;
+        Ok((runs, fixed.rows_affected()))
+    }
+
+    fn writes_failing(&self) -> bool {
+        self.write_failed.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    async fn probe_write(&self) -> StoreResult<()> {
+        let r = sqlx::query(
+            "INSERT INTO settings (key, value, updated_at) VALUES ('health_probe', ?, ?) \
+             ON CONFLICT (key) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
+        )
+        .bind(now_micros().to_string())
+        .bind(now_micros())
+        .execute(&self.write)
+        .await;
+        self.write_failed.store(r.is_err(), std::sync::atomic::Ordering::Relaxed);
+        r.map(|_| ())?;
+        Ok(())
     }
 
     async fn purge_runs(&self, finished_before: Micros) -> StoreResult<u64> {

@@ -720,3 +720,153 @@ async fn a_generated_password_goes_to_a_private_file_when_not_on_a_terminal() {
     assert!(log.contains("dashboard-password.txt"), "{log}");
     assert!(!log.contains(&password), "the password reached the log:\n{log}");
 }
+
+/// A small tmpfs for disk-full tests; unmounted (lazily) when dropped. `None` when this test
+/// process may not mount (not root): the caller skips with a message.
+struct SmallDisk {
+    path: std::path::PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl SmallDisk {
+    fn mount(size: &str) -> Option<SmallDisk> {
+        let dir = tempfile::tempdir().ok()?;
+        let path = dir.path().join("disk");
+        std::fs::create_dir(&path).ok()?;
+        let ok = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(&path)
+            .stderr(std::process::Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        ok.then_some(SmallDisk { path, _dir: dir })
+    }
+
+    /// Writes zeros until the disk is full.
+    fn fill(&self) -> std::path::PathBuf {
+        use std::io::Write;
+        let f = self.path.join("filler");
+        let mut file = std::fs::File::create(&f).unwrap();
+        let block = vec![0u8; 64 * 1024];
+        while file.write_all(&block).is_ok() {}
+        let small = [0u8; 512];
+        while file.write_all(&small).is_ok() {}
+        let _ = file.sync_all();
+        f
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg("-l").arg(&self.path).status();
+    }
+}
+
+#[tokio::test]
+async fn a_full_disk_costs_no_model_call_and_health_reports_it() {
+    let Some(disk) = SmallDisk::mount("6m") else {
+        eprintln!("skipped: mounting a tmpfs needs root");
+        return;
+    };
+    let llm = crate::fake_llm::FakeLlm::start().await;
+    let dir = std::sync::Arc::new(tempfile::tempdir().unwrap());
+    let data = disk.path.clone();
+    let extra = astrgate::config::Config::from_toml(&llm.provider_toml("fake")).unwrap();
+    let app = spawn_in(dir, move |c| {
+        c.data_dir = data;
+        c.providers = extra.providers;
+    })
+    .await;
+    let key = app.key(&["chat"]).await;
+    let frames =
+        chat(&app, &key, json!({"username": "u", "message": "first", "session_id": "s"})).await.collect().await;
+    assert_eq!(frames.last().unwrap().ty(), "end");
+    assert_eq!(llm.requests().len(), 1);
+
+    let filler = disk.fill();
+    let frames =
+        chat(&app, &key, json!({"username": "u", "message": "second", "session_id": "s"})).await.collect().await;
+    let err = frames.iter().find(|f| f.ty() == "error").expect("an error event");
+    assert_eq!(err.data["data"], "Failed to save the message");
+    assert_eq!(llm.requests().len(), 1, "the model was called although the question could not be saved");
+    let (s, b) = send(app.http.get(app.url("/healthz"))).await;
+    assert_error(s, &b, 503, "database writes are failing");
+
+    // Space comes back: health recovers and chats work again.
+    std::fs::remove_file(filler).unwrap();
+    let (s, b) = send(app.http.get(app.url("/healthz"))).await;
+    assert_eq!(s, 200, "{b}");
+    let frames =
+        chat(&app, &key, json!({"username": "u", "message": "third", "session_id": "s"})).await.collect().await;
+    assert!(frames.iter().all(|f| f.ty() != "error"), "{:?}", types(&frames));
+    assert_eq!(llm.requests().len(), 2);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn kill_9_mid_run_keeps_the_question_and_the_partial_reply() {
+    let llm = crate::fake_llm::FakeLlm::start().await;
+    let words: Vec<String> = (0..80).map(|i| format!("w{i} ")).collect();
+    llm.push(crate::fake_llm::Reply::Chunks {
+        chunks: words.iter().map(|w| crate::fake_llm::Chunk::Content(w.clone())).collect(),
+        delay: Duration::from_millis(50),
+        first_delay: Duration::ZERO,
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = crate::cli::write_config(dir.path(), &llm.provider_toml("fake"));
+    let (mut child, base, _log) = crate::cli::serve(&cfg).await;
+    let http = client();
+    let (s, b) =
+        send(http.post(format!("{base}/api/v1/api-keys")).basic_auth("x", None::<&str>).json(&json!({}))).await;
+    assert_eq!(s, 401, "{b}");
+    let (_, login) =
+        send(http.post(format!("{base}/api/auth/login")).json(&json!({"username": "astrgate", "password": PASSWORD})))
+            .await;
+    let jwt = login["data"]["token"].as_str().unwrap().to_string();
+    let res = http
+        .post(format!("{base}/api/v1/chat"))
+        .bearer_auth(&jwt)
+        .json(&json!({"message": "tell me a long story", "session_id": "story"}))
+        .send()
+        .await
+        .unwrap();
+    let run_id = res.headers()["x-run-id"].to_str().unwrap().to_string();
+    let mut sse = SseReader::new(res);
+    let mut seen = String::new();
+    let started = std::time::Instant::now();
+    // Read for a while (the reply is saved at least once a second), then kill -9 mid-reply.
+    while started.elapsed() < Duration::from_millis(2500) {
+        let f = sse.next().await.unwrap();
+        if f.ty() == "plain" {
+            seen.push_str(f.data["data"].as_str().unwrap());
+        }
+    }
+    let pid = child.id().unwrap().to_string();
+    assert!(std::process::Command::new("kill").args(["-KILL", &pid]).status().unwrap().success());
+    child.wait().await.unwrap();
+    assert!(!seen.is_empty() && seen.len() < words.concat().len(), "killed mid-reply: {seen:?}");
+
+    let (mut child, base, _log) = crate::cli::serve(&cfg).await;
+    let (s, h) = send(http.get(format!("{base}/api/v1/chat/sessions/story/messages")).bearer_auth(&jwt)).await;
+    assert_eq!(s, 200, "{h}");
+    let msgs = h["data"]["messages"].as_array().unwrap();
+    assert_eq!(msgs.len(), 2, "{h}");
+    assert_eq!(msgs[0]["content"]["message"][0]["text"], "tell me a long story");
+    let bot = &msgs[1]["content"];
+    assert_eq!(bot["interrupted"], true, "{bot}");
+    assert!(bot.get("streaming").is_none(), "{bot}");
+    let saved = bot["message"][0]["text"].as_str().unwrap();
+    assert!(!saved.is_empty() && words.concat().starts_with(saved), "{saved:?}");
+    // At most about a second was lost: everything seen up to a second before the kill is there.
+    assert!(saved.len() + 25 * 4 >= seen.len(), "saved {} of {} bytes seen", saved.len(), seen.len());
+
+    // The run can be resumed: it replays what was saved and ends like a stopped run.
+    let res = http.get(format!("{base}/api/v1/chat/runs/{run_id}/stream")).bearer_auth(&jwt).send().await.unwrap();
+    assert_eq!(res.status(), 200);
+    let frames = SseReader::new(res).collect().await;
+    let tail: Vec<String> = types(&frames).into_iter().rev().take(3).collect();
+    assert_eq!(tail, ["end", "message_saved", "complete"]);
+    let complete = frames.iter().find(|f| f.ty() == "complete").unwrap();
+    assert_eq!(complete.data["data"], saved);
+    crate::cli::sigterm_and_wait(&mut child).await;
+}

@@ -1,0 +1,184 @@
+//! Saving a reply while it streams, so that a crash (kill -9, power loss) loses at most about a
+//! second of it.
+//!
+//! At most once per [`INTERVAL`], and only when the reply grew, the run writes its partial reply
+//! as the bot message (`"streaming": true`, inserted the first time, updated after) and, for
+//! runs kept for resumption, its event log as a `running` run. Both writes go through the
+//! store's group commit, so a busy server pays for them in shared transactions, and a turn that
+//! finishes within the first second writes nothing extra at all. At the end the message gets
+//! its final content and the run its final status. After a crash, [`recover`] (at start) marks
+//! what was left `running` or `streaming` as interrupted, keeping the text that was saved.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use super::events::{AgentEvent, encode_log};
+use super::runs::RunHandle;
+use crate::store::{Micros, NewMessage, RunRecord, Store, now_micros};
+
+/// How often a streaming reply is saved, at most.
+pub const INTERVAL: Duration = Duration::from_secs(1);
+
+/// The content of a bot message: `text`, plus reasoning when there is some.
+pub fn bot_content(text: &str, reasoning: &str) -> Value {
+    let mut content = json!({"type": "bot", "message": [{"type": "plain", "text": text}]});
+    if !reasoning.is_empty() {
+        content["reasoning"] = json!(reasoning);
+    }
+    content
+}
+
+/// The periodic saver of one run.
+pub struct Checkpointer {
+    store: Arc<dyn Store>,
+    run: Arc<RunHandle>,
+    platform_id: String,
+    checkpoint: String,
+    persist_events: bool,
+    /// The reply message, once written: (id, created_at).
+    pub message: Option<(i64, Micros)>,
+    /// The first insert of the message, when the run was cancelled while it was under way: its
+    /// id must be known before the final save, or the reply would be saved twice.
+    pending: Option<tokio::task::JoinHandle<crate::store::StoreResult<(i64, Micros)>>>,
+    saved_len: usize,
+}
+
+impl Checkpointer {
+    pub fn new(
+        store: Arc<dyn Store>,
+        run: Arc<RunHandle>,
+        platform_id: &str,
+        checkpoint: &str,
+        persist_events: bool,
+    ) -> Self {
+        Self {
+            store,
+            run,
+            platform_id: platform_id.to_string(),
+            checkpoint: checkpoint.to_string(),
+            persist_events,
+            message: None,
+            pending: None,
+            saved_len: 0,
+        }
+    }
+
+    /// Saves the partial reply if it grew since the last save (the caller ticks every
+    /// [`INTERVAL`]). A failed save is logged and the reply goes on streaming: the final save
+    /// will report the failure.
+    pub async fn tick(&mut self, text: &str, reasoning: &str) {
+        let len = text.len() + reasoning.len();
+        if len == self.saved_len {
+            return;
+        }
+        self.saved_len = len;
+        let mut content = bot_content(text, reasoning);
+        content["streaming"] = json!(true);
+        if let Err(e) = self.save_message(&content).await {
+            tracing::warn!(run.id = %self.run.run_id, error = %e, "saving the partial reply failed");
+            return;
+        }
+        if self.persist_events {
+            self.save_run("running").await;
+        }
+    }
+
+    /// Writes the reply message: inserted the first time, updated after. Safe to cancel: an
+    /// insert under way finishes on its own and is picked up by the next call.
+    pub async fn save_message(&mut self, content: &Value) -> crate::store::StoreResult<(i64, Micros)> {
+        if self.message.is_none() && self.pending.is_none() {
+            let msg = NewMessage {
+                session_id: self.run.session_id.clone(),
+                platform_id: self.platform_id.clone(),
+                sender_id: "bot".into(),
+                sender_name: "bot".into(),
+                content: content.clone(),
+                llm_checkpoint_id: Some(self.checkpoint.clone()),
+            };
+            let store = self.store.clone();
+            self.pending = Some(tokio::spawn(async move { store.insert_message(&msg).await }));
+            let saved = self.settle_insert().await?;
+            return Ok(saved);
+        }
+        let (id, at) = match self.message {
+            Some(m) => m,
+            None => self.settle_insert().await?,
+        };
+        self.store.update_message(id, content).await?;
+        Ok((id, at))
+    }
+
+    /// Waits for the first insert of the message, if one is under way.
+    async fn settle_insert(&mut self) -> crate::store::StoreResult<(i64, Micros)> {
+        let Some(handle) = self.pending.as_mut() else {
+            return self.message.ok_or_else(|| crate::store::StoreError::Io(std::io::Error::other("no reply message")));
+        };
+        let result = handle.await;
+        self.pending = None;
+        let saved = result.map_err(|e| crate::store::StoreError::Io(std::io::Error::other(e.to_string())))??;
+        self.message = Some(saved);
+        Ok(saved)
+    }
+
+    /// Writes the run's event log with `status`.
+    pub async fn save_run(&self, status: &str) {
+        let events = self.run.snapshot();
+        let json = match encode_log(&events) {
+            Ok(j) => j,
+            Err(e) => return tracing::warn!(run.id = %self.run.run_id, error = %e, "serialising the run log failed"),
+        };
+        let rec = RunRecord {
+            run_id: self.run.run_id.clone(),
+            session_id: self.run.session_id.clone(),
+            username: self.run.username.clone(),
+            status: status.into(),
+            events: json,
+            created_at: self.run.created_at,
+            finished_at: now_micros(),
+            message_id: self.message.map(|m| m.0),
+        };
+        if let Err(e) = self.store.insert_run(&rec).await {
+            tracing::warn!(run.id = %self.run.run_id, error = %e, "saving the run log failed");
+        }
+    }
+}
+
+/// At start: closes what a crash left in flight. Replies still flagged `streaming` become
+/// `interrupted`; each `running` run gets the end a stopped run would have had (`complete` with
+/// the saved text, `message_saved`, `end`) and the status `interrupted`, so it can be resumed.
+pub async fn recover(store: &dyn Store) -> crate::store::StoreResult<usize> {
+    let (runs, replies) = store.recover_interrupted().await?;
+    for mut run in runs.iter().cloned() {
+        let mut events = super::events::decode_log(&run.events).unwrap_or_default();
+        events.retain(|e| !e.is_end());
+        let (mut text, mut reasoning) = (String::new(), String::new());
+        for e in &events {
+            if let AgentEvent::Delta { text: t, reasoning: r } = e {
+                if *r { reasoning.push_str(t) } else { text.push_str(t) }
+            }
+        }
+        events.push(AgentEvent::Complete { text, reasoning });
+        if let Some(id) = run.message_id
+            && let Ok(Some(m)) = store.get_message(id).await
+        {
+            let checkpoint = m.llm_checkpoint_id.unwrap_or_default();
+            events.push(AgentEvent::MessageSaved { id, created_at: m.created_at, checkpoint });
+        }
+        events.push(AgentEvent::End);
+        let events: Vec<Arc<AgentEvent>> = events.into_iter().map(Arc::new).collect();
+        run.events = encode_log(&events)?;
+        run.status = "interrupted".into();
+        run.finished_at = now_micros();
+        store.insert_run(&run).await?;
+    }
+    if !runs.is_empty() || replies > 0 {
+        tracing::warn!(
+            runs = runs.len(),
+            replies,
+            "closed runs left in flight by an earlier stop (marked interrupted)"
+        );
+    }
+    Ok(runs.len())
+}
