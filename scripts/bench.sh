@@ -2,7 +2,8 @@
 # Runs every benchmark scenario on this machine and rewrites docs/benchmarks.md with the numbers
 # it printed: SSE chat at c = 1, 64, 512 next to the upstream directly (and c = 64 against an
 # upstream that paces its tokens, which does not saturate the machine), 5,000 idle WebSockets,
-# one Live turn's own overhead, authentication cost, idle RSS. Takes a few minutes after the
+# one Live turn's own overhead, authentication cost, idle RSS, and the unauthenticated attacks
+# of the hardening audit (a login flood, silent connections). Takes a few minutes after the
 # release build. Usage: scripts/bench.sh [seconds-per-SSE-run (default 10)]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -44,6 +45,9 @@ listen = "127.0.0.1:$GW_PORT"
 data_dir = "$WORK/data"
 [dashboard]
 password = "bench-password-1"
+[server]
+# The load generator opens thousands of connections from one address.
+max_connections_per_ip = 0
 [[providers]]
 id = "fake"
 base_url = "http://127.0.0.1:$UP_PORT/v1"

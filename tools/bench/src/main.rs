@@ -2,6 +2,7 @@
 //! `scripts/bench.sh`, which writes docs/benchmarks.md from what this program prints.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod attack;
 mod auth;
 mod live;
 mod sse;
@@ -205,6 +206,7 @@ async fn main() -> anyhow::Result<()> {
                         events: "[]".repeat(200),
                         created_at: now,
                         finished_at: now,
+                        message_id: None,
                     })
                     .await?;
                 Ok(())
@@ -309,6 +311,12 @@ async fn main() -> anyhow::Result<()> {
             let after_load_rss = stats::rss_kib(pid)?;
             eprintln!("idle sockets…");
             let idle = ws::idle(&ws_base, &key, idle_sockets, pid).await?;
+            // Last: the login flood spends the global failed-login budget.
+            eprintln!("attacks: silent connections…");
+            let host = astrgate.trim_start_matches("http://").to_string();
+            let mut silent = attack::silent_connections(&astrgate, &host, 500).await?;
+            eprintln!("attacks: login flood…");
+            let mut flood = attack::login_flood(&astrgate, pid, 300, 150).await?;
 
             let fixed = fixed_provider_ms as f64;
             let (la50, la99) = (lv.first_audio.pct_ms(50.0), lv.first_audio.pct_ms(99.0));
@@ -464,6 +472,37 @@ async fn main() -> anyhow::Result<()> {
                 lv.interrupt.len(),
                 lv.interrupt.pct_ms(50.0),
                 lv.interrupt.pct_ms(99.0)
+            )?;
+            writeln!(md, "## Under attack (no credentials)\n")?;
+            writeln!(
+                md,
+                "The unauthenticated attacks of the hardening audit, against the same server. `/healthz` is polled every 20 ms from an address of its own while each runs. Targets: RSS grows < 256 MiB under the login flood, `/healthz` answers in < 1 s, silent connections are closed within 60 s.\n"
+            )?;
+            writeln!(md, "| attack | result | `/healthz` p50 / max ms | |\n|---|---|---|---|")?;
+            let flood_growth = flood.rss_peak_kib.saturating_sub(flood.rss_before_kib) as f64 / 1024.0;
+            let flood_health_max = flood.health.pct_ms(100.0);
+            writeln!(
+                md,
+                "| {} wrong logins at once from {} addresses | RSS {:.1} → peak {:.1} → {:.1} MiB (**+{flood_growth:.1} MiB** at the peak); {} checked (401), {} refused by the limits (429), all answered in {:.1} s | {:.2} / {flood_health_max:.2} | {} |",
+                flood.logins,
+                flood.addresses,
+                flood.rss_before_kib as f64 / 1024.0,
+                flood.rss_peak_kib as f64 / 1024.0,
+                flood.rss_after_kib as f64 / 1024.0,
+                flood.unauthorized,
+                flood.limited,
+                flood.elapsed.as_secs_f64(),
+                flood.health.pct_ms(50.0),
+                mark(flood_growth < 256.0 && flood_health_max < 1000.0)
+            )?;
+            let silent_health_max = silent.health.pct_ms(100.0);
+            writeln!(
+                md,
+                "| {} connections that never send a byte | all closed by the server after {:.1} s (`header_read_timeout_secs` = 10) | {:.2} / {silent_health_max:.2} | {} |\n",
+                silent.n,
+                silent.all_closed_after.as_secs_f64(),
+                silent.health.pct_ms(50.0),
+                mark(silent.all_closed_after.as_secs_f64() < 60.0 && silent_health_max < 1000.0)
             )?;
             writeln!(md, "## Authentication cost\n")?;
             writeln!(md, "| step | cost |\n|---|---|")?;
