@@ -103,17 +103,16 @@ pub async fn serve_with(
     args: &[&str],
     env: &[(&str, String)],
 ) -> (tokio::process::Child, String, Arc<Mutex<String>>) {
-    let mut child = tokio::process::Command::new(BIN)
-        .arg("--config")
-        .arg(config)
-        .args(args)
-        .envs(env.iter().map(|(k, v)| (k, v)))
-        .env_remove("RUST_LOG")
-        .stderr(Stdio::piped())
-        .stdout(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
+    let mut cmd = tokio::process::Command::new(BIN);
+    cmd.arg("--config").arg(config).args(args).envs(env.iter().map(|(k, v)| (k, v)));
+    serve_command(cmd).await
+}
+
+/// Starts a command that runs the server (the binary, possibly under a wrapper such as
+/// `prlimit`) and waits for its "listening" line; returns the child, the base URL and its log.
+pub async fn serve_command(mut cmd: tokio::process::Command) -> (tokio::process::Child, String, Arc<Mutex<String>>) {
+    let mut child =
+        cmd.env_remove("RUST_LOG").stderr(Stdio::piped()).stdout(Stdio::null()).kill_on_drop(true).spawn().unwrap();
     let log = Arc::new(Mutex::new(String::new()));
     let (tx, rx) = tokio::sync::oneshot::channel();
     let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();

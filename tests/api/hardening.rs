@@ -870,3 +870,31 @@ async fn kill_9_mid_run_keeps_the_question_and_the_partial_reply() {
     assert_eq!(complete.data["data"], saved);
     crate::cli::sigterm_and_wait(&mut child).await;
 }
+
+#[tokio::test]
+async fn the_server_keeps_accepting_after_running_out_of_descriptors() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = crate::cli::write_config(dir.path(), "");
+    // A hard limit the server cannot raise: a few dozen descriptors beyond its own.
+    let mut cmd = tokio::process::Command::new("prlimit");
+    cmd.arg("--nofile=64:64").arg("--").arg(crate::cli::BIN).arg("--config").arg(&cfg).arg("serve");
+    cmd.env("ASTRGATE_SERVER__HEADER_READ_TIMEOUT_SECS", "2");
+    let (mut child, base, log) = crate::cli::serve_command(cmd).await;
+    let addr = base.trim_start_matches("http://").to_string();
+    // More silent connections than descriptors: accept fails with EMFILE until the header
+    // timeout frees some, then the backlog drains.
+    let mut silent = Vec::new();
+    for _ in 0..150 {
+        silent.push(TcpStream::connect(&addr).await.unwrap());
+    }
+    for s in &mut silent {
+        closed_by_server(s, Duration::from_secs(60)).await;
+    }
+    // Descriptors are free again: the server answers as before.
+    let (s, b) = send(client().get(format!("{base}/healthz"))).await;
+    assert_eq!(s, 200, "{b}");
+    crate::cli::sigterm_and_wait(&mut child).await;
+    let log = log.lock().unwrap().clone();
+    let warnings = log.matches("accepting connections failed").count();
+    assert_eq!(warnings, 1, "EMFILE is logged once a minute, not per attempt:\n{log}");
+}
