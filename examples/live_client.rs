@@ -46,8 +46,8 @@ fn args() -> Args {
 
 /// 16 kHz mono s16le PCM from a WAV file's bytes.
 fn pcm_of(wav: &[u8]) -> Vec<u8> {
-    let w = astrgate::voice::wav::parse(wav).expect("a 16-bit PCM WAV file");
-    astrgate::voice::wav::samples_to_bytes(&astrgate::voice::wav::to_mono(&w, 16_000))
+    let w = astrgate::audio::wav::parse(wav).expect("a 16-bit PCM WAV file");
+    astrgate::audio::wav::samples_to_bytes(&astrgate::audio::wav::to_mono(&w, 16_000))
 }
 
 fn espeak(phrase: &str) -> Vec<u8> {

@@ -31,14 +31,8 @@ pub struct AppState {
     pub store: Arc<dyn Store>,
     pub keys: Arc<ApiKeys>,
     pub dashboard: Arc<DashboardAuth>,
-    pub profiles: Arc<Profiles>,
-    pub providers: Arc<Providers>,
+    /// The domain: turns, runs, sessions, profiles, providers, proactive messages.
     pub agent: Arc<Agent>,
-    pub prompt: Arc<PromptBuilder>,
-    /// Live subscribers of sessions (proactive pushes).
-    pub bus: Arc<crate::bus::SessionBus>,
-    /// Configured outbound platforms by id.
-    pub platforms: Arc<std::collections::HashMap<String, crate::platforms::webhook::Webhook>>,
     /// Cancelled on shutdown; long-lived tasks hold child tokens.
     pub shutdown: CancellationToken,
     /// Every spawned long task, so shutdown can wait for it.
@@ -49,7 +43,31 @@ pub struct AppState {
     pub large_bodies: Arc<tokio::sync::Semaphore>,
 }
 
+impl axum::extract::FromRef<AppState> for crate::auth::AuthState {
+    fn from_ref(s: &AppState) -> Self {
+        crate::auth::AuthState {
+            keys: s.keys.clone(),
+            dashboard: s.dashboard.clone(),
+            trust_forwarded_for: s.config.server.trust_forwarded_for,
+            compat_requires_key: s.config.compat.require_api_key,
+        }
+    }
+}
+
 impl AppState {
+    /// Write deadline and ping interval of every WebSocket.
+    pub fn socket_timing(&self) -> crate::http::ws::Timing {
+        crate::http::ws::Timing {
+            write_timeout: self.config.live.write_timeout(),
+            ping_interval: self.config.live.ping_interval(),
+        }
+    }
+
+    /// What authentication needs of this state.
+    pub fn auth(&self) -> crate::auth::AuthState {
+        axum::extract::FromRef::from_ref(self)
+    }
+
     /// Opens the store and prepares every service.
     pub async fn build(config: Config, shutdown: CancellationToken) -> anyhow::Result<AppState> {
         crate::util::install_crypto_provider();
@@ -68,11 +86,25 @@ impl AppState {
         let profiles = Arc::new(Profiles::from_config(&config));
         let providers = Arc::new(Providers::from_config(&config)?);
         let tasks = TaskTracker::new();
+        let prompt = Arc::new(PromptBuilder {
+            attachments_dir: config.data_dir.join("attachments"),
+            inline_max: config.files.inline_text_max_bytes,
+        });
+        let platforms: std::collections::HashMap<_, _> = config
+            .platforms
+            .iter()
+            .map(|p| crate::platforms::webhook::Webhook::new(p).map(|w| (p.id.clone(), w)))
+            .collect::<Result<_, _>>()?;
         let agent = Arc::new(Agent {
             store: store.clone(),
             runs: Default::default(),
-            providers: providers.clone(),
-            profiles: profiles.clone(),
+            providers,
+            profiles,
+            prompt,
+            bus: Arc::default(),
+            platforms: Arc::new(platforms),
+            compat_profile_id: config.compat.profile.clone(),
+            min_sentence_chars: config.live.min_sentence_chars,
             max_events: config.runs.max_events,
             max_log_bytes: config.runs.max_log_bytes,
             max_active: config.runs.max_active,
@@ -80,15 +112,6 @@ impl AppState {
             tasks: tasks.clone(),
             shutdown: shutdown.clone(),
         });
-        let prompt = Arc::new(PromptBuilder {
-            attachments_dir: config.data_dir.join("attachments"),
-            inline_max: config.files.inline_text_max_bytes,
-        });
-        let platforms = config
-            .platforms
-            .iter()
-            .map(|p| crate::platforms::webhook::Webhook::new(p).map(|w| (p.id.clone(), w)))
-            .collect::<Result<_, _>>()?;
         let config_large = config.compat.max_concurrent_large_bodies;
         let connections = crate::server::ConnectionCounter::new(crate::server::Limits {
             header_read_timeout: Duration::from_secs(config.server.header_read_timeout_secs),
@@ -100,12 +123,7 @@ impl AppState {
             store,
             keys,
             dashboard,
-            profiles,
-            providers,
             agent,
-            prompt,
-            bus: Arc::default(),
-            platforms: Arc::new(platforms),
             shutdown,
             tasks,
             connections,

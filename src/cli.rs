@@ -135,8 +135,7 @@ async fn keys(command: KeysCommand, config: Config) -> anyhow::Result<()> {
                 None => Scope::ALL.to_vec(),
                 Some(list) => {
                     let v: Vec<serde_json::Value> = list.into_iter().map(serde_json::Value::String).collect();
-                    crate::http::api_keys::parse_scopes(Some(&serde_json::Value::Array(v)))
-                        .map_err(|e| anyhow::anyhow!(e.message))?
+                    Scope::parse_list(Some(&serde_json::Value::Array(v))).map_err(|e| anyhow::anyhow!(e))?
                 }
             };
             if let Some(d) = expires_in_days

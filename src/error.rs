@@ -65,15 +65,6 @@ impl IntoResponse for ApiError {
     }
 }
 
-impl From<crate::agent::runs::StartError> for ApiError {
-    fn from(e: crate::agent::runs::StartError) -> Self {
-        match e {
-            crate::agent::runs::StartError::Busy => ApiError::conflict("Session is busy"),
-            crate::agent::runs::StartError::TooMany => ApiError::too_many("Too many concurrent runs", 1),
-        }
-    }
-}
-
 impl From<crate::store::StoreError> for ApiError {
     fn from(e: crate::store::StoreError) -> Self {
         ApiError::internal(e)

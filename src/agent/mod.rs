@@ -1,15 +1,26 @@
-//! The agent pipeline: profiles, input parsing, runs (one task per turn with a replay log),
-//! history and prompts. Nothing here imports axum; front doors render [`events::AgentEvent`].
+//! The agent: the turn service every front door calls ([`turn`]), the run task and its replay
+//! log ([`runs`], [`pipeline`]), sessions ([`sessions`]), proactive messages ([`proactive`]),
+//! the Live turn ([`live`]), and what they are made of (profiles, input, prompts, history).
+//! Nothing here imports axum or knows a wire format; front doors render [`events::AgentEvent`]
+//! and map the typed [`errors`].
 
 pub mod checkpoint;
+pub mod compat;
+pub mod errors;
 pub mod events;
 pub mod history;
 pub mod input;
+pub mod live;
+pub mod media;
 pub mod pipeline;
+pub mod proactive;
 pub mod profiles;
 pub mod prompt;
 pub mod runs;
 pub mod session;
+pub mod sessions;
+pub mod stt;
+pub mod turn;
 
 use std::sync::Arc;
 
@@ -28,6 +39,16 @@ pub struct Agent {
     pub runs: RunRegistry,
     pub providers: Arc<Providers>,
     pub profiles: Arc<Profiles>,
+    /// Builds the model's view of a user message.
+    pub prompt: Arc<prompt::PromptBuilder>,
+    /// Live subscribers of sessions (proactive pushes).
+    pub bus: Arc<crate::bus::SessionBus>,
+    /// Configured outbound platforms by id.
+    pub platforms: Arc<std::collections::HashMap<String, crate::platforms::webhook::Webhook>>,
+    /// `[compat] profile`.
+    pub compat_profile_id: Option<String>,
+    /// `[live] min_sentence_chars`: the shortest sentence handed to TTS.
+    pub min_sentence_chars: usize,
     pub max_events: usize,
     /// Text bytes one run may stream (`[runs] max_log_bytes`).
     pub max_log_bytes: usize,

@@ -51,13 +51,21 @@ pub struct Turn {
     pub parent_cancel: Option<tokio_util::sync::CancellationToken>,
 }
 
-/// Sentence-level TTS for a run.
-#[derive(Clone)]
-pub struct Speech {
-    pub tts: Arc<dyn crate::providers::tts::Tts>,
-    pub min_sentence_chars: usize,
-    /// How far the listener has got: speech is synthesised only a little ahead of it.
-    pub playback: Arc<crate::voice::speak::Playback>,
+pub use crate::voice::speak::Speech;
+
+/// The speech worker reports into the run's log.
+impl crate::voice::speak::SpeechSink for RunHandle {
+    fn sentence(&self, text: String, audio: bytes::Bytes, mime: &str) {
+        self.push(AgentEvent::Audio { text, audio: super::events::AudioData::new(audio), mime: mime.to_string() });
+    }
+
+    fn finished(&self, first_frame_secs: f64, total_secs: f64, tts: &str) {
+        self.push(AgentEvent::TtsStats { first_frame_secs, total_secs, tts: tts.to_string() });
+    }
+
+    fn label(&self) -> &str {
+        &self.run_id
+    }
 }
 
 enum Failure {
@@ -143,7 +151,8 @@ async fn drive(agent: &Agent, turn: &mut Turn, h: &Arc<RunHandle>, ckpt: &mut Ch
     let (speech_tx, speech_task) = match &turn.speech {
         Some(s) => {
             let (tx, rx) = mpsc::channel::<String>(64);
-            let task = crate::voice::speak::spawn_worker(s.clone(), rx, h.cancel.clone(), agent.tasks.clone(), h);
+            let sink: Arc<dyn crate::voice::speak::SpeechSink> = h.clone();
+            let task = crate::voice::speak::spawn_worker(s.clone(), rx, h.cancel.clone(), agent.tasks.clone(), sink);
             (Some(tx), Some(task))
         }
         None => (None, None),

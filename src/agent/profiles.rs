@@ -104,6 +104,15 @@ impl Profiles {
         }
     }
 
+    /// The profile's provider, else the default one.
+    pub fn provider_for<'a>(
+        &self,
+        profile: &Profile,
+        providers: &'a crate::providers::Providers,
+    ) -> Option<&'a Arc<crate::providers::llm::OpenAiProvider>> {
+        profile.provider.as_deref().and_then(|id| providers.llm(id)).or_else(|| providers.default_llm())
+    }
+
     /// All profiles with the default last, as AstrBot lists configs.
     pub fn listing(&self) -> Vec<&Arc<Profile>> {
         let mut v: Vec<&Arc<Profile>> = self.list.iter().filter(|p| !p.is_default).collect();

@@ -10,17 +10,50 @@
 //! those layers therefore rejects every caller with 403.
 
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 
 use axum::extract::{ConnectInfo, FromRequestParts, Request, State};
 use axum::http::HeaderMap;
 use axum::http::request::Parts;
 use axum::middleware::Next;
 use axum::response::Response;
+use serde_json::Value;
 
+use super::api_key::ApiKeys;
+use super::dashboard::DashboardAuth;
 use super::jwt::JwtError;
 use super::{Scope, api_key, texts};
-use crate::app::AppState;
 use crate::error::ApiError;
+
+/// What authentication needs, and nothing more (the middleware gets it from the app's state
+/// through `FromRef`).
+#[derive(Clone)]
+pub struct AuthState {
+    pub keys: Arc<ApiKeys>,
+    pub dashboard: Arc<DashboardAuth>,
+    /// `[server] trust_forwarded_for`.
+    pub trust_forwarded_for: bool,
+    /// `[compat] require_api_key`.
+    pub compat_requires_key: bool,
+}
+
+/// Why a request cannot act as the username it names (AstrBot's texts; the binding is ours).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum UserError {
+    #[error("Missing key: username")]
+    Missing,
+    #[error("username is empty")]
+    Empty,
+    #[error("username is too long (max {MAX_USERNAME_CHARS} characters)")]
+    TooLong,
+    #[error("Invalid request body: username must be a string")]
+    NotAString,
+    /// A key bound to a username named another one (403).
+    #[error("This API key is bound to another username")]
+    BoundToAnother,
+}
+
+const MAX_USERNAME_CHARS: usize = 255;
 
 pub const COOKIE_NAME: &str = "astrbot_dashboard_jwt";
 
@@ -70,6 +103,34 @@ impl Caller {
             Caller::ApiKey { key_id, .. } => {
                 owner.is_none_or(|o| o.strip_prefix("key:").is_some_and(|id| id == key_id))
             }
+        }
+    }
+
+    /// The username this request acts as. An API-key caller must name one (AstrBot's texts); a
+    /// dashboard JWT acts as its own user unless it names another. A key bound to a username acts
+    /// as that user when the request names nobody, and may name no other.
+    pub fn act_as(&self, provided: Option<&Value>) -> Result<String, UserError> {
+        let named = match provided {
+            None | Some(Value::Null) => match self {
+                Caller::Dashboard { username } => username.clone(),
+                Caller::ApiKey { username: Some(bound), .. } => bound.clone(),
+                Caller::ApiKey { .. } => return Err(UserError::Missing),
+            },
+            Some(Value::String(s)) => {
+                let u = s.trim();
+                if u.is_empty() {
+                    return Err(UserError::Empty);
+                }
+                if u.chars().count() > MAX_USERNAME_CHARS {
+                    return Err(UserError::TooLong);
+                }
+                u.to_string()
+            }
+            Some(_) => return Err(UserError::NotAString),
+        };
+        match self {
+            Caller::ApiKey { username: Some(bound), .. } if &named != bound => Err(UserError::BoundToAnother),
+            _ => Ok(named),
         }
     }
 
@@ -166,7 +227,7 @@ fn find_credential<'a>(
 
 /// Authenticates and authorises an `/api/v1` request (HTTP or WebSocket upgrade).
 pub async fn authenticate(
-    state: &AppState,
+    state: &AuthState,
     headers: &HeaderMap,
     query: Option<&str>,
     req: Requirement,
@@ -195,7 +256,7 @@ pub async fn authenticate(
     }
 }
 
-async fn check_key(state: &AppState, raw: &str, req: Requirement) -> Result<Caller, ApiError> {
+async fn check_key(state: &AuthState, raw: &str, req: Requirement) -> Result<Caller, ApiError> {
     let scope = match req {
         // Key management is never open to API keys, whatever the key.
         Requirement::Dashboard => return Err(ApiError::forbidden(texts::INSUFFICIENT_SCOPE)),
@@ -265,12 +326,12 @@ pub fn check_cookie_request(req: &Request, trust_forwarded: bool) -> Result<(), 
 
 /// Route layer for scoped `/api/v1` routes.
 pub async fn require_scope(
-    State((state, req_kind)): State<(AppState, Requirement)>,
+    State((state, req_kind)): State<(AuthState, Requirement)>,
     mut req: Request,
     next: Next,
 ) -> Result<Response, ApiError> {
     if uses_cookie(req.headers(), req.uri().query()) {
-        check_cookie_request(&req, state.config.server.trust_forwarded_for)?;
+        check_cookie_request(&req, state.trust_forwarded_for)?;
     }
     let caller = authenticate(&state, req.headers(), req.uri().query(), req_kind).await?;
     tracing::Span::current().record("caller", tracing::field::display(caller.label()));
@@ -281,14 +342,14 @@ pub async fn require_scope(
 /// Route layer for the non-v1 dashboard routes (`/api/apikey/*`): JWT from Bearer or cookie, with
 /// AstrBot's dashboard texts.
 pub async fn require_dashboard(
-    State(state): State<AppState>,
+    State(state): State<AuthState>,
     mut req: Request,
     next: Next,
 ) -> Result<Response, ApiError> {
     let headers = req.headers();
     let bearer = header_str(headers, "authorization").and_then(|a| a.trim().strip_prefix("Bearer ")).map(str::trim);
     if bearer.is_none() && cookie(headers, COOKIE_NAME).is_some() {
-        check_cookie_request(&req, state.config.server.trust_forwarded_for)?;
+        check_cookie_request(&req, state.trust_forwarded_for)?;
     }
     let headers = req.headers();
     let token = bearer.or_else(|| cookie(headers, COOKIE_NAME));
@@ -309,10 +370,10 @@ pub async fn require_dashboard(
 /// Route layer for the compat APIs (`/v1/conversation`, stage `/chat`…): an API key with scope
 /// `chat` (or a dashboard JWT), unless `[compat] require_api_key = false`, meant for loopback
 /// deployments, in which case callers act as the anonymous key `compat`.
-pub async fn require_compat(State(state): State<AppState>, mut req: Request, next: Next) -> Result<Response, ApiError> {
-    let caller = if state.config.compat.require_api_key {
+pub async fn require_compat(State(state): State<AuthState>, mut req: Request, next: Next) -> Result<Response, ApiError> {
+    let caller = if state.compat_requires_key {
         if uses_cookie(req.headers(), req.uri().query()) {
-            check_cookie_request(&req, state.config.server.trust_forwarded_for)?;
+            check_cookie_request(&req, state.trust_forwarded_for)?;
         }
         authenticate(&state, req.headers(), req.uri().query(), Requirement::Scope(Scope::Chat)).await?
     } else {

@@ -13,7 +13,7 @@ pub mod rate_limit;
 
 use std::fmt;
 
-pub use caller::Caller;
+pub use caller::{AuthState, Caller, UserError};
 
 /// The four API-key scopes (AstrBot's original set).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -38,6 +38,33 @@ impl Scope {
 
     pub fn parse(s: &str) -> Option<Scope> {
         Scope::ALL.into_iter().find(|x| x.as_str() == s)
+    }
+
+    /// `scopes` of a key-creation request, with AstrBot's texts: omitted → all four; otherwise
+    /// a list of known names (duplicates collapse).
+    pub fn parse_list(v: Option<&serde_json::Value>) -> Result<Vec<Scope>, String> {
+        use serde_json::Value;
+        let list = match v {
+            None | Some(Value::Null) => return Ok(Scope::ALL.to_vec()),
+            Some(Value::Array(a)) => a,
+            Some(_) => return Err("Invalid scopes".into()),
+        };
+        let mut out = Vec::new();
+        let mut bad = Vec::new();
+        for item in list {
+            match item.as_str().map(str::trim).and_then(Scope::parse) {
+                Some(s) if !out.contains(&s) => out.push(s),
+                Some(_) => {}
+                None => bad.push(item.as_str().map(str::to_string).unwrap_or_else(|| item.to_string())),
+            }
+        }
+        if !bad.is_empty() {
+            return Err(format!("Invalid scopes: {}", bad.join(", ")));
+        }
+        if out.is_empty() {
+            return Err("At least one valid scope is required".into());
+        }
+        Ok(out)
     }
 }
 

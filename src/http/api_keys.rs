@@ -68,7 +68,7 @@ pub fn parse_create(body: &Map<String, Value>) -> Result<CreateRequest, ApiError
         Some(Value::String(s)) => s.trim().to_string(),
         Some(_) => return Err(ApiError::bad_request("name must be a string")),
     };
-    let scopes = parse_scopes(body.get("scopes"))?;
+    let scopes = Scope::parse_list(body.get("scopes")).map_err(ApiError::bad_request)?;
     let expires_in_days = match body.get("expires_in_days") {
         None | Some(Value::Null) => None,
         Some(v) => {
@@ -103,31 +103,6 @@ fn as_integer(v: &Value) -> Option<i64> {
         Value::String(s) => s.trim().parse().ok(),
         _ => None,
     }
-}
-
-/// `scopes`: omitted → all four; otherwise a list of known names (duplicates collapse).
-pub fn parse_scopes(v: Option<&Value>) -> Result<Vec<Scope>, ApiError> {
-    let list = match v {
-        None | Some(Value::Null) => return Ok(Scope::ALL.to_vec()),
-        Some(Value::Array(a)) => a,
-        Some(_) => return Err(ApiError::bad_request("Invalid scopes")),
-    };
-    let mut out = Vec::new();
-    let mut bad = Vec::new();
-    for item in list {
-        match item.as_str().map(str::trim).and_then(Scope::parse) {
-            Some(s) if !out.contains(&s) => out.push(s),
-            Some(_) => {}
-            None => bad.push(item.as_str().map(str::to_string).unwrap_or_else(|| item.to_string())),
-        }
-    }
-    if !bad.is_empty() {
-        return Err(ApiError::bad_request(format!("Invalid scopes: {}", bad.join(", "))));
-    }
-    if out.is_empty() {
-        return Err(ApiError::bad_request("At least one valid scope is required"));
-    }
-    Ok(out)
 }
 
 /// The body as a JSON object; an empty body is `{}`.

@@ -18,8 +18,8 @@ use base64::Engine;
 use bytes::Bytes;
 use serde_json::{Map, Value, json};
 
-use super::stage::start_compat_turn;
 use crate::agent::events::AgentEvent;
+use crate::agent::turn::{ProfileSelect, SessionTarget, TurnInput, TurnKind, TurnRequest};
 use crate::app::AppState;
 use crate::auth::Caller;
 use crate::error::{ApiError, ApiJson, ApiResult};
@@ -40,29 +40,6 @@ fn text_field(obj: &Map<String, Value>, key: &str, required: bool) -> ApiResult<
         // Some bots send numeric ids.
         Some(Value::Number(n)) => Ok(Some(n.to_string())),
         Some(_) => Err(ApiError::bad_request(format!("Invalid request body: {key} must be a string"))),
-    }
-}
-
-/// Base64 with or without a `data:…;base64,` prefix, decoded once. Also returns the base64 text
-/// itself when it is clean (no whitespace), so an image can go to the model without being
-/// encoded again.
-fn decode_b64(v: &str) -> Option<(Vec<u8>, Option<&str>)> {
-    let raw = match v.split_once(";base64,") {
-        Some((head, rest)) if head.starts_with("data:") => rest,
-        _ => v,
-    };
-    let engine = &base64::engine::general_purpose::STANDARD;
-    if raw.bytes().any(|b| b.is_ascii_whitespace()) {
-        // Rare (line-wrapped base64): one cleaned copy.
-        let cleaned: Vec<u8> = raw.bytes().filter(|b| !b.is_ascii_whitespace()).collect();
-        return engine.decode(&cleaned).ok().map(|d| (d, None));
-    }
-    engine.decode(raw.as_bytes()).ok().map(|d| (d, Some(raw)))
-}
-
-async fn discard_all(state: &AppState, dir: &std::path::Path, saved: &[crate::store::AttachmentRecord]) {
-    for rec in saved {
-        crate::attachments::discard(state.store.as_ref(), dir, rec).await;
     }
 }
 
@@ -131,8 +108,8 @@ pub async fn converse(
         Some(_) => return Err(ApiError::bad_request("messages must be a list")),
     };
 
-    let profile_speaks = super::stage::compat_profile(&state).tts;
-    let tts = if profile_speaks { state.providers.tts().cloned() } else { None };
+    let agent = &state.agent;
+    let tts = if agent.compat_profile().tts { agent.providers.tts().cloned() } else { None };
     if tts.is_some() && !SUPPORTED_VOICE_OUT.contains(&format.as_str()) {
         return Err(ApiError::bad_request(format!(
             "prefered_format \"{format}\" is not supported: astrgate has no {format} encoder; supported formats: {}",
@@ -141,129 +118,44 @@ pub async fn converse(
     }
 
     let skey = format!("{SESSION_PREFIX}{session_id}");
-    super::stage::precheck(&state, &skey)?;
+    agent.precheck_compat(&skey)?;
     // Validate, decode and transcribe everything before anything is stored.
-    let mut model_parts: Vec<Value> = Vec::new();
-    let mut stored_parts: Vec<Value> = Vec::new();
-    // Media to keep once the whole request is known to be good: (part index, name, MIME, bytes).
-    let mut to_save: Vec<(usize, String, String, Bytes)> = Vec::new();
-    let dir = state.prompt.attachments_dir.clone();
-    for (i, m) in messages.iter().enumerate() {
-        let ty = m.get("type").and_then(Value::as_str).unwrap_or_default();
-        let value = m
-            .get("value")
-            .and_then(Value::as_str)
-            .ok_or_else(|| ApiError::bad_request(format!("messages[{i}].value must be a string")))?;
-        match ty {
-            "text" => {
-                if !value.trim().is_empty() {
-                    model_parts.push(json!({"type": "text", "text": value}));
-                    stored_parts.push(json!({"type": "plain", "text": value}));
-                }
-            }
-            "image" => {
-                let (bytes, clean_b64) = decode_b64(value)
-                    .ok_or_else(|| ApiError::bad_request(format!("messages[{i}].value is not valid base64")))?;
-                let (mime, kind) = crate::attachments::classify(
-                    &bytes[..bytes.len().min(crate::attachments::SNIFF_BYTES)],
-                    None,
-                    "image",
-                );
-                if kind != "image" {
-                    return Err(ApiError::bad_request(format!("messages[{i}] is not a recognised image")));
-                }
-                let url = match clean_b64 {
-                    Some(b64) => format!("data:{mime};base64,{b64}"),
-                    None => format!("data:{mime};base64,{}", base64::engine::general_purpose::STANDARD.encode(&bytes)),
-                };
-                model_parts.push(json!({"type": "image_url", "image_url": {"url": url}}));
-                let ext = mime.rsplit('/').next().unwrap_or("img");
-                let name = format!("image.{ext}");
-                stored_parts.push(json!({"type": "image", "attachment_id": null, "filename": name, "mime_type": mime}));
-                to_save.push((stored_parts.len() - 1, name, mime.to_string(), Bytes::from(bytes)));
-            }
-            "voice" => {
-                let (bytes, _) = decode_b64(value)
-                    .ok_or_else(|| ApiError::bad_request(format!("messages[{i}].value is not valid base64")))?;
-                let vf = m.get("format").and_then(Value::as_str).unwrap_or("wav").to_ascii_lowercase();
-                let stt = state.providers.stt().cloned().ok_or_else(|| {
-                    ApiError::bad_request("No STT provider is configured: voice messages cannot be transcribed")
-                })?;
-                let mime = match vf.as_str() {
-                    "mp3" => "audio/mpeg",
-                    "amr" => "audio/amr",
-                    "silk" => "audio/silk",
-                    "ogg" => "audio/ogg",
-                    _ => "audio/wav",
-                };
-                let bytes = Bytes::from(bytes);
-                let text = stt.transcribe(bytes.clone(), &format!("voice.{vf}"), mime).await.map_err(|e| match e {
-                    crate::providers::stt::SttError::Unsupported(m) => {
-                        ApiError::bad_request(format!("messages[{i}]: {m}"))
-                    }
-                    other => {
-                        tracing::warn!(error = %other, "conversation: transcription failed");
-                        ApiError::new(StatusCode::BAD_GATEWAY, format!("messages[{i}]: {}", other.public_message()))
-                    }
-                })?;
-                if text.trim().is_empty() {
-                    return Err(ApiError::bad_request(format!("messages[{i}]: no speech was recognised")));
-                }
-                let name = format!("voice.{vf}");
-                model_parts.push(json!({"type": "text", "text": text}));
-                stored_parts.push(json!({"type": "record", "attachment_id": null, "filename": name, "mime_type": mime, "transcript": text}));
-                to_save.push((stored_parts.len() - 1, name, mime.to_string(), bytes));
-            }
-            other => {
-                return Err(ApiError::bad_request(format!(
-                    "messages[{i}].type must be text, image or voice, got {other:?}"
-                )));
-            }
-        }
-    }
-    if model_parts.is_empty() {
-        return Err(ApiError::bad_request("Message content is empty"));
-    }
-    // Everything is valid: only now are the media kept, and a request that still fails (a save,
-    // or the session turning busy meanwhile) takes its media with it.
-    let mut saved = Vec::with_capacity(to_save.len());
-    for (i, name, mime, bytes) in to_save {
-        match crate::attachments::save_bytes(state.store.as_ref(), &dir, &caller.owner_tag(), &name, &mime, &bytes)
-            .await
-        {
-            Ok(rec) => {
-                // The record's name is sanitised and its type comes from the bytes.
-                stored_parts[i]["attachment_id"] = json!(rec.attachment_id);
-                stored_parts[i]["filename"] = json!(rec.original_name);
-                stored_parts[i]["mime_type"] = json!(rec.mime_type);
-                saved.push(rec);
-            }
-            Err(e) => {
-                discard_all(&state, &dir, &saved).await;
-                return Err(ApiError::internal(e));
-            }
-        }
-    }
-    let model_input = if model_parts.iter().all(|p| p["type"] == "text") {
+    let mut decoded = super::conversation_input::decode(agent, messages).await?;
+    // Everything is valid: only now are the media kept, and a request that still fails (the
+    // session turning busy meanwhile) takes its media with it.
+    let owner = caller.owner_tag();
+    let saved = agent.save_media(&owner, std::mem::take(&mut decoded.media), &mut decoded.stored_parts).await?;
+    let model_parts = decoded.model_parts;
+    let model = if model_parts.iter().all(|p| p["type"] == "text") {
         Value::String(model_parts.iter().filter_map(|p| p["text"].as_str()).collect::<Vec<_>>().join("\n"))
     } else {
         Value::Array(model_parts)
     };
-    let mut content = json!({"type": "user", "message": stored_parts, "user_id": user_id});
+    let mut stored = json!({"type": "user", "message": decoded.stored_parts, "user_id": user_id});
     if let Some(n) = &nickname {
-        content["nickname"] = json!(n);
+        stored["nickname"] = json!(n);
     }
     if let Some(g) = &group_id {
-        content["group_id"] = json!(g);
+        stored["group_id"] = json!(g);
     }
-    let (run, _) =
-        match start_compat_turn(&state, &caller, &skey, "conversation", &user_id, content, model_input, &[]).await {
-            Ok(r) => r,
-            Err(e) => {
-                discard_all(&state, &dir, &saved).await;
-                return Err(e);
-            }
-        };
+    let req = TurnRequest {
+        caller: caller.clone(),
+        username: user_id,
+        session: SessionTarget::Compat { id: skey, platform: "conversation" },
+        input: TurnInput::Built { stored, model, title: None },
+        profile: ProfileSelect::Compat,
+        provider: None,
+        model: None,
+        streaming: None,
+        kind: TurnKind::Compat { vars: Vec::new() },
+    };
+    let run = match agent.begin_turn(req).await {
+        Ok(started) => started.run,
+        Err(e) => {
+            agent.discard_media(&saved).await;
+            return Err(e.into());
+        }
+    };
 
     let stream = futures_util::stream::once(async move {
         let mut sub = run.subscribe(0);

@@ -12,11 +12,11 @@ use axum::body::Body;
 use axum::extract::{Multipart, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use serde_json::json;
 use sha2::{Digest, Sha256};
 use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
 
+use super::file_headers::{content_disposition, parse_range, served_as};
 use super::params::Params;
 use crate::app::AppState;
 use crate::attachments::{SNIFF_BYTES, classify, create_unique, sanitize_filename};
@@ -25,7 +25,7 @@ use crate::error::{ApiError, ApiResult, ok};
 use crate::store::{AttachmentRecord, now_micros};
 
 fn attachments_dir(state: &AppState) -> PathBuf {
-    state.prompt.attachments_dir.clone()
+    state.agent.attachments_dir.clone()
 }
 
 /// Removes a partial upload when dropped unless disarmed.
@@ -98,7 +98,7 @@ pub async fn upload(
             created_at: now_micros(),
             owner: Some(caller.owner_tag()),
         };
-        state.store.insert_attachment(&rec).await?;
+        state.agent.record_upload(&rec).await?;
         guard.0 = None;
         tracing::info!(attachment.id = %rec.attachment_id, size, kind, "attachment stored");
         return Ok(ok(json!({
@@ -124,68 +124,6 @@ fn multipart_error(e: axum::extract::multipart::MultipartError) -> ApiError {
     }
 }
 
-/// Characters escaped in the RFC 5987 `filename*` parameter.
-const ATTR: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'.').remove(b'_').remove(b'~');
-
-/// `<disposition>; filename="ascii fallback"; filename*=UTF-8''percent-encoded`.
-pub fn content_disposition(disposition: &str, name: &str) -> String {
-    let fallback: String =
-        name.chars().map(|c| if c.is_ascii_graphic() && c != '"' && c != '\\' || c == ' ' { c } else { '_' }).collect();
-    format!("{disposition}; filename=\"{fallback}\"; filename*=UTF-8''{}", utf8_percent_encode(name, ATTR))
-}
-
-/// How a stored file is served: its own type inline when it is passive (a browser only displays
-/// it: raster images, audio, video, PDF, plain text); anything else — HTML, SVG, XML, scripts,
-/// unknown types — as a download of `application/octet-stream`, so no uploaded file can run
-/// script in our origin. Every download also carries `nosniff` and `CSP: sandbox`.
-pub fn served_as(mime: &str) -> (&str, &'static str) {
-    let essence = mime.split(';').next().unwrap_or_default().trim();
-    let passive = matches!(
-        essence,
-        "image/png"
-            | "image/jpeg"
-            | "image/gif"
-            | "image/webp"
-            | "image/bmp"
-            | "image/avif"
-            | "image/x-icon"
-            | "application/pdf"
-            | "text/plain"
-    ) || essence.starts_with("audio/")
-        || essence.starts_with("video/");
-    if passive { (mime, "inline") } else { ("application/octet-stream", "attachment") }
-}
-
-/// Parses a single `bytes=` range against `len`; `Err(())` when unsatisfiable, `Ok(None)` when
-/// absent or not a single byte range (the whole file is then sent).
-fn parse_range(h: Option<&str>, len: u64) -> Result<Option<(u64, u64)>, ()> {
-    let Some(spec) = h.and_then(|v| v.trim().strip_prefix("bytes=")) else { return Ok(None) };
-    if spec.contains(',') {
-        return Ok(None);
-    }
-    let (a, b) = spec.split_once('-').ok_or(())?;
-    let (a, b) = (a.trim(), b.trim());
-    let (start, end) = if a.is_empty() {
-        let n: u64 = b.parse().map_err(|_| ())?;
-        if n == 0 {
-            return Err(());
-        }
-        (len.saturating_sub(n), len.saturating_sub(1))
-    } else {
-        let s: u64 = a.parse().map_err(|_| ())?;
-        let e: u64 = if b.is_empty() {
-            len.saturating_sub(1)
-        } else {
-            b.parse::<u64>().map_err(|_| ())?.min(len.saturating_sub(1))
-        };
-        (s, e)
-    };
-    if len == 0 || start >= len || start > end {
-        return Err(());
-    }
-    Ok(Some((start, end)))
-}
-
 pub async fn download(
     State(state): State<AppState>,
     caller: Caller,
@@ -202,12 +140,7 @@ pub async fn download(
         return Err(ApiError::not_found("Attachment not found"));
     }
     // Another key's attachment is indistinguishable from an unknown one.
-    let rec = state
-        .store
-        .get_attachment(id)
-        .await?
-        .filter(|r| caller.may_use_attachment(r.owner.as_deref()))
-        .ok_or_else(|| ApiError::not_found("Attachment not found"))?;
+    let rec = state.agent.attachment_for(&caller, id).await?.ok_or_else(|| ApiError::not_found("Attachment not found"))?;
     let path = open_path(&state, &rec)?;
     let mut file = tokio::fs::File::open(&path).await.map_err(|_| ApiError::not_found("File access error"))?;
     let meta = file.metadata().await.map_err(|_| ApiError::not_found("File access error"))?;
@@ -239,7 +172,7 @@ pub async fn download(
     // If-Range with another validator means: send the whole (changed) file.
     let if_range_ok = headers.get(header::IF_RANGE).and_then(|v| v.to_str().ok()).is_none_or(|v| v.trim() == etag);
     match parse_range(range.filter(|_| if_range_ok), len) {
-        Err(()) => Ok((
+        Err(_) => Ok((
             StatusCode::RANGE_NOT_SATISFIABLE,
             [(header::CONTENT_RANGE, format!("bytes */{len}"))],
             ApiError::new(StatusCode::RANGE_NOT_SATISFIABLE, "Range not satisfiable"),
@@ -270,34 +203,4 @@ pub fn open_path(state: &AppState, rec: &AttachmentRecord) -> Result<PathBuf, Ap
         return Err(ApiError::not_found("File access error"));
     }
     Ok(attachments_dir(state).join(name))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn ranges() {
-        assert_eq!(parse_range(Some("bytes=0-9"), 100), Ok(Some((0, 9))));
-        assert_eq!(parse_range(Some("bytes=90-"), 100), Ok(Some((90, 99))));
-        assert_eq!(parse_range(Some("bytes=-10"), 100), Ok(Some((90, 99))));
-        assert_eq!(parse_range(Some("bytes=50-500"), 100), Ok(Some((50, 99))));
-        assert_eq!(parse_range(Some("bytes=100-"), 100), Err(()));
-        assert_eq!(parse_range(Some("bytes=0-1,5-6"), 100), Ok(None));
-        assert_eq!(parse_range(None, 100), Ok(None));
-        assert_eq!(parse_range(Some("bytes=x-y"), 100), Err(()));
-    }
-
-    #[test]
-    fn disposition() {
-        assert_eq!(
-            content_disposition("inline", "résumé \"x\".pdf"),
-            "inline; filename=\"r_sum_ _x_.pdf\"; filename*=UTF-8''r%C3%A9sum%C3%A9%20%22x%22.pdf"
-        );
-        assert_eq!(served_as("image/png"), ("image/png", "inline"));
-        assert_eq!(served_as("text/plain; charset=utf-8"), ("text/plain; charset=utf-8", "inline"));
-        for active in ["text/html", "image/svg+xml", "application/xml", "text/javascript", "application/x-foo"] {
-            assert_eq!(served_as(active), ("application/octet-stream", "attachment"), "{active}");
-        }
-    }
 }

@@ -2,11 +2,16 @@
 //! modules and render their results in the wire shape of the front door they serve.
 
 pub mod api_keys;
+pub mod binds;
 pub mod chat;
+pub mod chat_mux;
 pub mod chat_ws;
 pub mod configs;
 pub mod conversation;
+pub mod conversation_input;
 pub mod dashboard;
+pub mod errors;
+pub mod file_headers;
 pub mod files;
 pub mod health;
 pub mod im;
@@ -84,7 +89,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/apikey/create", post(api_keys::create))
         .route("/api/apikey/revoke", post(api_keys::revoke_by_body))
         .route("/api/apikey/delete", post(api_keys::delete_by_body))
-        .route_layer(from_fn_with_state(state.clone(), require_dashboard));
+        .route_layer(from_fn_with_state(state.auth(), require_dashboard));
     app = app.merge(legacy_dashboard);
 
     // The older chatbot APIs (seeds 002 and 004): scope `chat` unless opened for loopback use.
@@ -99,11 +104,11 @@ pub fn router(state: AppState) -> Router {
         .route("/set_info", post(stage::set_info))
         .route("/get_info", post(stage::get_info))
         .route("/delete_session", delete(stage::delete_session))
-        .route_layer(from_fn_with_state(state.clone(), require_compat));
+        .route_layer(from_fn_with_state(state.auth(), require_compat));
     app = app.merge(compat);
 
     for (path, req, route) in v1_routes(&state) {
-        app = app.route(path, route.route_layer(from_fn_with_state((state.clone(), req), require_scope)));
+        app = app.route(path, route.route_layer(from_fn_with_state((state.auth(), req), require_scope)));
     }
 
     app = app.layer(axum::extract::DefaultBodyLimit::max(state.config.server.max_json_body_bytes)).layer(

@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 
 use super::params::{self, Params};
 use super::sse;
-use crate::agent::events::AgentEvent;
+use crate::agent::sessions::Resume;
 use crate::app::AppState;
 use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult, ok};
@@ -51,10 +51,10 @@ pub async fn list_sessions(State(state): State<AppState>, caller: Caller, q: Par
     let (page, size) = params::pagination(&q, 20)?;
     let platform = q.get("platform_id").map(str::trim).filter(|p| !p.is_empty());
     if plain_list {
-        let p = state.store.list_sessions(&username, platform, 0, 100).await?;
+        let p = state.agent.list_sessions(&username, platform, 0, 100).await?;
         return Ok(ok(p.items.iter().map(session_json).collect::<Vec<_>>()));
     }
-    let p = state.store.list_sessions(&username, platform, (page - 1).saturating_mul(size), size).await?;
+    let p = state.agent.list_sessions(&username, platform, (page - 1).saturating_mul(size), size).await?;
     Ok(ok(json!({
         "sessions": p.items.iter().map(session_json).collect::<Vec<_>>(),
         "page": page,
@@ -71,14 +71,14 @@ pub async fn session_messages(
     q: Params,
 ) -> ApiResult<Response> {
     let username = params::username_q(&caller, &q)?;
-    let session = params::owned_session(&state, &session_id, &username).await?;
     let (page, size) = params::pagination(&q, 50)?;
     let newest_first = match q.get("order").unwrap_or("asc") {
         "asc" => false,
         "desc" => true,
         _ => return Err(ApiError::bad_request("order must be asc or desc")),
     };
-    let p = state.store.list_messages(&session_id, (page - 1).saturating_mul(size), size, newest_first).await?;
+    let (session, p) =
+        state.agent.history(&session_id, &username, (page - 1).saturating_mul(size), size, newest_first).await?;
     Ok(ok(json!({
         "session": session_json(&session),
         "messages": p.items.iter().map(message_json).collect::<Vec<_>>(),
@@ -96,13 +96,7 @@ pub async fn delete_session(
     q: Params,
 ) -> ApiResult<Response> {
     let username = params::username_q(&caller, &q)?;
-    params::owned_session(&state, &session_id, &username).await?;
-    if let Some(run) = state.agent.runs.active_for_session(&session_id) {
-        run.cancel.cancel();
-        // Let it save before the rows disappear, so nothing lands in a deleted session.
-        state.agent.settle(&session_id, Duration::from_secs(5)).await;
-    }
-    state.store.delete_session(&session_id).await?;
+    state.agent.delete_session(&session_id, &username).await?;
     Ok(ok(json!({})))
 }
 
@@ -114,14 +108,7 @@ pub async fn stop_session(
     q: Params,
 ) -> ApiResult<Response> {
     let username = params::username_q(&caller, &q)?;
-    params::owned_session(&state, &session_id, &username).await?;
-    let n = match state.agent.runs.active_for_session(&session_id) {
-        Some(run) if !run.cancel.is_cancelled() => {
-            run.cancel.cancel();
-            1
-        }
-        _ => 0,
-    };
+    let n = state.agent.stop_session(&session_id, &username).await?;
     Ok(ok(json!({ "stopped_count": n })))
 }
 
@@ -141,29 +128,9 @@ pub async fn resume_run(
         .and_then(|v| v.to_str().ok())
         .map(str::to_string)
         .or_else(|| q.get("last_event_id").map(str::to_string));
-    let from = match last.as_deref().map(str::trim).filter(|s| !s.is_empty()) {
-        None => 0,
-        Some(id) => {
-            let (rid, seq) = id.rsplit_once(':').ok_or_else(|| ApiError::bad_request("Invalid Last-Event-ID"))?;
-            if rid != run_id {
-                return Err(ApiError::bad_request("Last-Event-ID belongs to another run"));
-            }
-            seq.parse::<u64>().map_err(|_| ApiError::bad_request("Invalid Last-Event-ID"))?.saturating_add(1)
-        }
-    };
     let keepalive = Duration::from_secs(state.config.server.sse_keepalive_secs.max(1));
-    if let Some(run) = state.agent.runs.get(&run_id) {
-        if run.username != username {
-            return Err(ApiError::forbidden("run_id belongs to another username"));
-        }
-        return Ok(sse::stream_run(run.subscribe(from), keepalive));
-    }
-    let Some(rec) = state.store.get_run(&run_id).await? else {
-        return Err(ApiError::not_found("Chat run is unavailable"));
-    };
-    if rec.username != username {
-        return Err(ApiError::forbidden("run_id belongs to another username"));
-    }
-    let events: Vec<AgentEvent> = crate::agent::events::decode_log(&rec.events).map_err(ApiError::internal)?;
-    Ok(sse::replay_events(&run_id, &events, from))
+    Ok(match state.agent.resume(&run_id, &username, last.as_deref()).await? {
+        Resume::Live(sub) => sse::stream_run(sub, keepalive),
+        Resume::Stored { run_id, events, from } => sse::replay_events(&run_id, &events, from),
+    })
 }

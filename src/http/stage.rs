@@ -6,7 +6,6 @@
 //! Streaming uses named SSE events `stage_code`, `text_delta`, `done`, `error`. Session
 //! variables set with `/set_info` fill `{{key}}` placeholders in the profile's system prompt.
 
-use std::sync::Arc;
 
 use axum::body::Body;
 use axum::extract::State;
@@ -17,16 +16,14 @@ use serde_json::{Map, Value, json};
 
 use super::params::Params;
 use crate::agent::events::AgentEvent;
-use crate::agent::pipeline::Turn;
-use crate::agent::runs::{RunHandle, Subscription};
+use crate::agent::runs::Subscription;
+use crate::agent::turn::{ProfileSelect, SessionTarget, TurnInput, TurnKind, TurnRequest};
 use crate::app::AppState;
 use crate::auth::Caller;
 use crate::compat::stage_tag::{Piece, StageTagFilter, resolve};
-use crate::compat::{fill_placeholders, tables};
+use crate::compat::tables;
 use crate::error::{ApiError, ApiJson, ApiResult};
-use crate::store::SessionRecord;
 
-const MAX_VARS: usize = 256;
 const MAX_KEY_CHARS: usize = 128;
 const MAX_VALUE_BYTES: usize = 64 * 1024;
 /// Stage sessions are stored under this prefix and this owner.
@@ -62,16 +59,6 @@ fn session_key(session_id: &str) -> ApiResult<String> {
     Ok(format!("{SESSION_PREFIX}{}", session_id.trim()))
 }
 
-/// A compat API only touches the sessions it created: an existing session under its prefix must
-/// be on its platform (ids with these prefixes are reserved, so only sessions stored before that
-/// rule could differ).
-async fn check_compat_session(state: &AppState, session_id: &str, platform_id: &str) -> ApiResult<()> {
-    match state.store.get_session(session_id).await? {
-        Some(s) if s.platform_id != platform_id => Err(ApiError::forbidden("session_id belongs to another username")),
-        _ => Ok(()),
-    }
-}
-
 fn ok_body(session_id: &str, ts: &Value, extra: Option<(&str, Value)>) -> Response {
     let mut v = json!({"code": 200, "msg": "success", "sessionId": session_id, "timeStamp": ts});
     if let Some((k, x)) = extra {
@@ -104,12 +91,7 @@ pub async fn set_info(
             format!("value is too large (max {MAX_VALUE_BYTES} bytes)"),
         ));
     }
-    let skey = session_key(sid)?;
-    let vars = state.store.session_vars(&skey).await?;
-    if vars.len() >= MAX_VARS && !vars.iter().any(|(k, _)| k == key) {
-        return Err(ApiError::bad_request(format!("too many variables in this session (max {MAX_VARS})")));
-    }
-    state.store.set_session_var(&skey, key, &value).await?;
+    state.agent.set_session_var(&session_key(sid)?, key, &value).await?;
     Ok(ok_body(sid, &ts, None))
 }
 
@@ -121,7 +103,7 @@ pub async fn get_info(
     let obj = object(&body)?;
     let sid = required_str(obj, "sessionId")?;
     let ts = timestamp(obj)?;
-    let vars = state.store.session_vars(&session_key(sid)?).await?;
+    let vars = state.agent.session_vars(&session_key(sid)?).await?;
     let data: Map<String, Value> = vars.into_iter().map(|(k, v)| (k, Value::String(v))).collect();
     Ok(ok_body(sid, &ts, Some(("data", Value::Object(data)))))
 }
@@ -135,88 +117,8 @@ pub async fn delete_session(
     let obj = object(&body)?;
     let sid = required_str(obj, "sessionId")?;
     let ts = timestamp(obj)?;
-    let skey = session_key(sid)?;
-    check_compat_session(&state, &skey, "stage").await?;
-    if let Some(run) = state.agent.runs.active_for_session(&skey) {
-        run.cancel.cancel();
-        // Let it save before the rows disappear, so nothing lands in a deleted session.
-        state.agent.settle(&skey, std::time::Duration::from_secs(5)).await;
-    }
-    state.store.delete_session_vars(&skey).await?;
-    state.store.delete_session(&skey).await?;
+    state.agent.delete_compat_session(&session_key(sid)?, "stage").await?;
     Ok(ok_body(sid, &ts, None))
-}
-
-/// The profile of the compat APIs: `[compat] profile`, else the default profile.
-pub fn compat_profile(state: &AppState) -> &Arc<crate::agent::profiles::Profile> {
-    state
-        .config
-        .compat
-        .profile
-        .as_deref()
-        .and_then(|id| state.profiles.get(id))
-        .unwrap_or_else(|| state.profiles.default_profile())
-}
-
-/// Fails early (before any decoding, STT or storage) when a compat turn could not start.
-pub fn precheck(state: &AppState, session_id: &str) -> ApiResult<()> {
-    let profile = compat_profile(state);
-    if state.providers.for_profile(profile).is_none() {
-        return Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "No LLM provider is configured"));
-    }
-    if state.agent.runs.active_for_session(session_id).is_some() {
-        return Err(ApiError::conflict("Session is busy"));
-    }
-    Ok(())
-}
-
-/// Starts a turn for the compat APIs on `session_id` (created if new) with the compat profile.
-#[allow(clippy::too_many_arguments)]
-pub async fn start_compat_turn(
-    state: &AppState,
-    caller: &Caller,
-    session_id: &str,
-    platform_id: &str,
-    username: &str,
-    user_content: Value,
-    model_input: Value,
-    vars: &[(String, String)],
-) -> ApiResult<(Arc<RunHandle>, Arc<crate::agent::profiles::Profile>)> {
-    let profile = compat_profile(state).clone();
-    let provider = state
-        .providers
-        .for_profile(&profile)
-        .cloned()
-        .ok_or_else(|| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "No LLM provider is configured"))?;
-    check_compat_session(state, session_id, platform_id).await?;
-    state.agent.settle(session_id, std::time::Duration::from_secs(5)).await;
-    if state.agent.runs.active_for_session(session_id).is_some() {
-        return Err(ApiError::conflict("Session is busy"));
-    }
-    state.store.create_session(&SessionRecord::new(session_id, platform_id, username)).await?;
-    let turn = Turn {
-        run_id: uuid::Uuid::now_v7().to_string(),
-        session_id: session_id.to_string(),
-        platform_id: platform_id.to_string(),
-        username: username.to_string(),
-        owner: caller.owner_tag(),
-        user_content: Some(user_content),
-        model_input,
-        system_prompt: fill_placeholders(&profile.system_prompt, vars),
-        history_turns: profile.history_turns,
-        fresh_session: false,
-        prefetched_history: None,
-        model: profile.model.clone().unwrap_or_else(|| provider.model.clone()),
-        provider,
-        streaming: true,
-        show_reasoning: false,
-        persist_events: false,
-        speech: None,
-        speak_reply: None,
-        parent_cancel: None,
-    };
-    let run = state.agent.start(turn)?;
-    Ok((run, profile))
 }
 
 /// One SSE event as seed 004's server writes it: `json.dumps(data, ensure_ascii=False)`, i.e.
@@ -246,10 +148,20 @@ pub async fn stage_chat(
         .or_else(|| obj.get("stream").and_then(Value::as_bool))
         .unwrap_or(false);
     let skey = session_key(&sid)?;
-    let vars = state.store.session_vars(&skey).await?;
-    let content = json!({"type": "user", "message": [{"type": "plain", "text": text}]});
-    let (run, _) =
-        start_compat_turn(&state, &caller, &skey, "stage", OWNER, content, Value::String(text), &vars).await?;
+    let vars = state.agent.session_vars(&skey).await?;
+    let stored = json!({"type": "user", "message": [{"type": "plain", "text": text}]});
+    let req = TurnRequest {
+        caller,
+        username: OWNER.into(),
+        session: SessionTarget::Compat { id: skey, platform: "stage" },
+        input: TurnInput::Built { stored, model: Value::String(text), title: None },
+        profile: ProfileSelect::Compat,
+        provider: None,
+        model: None,
+        streaming: None,
+        kind: TurnKind::Compat { vars },
+    };
+    let run = state.agent.begin_turn(req).await?.run;
     let (remap, names) = tables(&state.config.stage);
     let sub = run.subscribe(0);
     if !stream {

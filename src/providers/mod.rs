@@ -39,11 +39,6 @@ impl Providers {
         self.default_llm.map(|i| &self.llm[i])
     }
 
-    /// The profile's provider, else the default one.
-    pub fn for_profile(&self, profile: &crate::agent::profiles::Profile) -> Option<&Arc<OpenAiProvider>> {
-        profile.provider.as_deref().and_then(|id| self.llm(id)).or_else(|| self.default_llm())
-    }
-
     pub fn stt(&self) -> Option<&Arc<dyn stt::Stt>> {
         self.stt.as_ref()
     }

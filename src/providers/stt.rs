@@ -10,7 +10,7 @@ use bytes::Bytes;
 use secrecy::{ExposeSecret, SecretString};
 
 use crate::config::SttConfig;
-use crate::voice::wav;
+use crate::audio::wav;
 
 #[derive(Debug, Clone, thiserror::Error, PartialEq)]
 pub enum SttError {

@@ -144,7 +144,7 @@ impl Tts for EspeakTts {
                 return Err(TtsError::Failed(format!("espeak-ng exited with {status}")));
             }
             // espeak-ng cannot seek stdout, so its header sizes are placeholders: make them true.
-            crate::voice::wav::fix_header(&mut audio);
+            crate::audio::wav::fix_header(&mut audio);
             Ok(Bytes::from(audio))
         };
         tokio::time::timeout(self.timeout, work).await.map_err(|_| TtsError::Timeout)?

@@ -1,4 +1,5 @@
 //! The speech worker of a run: LLM deltas → [`Segmenter`] → TTS, one audio file per sentence.
+//! It knows nothing of runs: each spoken sentence and the final timings go to a [`SpeechSink`].
 //!
 //! One task: it keeps reading deltas (so the model stream is never held up by speech) while the
 //! synthesis of the current sentence is in flight, queues the sentences that complete meanwhile
@@ -18,10 +19,26 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::segmenter::Segmenter;
-use crate::agent::events::AgentEvent;
-use crate::agent::pipeline::Speech;
-use crate::agent::runs::RunHandle;
-use crate::providers::tts::TtsError;
+use crate::providers::tts::{Tts, TtsError};
+
+/// Sentence-level TTS for a run.
+#[derive(Clone)]
+pub struct Speech {
+    pub tts: Arc<dyn Tts>,
+    pub min_sentence_chars: usize,
+    /// How far the listener has got: speech is synthesised only a little ahead of it.
+    pub playback: Arc<Playback>,
+}
+
+/// Where the worker's results go (the run that asked for speech).
+pub trait SpeechSink: Send + Sync + 'static {
+    /// One sentence, spoken, in sentence order.
+    fn sentence(&self, text: String, audio: bytes::Bytes, mime: &str);
+    /// Every sentence was spoken: the time to the first audio and in all, and the TTS's name.
+    fn finished(&self, first_frame_secs: f64, total_secs: f64, tts: &str);
+    /// A label for log lines (the run id).
+    fn label(&self) -> &str;
+}
 
 /// Sentences waiting for TTS; beyond this the worker stops reading deltas.
 const SENTENCE_QUEUE: usize = 16;
@@ -58,9 +75,8 @@ pub fn spawn_worker(
     mut deltas: mpsc::Receiver<String>,
     cancel: CancellationToken,
     tasks: TaskTracker,
-    run: &Arc<RunHandle>,
+    sink: Arc<dyn SpeechSink>,
 ) -> JoinHandle<()> {
-    let run = run.clone();
     tasks.spawn(async move {
         let mut seg = Segmenter::new(speech.min_sentence_chars);
         let mut queue: VecDeque<String> = VecDeque::new();
@@ -108,21 +124,16 @@ pub fn spawn_worker(
                         Ok(audio) => {
                             first.get_or_insert_with(|| started.elapsed().as_secs_f64());
                             spoken += 1;
-                            let audio = crate::agent::events::AudioData::new(audio);
-                            run.push(AgentEvent::Audio { text, audio, mime: speech.tts.mime().to_string() });
+                            sink.sentence(text, audio, speech.tts.mime());
                         }
                         // As AstrBot: a sentence that cannot be spoken is skipped, the rest still is.
-                        Err(e) => tracing::warn!(run.id = %run.run_id, error = %e, "TTS failed for a sentence; skipped"),
+                        Err(e) => tracing::warn!(run.id = %sink.label(), error = %e, "TTS failed for a sentence; skipped"),
                     }
                 }
             }
         }
         if spoken > 0 {
-            run.push(AgentEvent::TtsStats {
-                first_frame_secs: first.unwrap_or(0.0),
-                total_secs: started.elapsed().as_secs_f64(),
-                tts: speech.tts.name().to_string(),
-            });
+            sink.finished(first.unwrap_or(0.0), started.elapsed().as_secs_f64(), speech.tts.name());
         }
     })
 }

@@ -298,7 +298,7 @@ async fn conversation_voice_in_and_voice_out_with_espeak() {
     assert_eq!(voice["format"], "wav");
     let url = voice["value"].as_str().unwrap();
     let audio = B64.decode(url.strip_prefix("data:audio/wav;base64,").expect("a WAV data URL")).unwrap();
-    assert!(astrgate::voice::wav::parse(&audio).unwrap().duration_secs() > 0.5, "real speech from espeak-ng");
+    assert!(astrgate::audio::wav::parse(&audio).unwrap().duration_secs() > 0.5, "real speech from espeak-ng");
     // The stored user message describes the voice as its attachment record does.
     let (_, h) =
         send(app.http.get(app.url("/api/v1/chat/sessions/conv!v1/messages?username=u")).bearer_auth(&key)).await;
@@ -361,7 +361,7 @@ async fn conversation_images_and_bad_inputs() {
 
 /// Files in the attachments folder (media of accepted requests only).
 fn stored_files(app: &TestApp) -> usize {
-    std::fs::read_dir(&app.state.prompt.attachments_dir).map(|d| d.count()).unwrap_or(0)
+    std::fs::read_dir(&app.state.agent.prompt.attachments_dir).map(|d| d.count()).unwrap_or(0)
 }
 
 #[tokio::test]

@@ -262,7 +262,7 @@ async fn completions(State(inner): State<Arc<Inner>>, headers: axum::http::Heade
 pub fn fake_wav(text: &str) -> Vec<u8> {
     let mut samples: Vec<i16> = (0..1600).map(|i| ((i as f32 / 8.0).sin() * 8000.0) as i16).collect();
     samples[0] = text.chars().count() as i16;
-    astrgate::voice::wav::pcm16_to_wav(&astrgate::voice::wav::samples_to_bytes(&samples), 16_000, 1)
+    astrgate::audio::wav::pcm16_to_wav(&astrgate::audio::wav::samples_to_bytes(&samples), 16_000, 1)
 }
 
 struct SpeechGuard {
@@ -294,10 +294,10 @@ async fn speech(State(inner): State<Arc<Inner>>, axum::Json(body): axum::Json<Va
         let wav = if padding == 0 {
             fake_wav(&text)
         } else {
-            let wav = astrgate::voice::wav::parse(&fake_wav(&text)).unwrap();
-            let mut pcm = astrgate::voice::wav::samples_to_bytes(&wav.samples);
+            let wav = astrgate::audio::wav::parse(&fake_wav(&text)).unwrap();
+            let mut pcm = astrgate::audio::wav::samples_to_bytes(&wav.samples);
             pcm.resize(pcm.len() + padding, 0);
-            astrgate::voice::wav::pcm16_to_wav(&pcm, 16_000, 1)
+            astrgate::audio::wav::pcm16_to_wav(&pcm, 16_000, 1)
         };
         Some((Ok::<Bytes, std::io::Error>(Bytes::from(wav)), None))
     });

@@ -170,7 +170,7 @@ async fn the_type_comes_from_the_bytes() {
     assert_eq!((b["data"]["type"].as_str(), b["data"]["mime_type"].as_str()), (Some("image"), Some("image/png")));
     let (_, b) = upload(&app, &key, "fake.png", "image/png", b"not an image".to_vec()).await;
     assert_eq!(b["data"]["type"], "file", "a claimed image that is not one is a plain file");
-    let wav = astrgate::voice::wav::pcm16_to_wav(&[0u8; 3200], 16_000, 1);
+    let wav = astrgate::audio::wav::pcm16_to_wav(&[0u8; 3200], 16_000, 1);
     let (_, b) = upload(&app, &key, "voice.bin", "application/octet-stream", wav).await;
     assert_eq!(b["data"]["type"], "record");
 }
@@ -190,7 +190,7 @@ async fn attachments_reach_the_model() {
     let (_, big) = upload(&app, &key, "big.txt", "text/plain", "secret line\n".repeat(40).into_bytes()).await;
     let (_, txt) = upload(&app, &key, "notes.md", "text/markdown", b"# Notes\nremember the milk".to_vec()).await;
     let (_, pdf) = upload(&app, &key, "paper.pdf", "application/pdf", b"%PDF-1.4 fake".to_vec()).await;
-    let wav = astrgate::voice::wav::pcm16_to_wav(&[0u8; 3200], 16_000, 1);
+    let wav = astrgate::audio::wav::pcm16_to_wav(&[0u8; 3200], 16_000, 1);
     let (_, rec) = upload(&app, &key, "memo.wav", "audio/wav", wav.clone()).await;
     let id = |v: &Value| v["data"]["attachment_id"].as_str().unwrap().to_string();
     let frames = chat(
@@ -239,7 +239,7 @@ async fn a_record_without_stt_is_a_clear_error() {
     let fake = FakeLlm::start().await;
     let app = spawn_toml(&format!("{}\n[stt]\ntype = \"none\"\n", fake.provider_toml("fake"))).await;
     let key = app.key(&["chat", "file"]).await;
-    let wav = astrgate::voice::wav::pcm16_to_wav(&[0u8; 320], 16_000, 1);
+    let wav = astrgate::audio::wav::pcm16_to_wav(&[0u8; 320], 16_000, 1);
     let (_, rec) = upload(&app, &key, "memo.wav", "audio/wav", wav).await;
     let (s, b) = send(app.http.post(app.url("/api/v1/chat")).bearer_auth(&key).json(
         &json!({"username": "u", "message": [{"type": "record", "attachment_id": rec["data"]["attachment_id"]}]}),

@@ -21,8 +21,8 @@ fn spoken_pcm(phrase: &str) -> Vec<u8> {
         .expect("espeak-ng is installed (scripts/test.sh installs it)");
     child.stdin.take().unwrap().write_all(phrase.as_bytes()).unwrap();
     let out = child.wait_with_output().unwrap();
-    let wav = astrgate::voice::wav::parse(&out.stdout).unwrap();
-    astrgate::voice::wav::samples_to_bytes(&astrgate::voice::wav::to_mono(&wav, 16_000))
+    let wav = astrgate::audio::wav::parse(&out.stdout).unwrap();
+    astrgate::audio::wav::samples_to_bytes(&astrgate::audio::wav::to_mono(&wav, 16_000))
 }
 
 async fn speak(ws: &mut WsClient, pcm: &[u8]) {
@@ -70,8 +70,8 @@ async fn a_spoken_turn_with_espeak_and_pocketsphinx() {
     let fake = FakeLlm::start().await;
     // No [stt]/[tts]: the installed offline programs are the defaults.
     let app = spawn_toml(&fake.provider_toml("fake")).await;
-    assert_eq!(app.state.providers.stt().map(|s| s.name().to_string()).as_deref(), Some("pocketsphinx"));
-    assert_eq!(app.state.providers.tts().map(|s| s.name().to_string()).as_deref(), Some("espeak-ng"));
+    assert_eq!(app.state.agent.providers.stt().map(|s| s.name().to_string()).as_deref(), Some("pocketsphinx"));
+    assert_eq!(app.state.agent.providers.tts().map(|s| s.name().to_string()).as_deref(), Some("espeak-ng"));
     let key = app.key(&["chat"]).await;
     fake.push(Reply::Chunks {
         chunks: tokens(&["Hello to you. ", "It is a fine day to talk."]),
@@ -100,7 +100,7 @@ async fn a_spoken_turn_with_espeak_and_pocketsphinx() {
     assert_eq!(chunks, ["Hello to you.", "It is a fine day to talk."]);
     for f in frames.iter().filter(|f| f["t"] == "response") {
         let audio = B64.decode(f["data"].as_str().unwrap()).unwrap();
-        let wav = astrgate::voice::wav::parse(&audio).expect("each response is a complete WAV file");
+        let wav = astrgate::audio::wav::parse(&audio).expect("each response is a complete WAV file");
         assert!(wav.duration_secs() > 0.3);
     }
     let deltas: String =

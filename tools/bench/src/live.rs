@@ -106,7 +106,7 @@ impl ProvidersDirect {
 
 pub async fn providers_direct(upstream: &str, n: usize) -> anyhow::Result<ProvidersDirect> {
     let client = crate::sse::client(1)?;
-    let wav = astrgate::voice::wav::pcm16_to_wav(&[0u8; 32_000], 16_000, 1);
+    let wav = astrgate::audio::wav::pcm16_to_wav(&[0u8; 32_000], 16_000, 1);
     let mut r = ProvidersDirect { stt: Samples::default(), llm: Samples::default(), tts: Samples::default() };
     for _ in 0..n {
         let form = reqwest::multipart::Form::new()

@@ -60,7 +60,7 @@ fn prepare(opts: Options) -> Prepared {
         .to_string(),
     );
     let samples = vec![0u8; 3200];
-    let wav = Bytes::from(astrgate::voice::wav::pcm16_to_wav(&samples, 16_000, 1));
+    let wav = Bytes::from(astrgate::audio::wav::pcm16_to_wav(&samples, 16_000, 1));
     Prepared { opts, stream_all, events, whole, wav }
 }
 
