@@ -58,6 +58,7 @@ impl AppState {
     /// Write deadline and ping interval of every WebSocket.
     pub fn socket_timing(&self) -> crate::http::ws::Timing {
         crate::http::ws::Timing {
+            tasks: self.tasks.clone(),
             write_timeout: self.config.live.write_timeout(),
             ping_interval: self.config.live.ping_interval(),
         }
@@ -198,6 +199,7 @@ impl Server {
             if let Err(e) = s.keys.flush_touches().await {
                 tracing::warn!(error = %e, "final last_used_at flush failed");
             }
+            s.store.close().await;
             Ok(())
         });
         Ok(Server { addr, state, join })

@@ -33,6 +33,7 @@ pub fn bot_content(text: &str, reasoning: &str) -> Value {
 /// The periodic saver of one run.
 pub struct Checkpointer {
     store: Arc<dyn Store>,
+    tasks: tokio_util::task::TaskTracker,
     run: Arc<RunHandle>,
     platform_id: String,
     checkpoint: String,
@@ -48,6 +49,7 @@ pub struct Checkpointer {
 impl Checkpointer {
     pub fn new(
         store: Arc<dyn Store>,
+        tasks: tokio_util::task::TaskTracker,
         run: Arc<RunHandle>,
         platform_id: &str,
         checkpoint: &str,
@@ -55,6 +57,7 @@ impl Checkpointer {
     ) -> Self {
         Self {
             store,
+            tasks,
             run,
             platform_id: platform_id.to_string(),
             checkpoint: checkpoint.to_string(),
@@ -98,7 +101,7 @@ impl Checkpointer {
                 llm_checkpoint_id: Some(self.checkpoint.clone()),
             };
             let store = self.store.clone();
-            self.pending = Some(tokio::spawn(async move { store.insert_message(&msg).await }));
+            self.pending = Some(self.tasks.spawn(async move { store.insert_message(&msg).await }));
             let saved = self.settle_insert().await?;
             return Ok(saved);
         }

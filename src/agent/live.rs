@@ -72,7 +72,9 @@ impl Ctx {
                 self.metrics(json!({"wav_assemble_time": assemble, "input_type": "audio"})).await;
                 let started = Instant::now();
                 let Some(stt) = self.agent.providers.stt() else {
-                    self.out.error_and_end("STT_NOT_CONFIGURED", "No STT provider is configured (语音识别服务未配置)").await;
+                    self.out
+                        .error_and_end("STT_NOT_CONFIGURED", "No STT provider is configured (语音识别服务未配置)")
+                        .await;
                     return None;
                 };
                 self.metrics(json!({"stt": stt.name()})).await;

@@ -89,8 +89,14 @@ struct Progress {
 
 pub async fn run(agent: Arc<Agent>, mut turn: Turn, h: Arc<RunHandle>) {
     let checkpoint = uuid::Uuid::new_v4().to_string();
-    let mut ckpt =
-        Checkpointer::new(agent.store.clone(), h.clone(), &turn.platform_id, &checkpoint, turn.persist_events);
+    let mut ckpt = Checkpointer::new(
+        agent.store.clone(),
+        agent.tasks.clone(),
+        h.clone(),
+        &turn.platform_id,
+        &checkpoint,
+        turn.persist_events,
+    );
     drive(&agent, &mut turn, &h, &mut ckpt, &checkpoint).await;
     // The reply is saved. Free the session *before* `End` is visible, so a client that sees
     // `end` can start its next turn at once.

@@ -56,7 +56,9 @@ impl Agent {
         for (rec, filename) in records {
             let path = self.prompt.attachments_dir.join(&rec.stored_name);
             let bytes = tokio::fs::read(&path).await.map_err(|e| TurnError::Internal(e.to_string()))?;
-            out.push(self.transcribe(Bytes::from(bytes), filename, &rec.mime_type, filename, "record attachments").await?);
+            out.push(
+                self.transcribe(Bytes::from(bytes), filename, &rec.mime_type, filename, "record attachments").await?,
+            );
         }
         Ok(out)
     }

@@ -14,12 +14,12 @@ use std::time::Duration;
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
+use super::Agent;
 use super::errors::{SessionError, TurnError};
 use super::input::{self, EMPTY_MESSAGE, Part, Resolved};
 use super::pipeline::{Speech, Turn};
 use super::profiles::{LookupError, Profile};
 use super::runs::RunHandle;
-use super::Agent;
 use crate::auth::Caller;
 use crate::providers::llm::OpenAiProvider;
 use crate::store::{MessageRecord, SessionRecord};
@@ -233,8 +233,10 @@ impl Agent {
                 false
             }
             (None, SessionTarget::Owned { new_platform, .. }) => {
-                let rec =
-                    SessionRecord { display_name: title, ..SessionRecord::new(&plan.session_id, new_platform, username) };
+                let rec = SessionRecord {
+                    display_name: title,
+                    ..SessionRecord::new(&plan.session_id, new_platform, username)
+                };
                 let created = self.store.create_session(&rec).await?;
                 if !created {
                     // Created concurrently by someone else: ownership decides.
@@ -252,17 +254,18 @@ impl Agent {
     /// `config_id` / `config_name`, with AstrBot's texts.
     fn choose_profile(&self, c: &ProfileChoice) -> Result<Arc<Profile>, TurnError> {
         match c {
-            ProfileChoice::Id(id) => {
-                self.profiles.get(id.trim()).cloned().ok_or_else(|| TurnError::Config(format!("config_id not found: {}", id.trim())))
-            }
+            ProfileChoice::Id(id) => self
+                .profiles
+                .get(id.trim())
+                .cloned()
+                .ok_or_else(|| TurnError::Config(format!("config_id not found: {}", id.trim()))),
             ProfileChoice::Name(name) => match self.profiles.by_name(name) {
                 Ok(p) => Ok(p.clone()),
                 Err(LookupError::Empty) => Err(TurnError::Config("config_name is empty".into())),
                 Err(LookupError::NotFound) => Err(TurnError::Config(format!("config_name not found: {}", name.trim()))),
-                Err(LookupError::Ambiguous) => Err(TurnError::Config(format!(
-                    "config_name is ambiguous, please use config_id: {}",
-                    name.trim()
-                ))),
+                Err(LookupError::Ambiguous) => {
+                    Err(TurnError::Config(format!("config_name is ambiguous, please use config_id: {}", name.trim())))
+                }
             },
         }
     }
@@ -296,9 +299,11 @@ impl Agent {
     /// `selected_provider`, else the profile's provider, else the default one.
     fn provider_of(&self, selected: Option<&str>, profile: &Profile) -> Result<Arc<OpenAiProvider>, TurnError> {
         match selected {
-            Some(id) => {
-                self.providers.llm(id).cloned().ok_or_else(|| TurnError::Invalid(format!("selected_provider not found: {id}")))
-            }
+            Some(id) => self
+                .providers
+                .llm(id)
+                .cloned()
+                .ok_or_else(|| TurnError::Invalid(format!("selected_provider not found: {id}"))),
             None => self.profiles.provider_for(profile, &self.providers).cloned().ok_or(TurnError::NoProvider),
         }
     }
@@ -339,7 +344,9 @@ impl Agent {
 /// A new session's title: the start of the first plain text.
 fn title_of(parts: &[Resolved]) -> Option<String> {
     parts.iter().find_map(|p| match p {
-        Resolved::Plain(t) if !t.trim().is_empty() => Some(crate::util::truncate_chars(t.trim(), TITLE_CHARS).to_string()),
+        Resolved::Plain(t) if !t.trim().is_empty() => {
+            Some(crate::util::truncate_chars(t.trim(), TITLE_CHARS).to_string())
+        }
         _ => None,
     })
 }

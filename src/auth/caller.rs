@@ -370,7 +370,11 @@ pub async fn require_dashboard(
 /// Route layer for the compat APIs (`/v1/conversation`, stage `/chat`…): an API key with scope
 /// `chat` (or a dashboard JWT), unless `[compat] require_api_key = false`, meant for loopback
 /// deployments, in which case callers act as the anonymous key `compat`.
-pub async fn require_compat(State(state): State<AuthState>, mut req: Request, next: Next) -> Result<Response, ApiError> {
+pub async fn require_compat(
+    State(state): State<AuthState>,
+    mut req: Request,
+    next: Next,
+) -> Result<Response, ApiError> {
     let caller = if state.compat_requires_key {
         if uses_cookie(req.headers(), req.uri().query()) {
             check_cookie_request(&req, state.trust_forwarded_for)?;

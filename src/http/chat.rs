@@ -27,7 +27,11 @@ pub async fn send_chat(
 
 /// A chat body (AstrBot's fields and texts) as a turn. `default_session` is the session a
 /// request that names none goes to (a socket's own); otherwise such a request starts a new one.
-pub fn parse_chat(caller: &Caller, obj: &Map<String, Value>, default_session: Option<&str>) -> Result<TurnRequest, TurnError> {
+pub fn parse_chat(
+    caller: &Caller,
+    obj: &Map<String, Value>,
+    default_session: Option<&str>,
+) -> Result<TurnRequest, TurnError> {
     let username = caller.act_as(obj.get("username"))?;
     let id = session_id_of(obj)?;
     let profile = match profile_choice(obj)? {
@@ -87,12 +91,14 @@ fn session_id_of(obj: &Map<String, Value>) -> Result<Option<String>, SessionErro
 /// `config_id` / `config_name`.
 fn profile_choice(obj: &Map<String, Value>) -> Result<Option<ProfileChoice>, TurnError> {
     if let Some(v) = obj.get("config_id").filter(|v| !v.is_null()) {
-        let id = v.as_str().ok_or_else(|| TurnError::Invalid("Invalid request body: config_id must be a string".into()))?;
+        let id =
+            v.as_str().ok_or_else(|| TurnError::Invalid("Invalid request body: config_id must be a string".into()))?;
         return Ok(Some(ProfileChoice::Id(id.to_string())));
     }
     if let Some(v) = obj.get("config_name").filter(|v| !v.is_null()) {
-        let name =
-            v.as_str().ok_or_else(|| TurnError::Invalid("Invalid request body: config_name must be a string".into()))?;
+        let name = v
+            .as_str()
+            .ok_or_else(|| TurnError::Invalid("Invalid request body: config_name must be a string".into()))?;
         return Ok(Some(ProfileChoice::Name(name.to_string())));
     }
     Ok(None)

@@ -81,7 +81,8 @@ pub struct UnifiedDialect;
 
 impl ChatDialect for UnifiedDialect {
     fn precheck(&self, frame: &Map<String, Value>) -> Option<(&'static str, &'static str)> {
-        (!frame.get("message").is_some_and(Value::is_array)).then_some(("INVALID_MESSAGE_FORMAT", "message must be list"))
+        (!frame.get("message").is_some_and(Value::is_array))
+            .then_some(("INVALID_MESSAGE_FORMAT", "message must be list"))
     }
     fn error(&self, code: &str, data: &str, message_id: Option<&str>) -> Value {
         let mut v = json!({"ct": "chat", "t": "error", "data": data, "code": code});

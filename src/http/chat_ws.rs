@@ -27,16 +27,20 @@ pub async fn chat_ws(
         Ok(w) => w,
         Err(e) => return e.into_response(),
     };
-    let auth = authenticate(&state.auth(), &ws::without_cookies(&headers), uri.query(), Requirement::Scope(Scope::Chat))
-        .await;
-    ws.on_upgrade(move |socket| async move {
-        match auth {
-            Err(e) => {
-                ws::refuse(socket, json!({"type": "error", "code": "UNAUTHORIZED", "data": e.message}), &e.message)
-                    .await
+    let auth =
+        authenticate(&state.auth(), &ws::without_cookies(&headers), uri.query(), Requirement::Scope(Scope::Chat)).await;
+    // The socket's whole life is tracked, so shutdown waits for its close.
+    let tasks = state.tasks.clone();
+    ws.on_upgrade(move |socket| {
+        tasks.track_future(async move {
+            match auth {
+                Err(e) => {
+                    ws::refuse(socket, json!({"type": "error", "code": "UNAUTHORIZED", "data": e.message}), &e.message)
+                        .await
+                }
+                Ok(caller) => serve(state, caller, socket).await,
             }
-            Ok(caller) => serve(state, caller, socket).await,
-        }
+        })
     })
 }
 

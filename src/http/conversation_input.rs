@@ -67,7 +67,8 @@ pub async fn decode(agent: &Agent, messages: &[Value]) -> Result<Decoded, TurnEr
                 };
                 out.model_parts.push(json!({"type": "image_url", "image_url": {"url": url}}));
                 let name = format!("image.{}", mime.rsplit('/').next().unwrap_or("img"));
-                out.stored_parts.push(json!({"type": "image", "attachment_id": null, "filename": name, "mime_type": mime}));
+                out.stored_parts
+                    .push(json!({"type": "image", "attachment_id": null, "filename": name, "mime_type": mime}));
                 out.media.push(Media { index: out.stored_parts.len() - 1, name, mime, bytes: Bytes::from(bytes) });
             }
             "voice" => {

@@ -140,7 +140,8 @@ pub async fn download(
         return Err(ApiError::not_found("Attachment not found"));
     }
     // Another key's attachment is indistinguishable from an unknown one.
-    let rec = state.agent.attachment_for(&caller, id).await?.ok_or_else(|| ApiError::not_found("Attachment not found"))?;
+    let rec =
+        state.agent.attachment_for(&caller, id).await?.ok_or_else(|| ApiError::not_found("Attachment not found"))?;
     let path = open_path(&state, &rec)?;
     let mut file = tokio::fs::File::open(&path).await.map_err(|_| ApiError::not_found("File access error"))?;
     let meta = file.metadata().await.map_err(|_| ApiError::not_found("File access error"))?;

@@ -50,39 +50,47 @@ pub async fn live_v1(
     let username = query_param(q, "username");
     let ct =
         query_param(q, "ct").map(|c| c.trim().to_string()).filter(|c| !c.is_empty()).unwrap_or_else(|| "live".into());
-    ws.on_upgrade(move |socket| async move {
-        let caller = match auth {
-            Ok(c) => c,
-            Err(e) => {
-                return ws::refuse(
-                    socket,
-                    json!({"type": "error", "code": "UNAUTHORIZED", "data": e.message}),
-                    &e.message,
-                )
-                .await;
-            }
-        };
-        let provided = username.map(Value::String);
-        let username = match super::params::username(&caller, provided.as_ref()) {
-            Ok(u) => u,
-            Err(e) => {
-                return ws::refuse(socket, json!({"type": "error", "code": "BAD_USER", "data": e.message}), &e.message)
+    // The socket's whole life is tracked, so shutdown waits for its close.
+    let tasks = state.tasks.clone();
+    ws.on_upgrade(move |socket| {
+        tasks.track_future(async move {
+            let caller = match auth {
+                Ok(c) => c,
+                Err(e) => {
+                    return ws::refuse(
+                        socket,
+                        json!({"type": "error", "code": "UNAUTHORIZED", "data": e.message}),
+                        &e.message,
+                    )
                     .await;
-            }
-        };
-        let mode = match ct.as_str() {
-            "live" => Mode::Live,
-            "chat" => Mode::Chat,
-            _ => {
-                return ws::refuse(
-                    socket,
-                    json!({"type": "error", "code": "INVALID_MESSAGE", "data": "ct must be 'live' or 'chat'"}),
-                    "Invalid ct",
-                )
-                .await;
-            }
-        };
-        serve(state, caller, username, Some(mode), socket).await
+                }
+            };
+            let provided = username.map(Value::String);
+            let username = match super::params::username(&caller, provided.as_ref()) {
+                Ok(u) => u,
+                Err(e) => {
+                    return ws::refuse(
+                        socket,
+                        json!({"type": "error", "code": "BAD_USER", "data": e.message}),
+                        &e.message,
+                    )
+                    .await;
+                }
+            };
+            let mode = match ct.as_str() {
+                "live" => Mode::Live,
+                "chat" => Mode::Chat,
+                _ => {
+                    return ws::refuse(
+                        socket,
+                        json!({"type": "error", "code": "INVALID_MESSAGE", "data": "ct must be 'live' or 'chat'"}),
+                        "Invalid ct",
+                    )
+                    .await;
+                }
+            };
+            serve(state, caller, username, Some(mode), socket).await
+        })
     })
 }
 
@@ -116,17 +124,21 @@ fn jwt_socket(
     };
     let token = query_param(uri.query(), "token").filter(|t| !t.is_empty());
     let claims = token.map(|t| state.dashboard.decode(&t));
-    ws.on_upgrade(move |socket| async move {
-        let reason = match claims {
-            None => "Missing authentication token",
-            Some(Err(JwtError::Expired)) => "Token expired",
-            Some(Err(JwtError::Invalid | JwtError::NoUsername | JwtError::Rejected)) => "Invalid token",
-            Some(Ok(c)) => {
-                let caller = Caller::Dashboard { username: c.username.clone() };
-                return serve(state, caller, c.username, mode, socket).await;
-            }
-        };
-        ws::refuse(socket, json!({"t": "error", "code": "UNAUTHORIZED", "data": reason}), reason).await
+    // The socket's whole life is tracked, so shutdown waits for its close.
+    let tasks = state.tasks.clone();
+    ws.on_upgrade(move |socket| {
+        tasks.track_future(async move {
+            let reason = match claims {
+                None => "Missing authentication token",
+                Some(Err(JwtError::Expired)) => "Token expired",
+                Some(Err(JwtError::Invalid | JwtError::NoUsername | JwtError::Rejected)) => "Invalid token",
+                Some(Ok(c)) => {
+                    let caller = Caller::Dashboard { username: c.username.clone() };
+                    return serve(state, caller, c.username, mode, socket).await;
+                }
+            };
+            ws::refuse(socket, json!({"t": "error", "code": "UNAUTHORIZED", "data": reason}), reason).await
+        })
     })
 }
 

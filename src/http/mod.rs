@@ -21,6 +21,7 @@ pub mod sessions;
 pub mod sse;
 pub mod stage;
 pub mod ws;
+pub mod ws_recv;
 
 use std::time::Duration;
 

@@ -10,7 +10,6 @@ use serde_json::Value;
 use crate::auth::Caller;
 use crate::error::ApiError;
 
-
 /// The query string as a map (first value wins). Never rejects, so errors stay ours.
 pub struct Params(pub HashMap<String, String>);
 

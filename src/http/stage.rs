@@ -6,7 +6,6 @@
 //! Streaming uses named SSE events `stage_code`, `text_delta`, `done`, `error`. Session
 //! variables set with `/set_info` fill `{{key}}` placeholders in the profile's system prompt.
 
-
 use axum::body::Body;
 use axum::extract::State;
 use axum::http::{HeaderValue, StatusCode, header};

@@ -25,6 +25,7 @@ use serde_json::Value;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use crate::error::ApiError;
 
@@ -113,9 +114,11 @@ impl Outbox {
     }
 }
 
-/// Socket timing: the write deadline per frame, and how often the server pings.
-#[derive(Debug, Clone, Copy)]
+/// Socket timing: the write deadline per frame, and how often the server pings; and the
+/// tracker the writer task is spawned on.
+#[derive(Debug, Clone)]
 pub struct Timing {
+    pub tasks: TaskTracker,
     pub write_timeout: Duration,
     /// A WebSocket Ping is sent after this long without any frame to the client, so that a live
     /// client (whose library answers pings by itself) always has something to answer.
@@ -131,7 +134,7 @@ pub fn spawn_writer(mut sink: SplitSink<WebSocket, Message>, timing: Timing) -> 
     let gen_w = generation.clone();
     let gone = CancellationToken::new();
     let gone_w = gone.clone();
-    let task = tokio::spawn(async move {
+    let task = timing.tasks.spawn(async move {
         let _gone = gone_w.drop_guard();
         let mut ping =
             tokio::time::interval_at(tokio::time::Instant::now() + timing.ping_interval, timing.ping_interval);
@@ -189,80 +192,7 @@ pub fn split(
 /// `[live] idle_timeout_secs`.
 pub const CLOSE_IDLE: (u16, &str) = (CLOSE_GOING_AWAY, "idle timeout");
 
-/// What the shared receive loop needs to know of a socket and its dialect.
-pub struct Frames {
-    /// Largest text frame handled (`[live] max_frame_bytes`).
-    pub max_bytes: usize,
-    /// Silence after which the socket is closed (`[live] idle_timeout_secs`).
-    pub idle: Duration,
-    pub shutdown: CancellationToken,
-    /// An error frame of this dialect: (code, text).
-    pub error: fn(&str, &str) -> Value,
-    /// The code of a malformed frame.
-    pub invalid: &'static str,
-}
-
-/// The one receive loop of every socket: [`Receiver::next`] reads client frames until the
-/// client leaves, the writer gives up, the socket idles out or the server shuts down.
-/// Malformed frames (binary, too large, not JSON, not an object) are answered here with an error
-/// frame and the socket stays open (over twice the limit: an error frame, then close 1009);
-/// every JSON object is handed over. The caller must not wait long on one (turns run in tasks).
-pub struct Receiver {
-    incoming: futures_util::stream::SplitStream<WebSocket>,
-    out: Outbox,
-    f: Frames,
-}
-
-impl Receiver {
-    pub fn new(incoming: futures_util::stream::SplitStream<WebSocket>, out: Outbox, f: Frames) -> Self {
-        Self { incoming, out, f }
-    }
-
-    /// The next client frame; `None` once the socket is done.
-    pub async fn next(&mut self) -> Option<serde_json::Map<String, Value>> {
-        let (out, f) = (&self.out, &self.f);
-        loop {
-            let msg = tokio::select! {
-                _ = f.shutdown.cancelled() => {
-                    out.close(CLOSE_GOING_AWAY, "server shutting down");
-                    return None;
-                }
-                _ = out.gone() => return None,
-                m = tokio::time::timeout(f.idle, self.incoming.next()) => match m {
-                    Ok(m) => m,
-                    Err(_) => {
-                        out.close(CLOSE_IDLE.0, CLOSE_IDLE.1);
-                        return None;
-                    }
-                },
-            };
-            let too_large = || format!("message too large (limit {} bytes)", f.max_bytes);
-            let text = match msg {
-                Some(Err(e)) if is_too_big(&e) => {
-                    out.control(&(f.error)(f.invalid, &too_large()));
-                    out.close(CLOSE_TOO_BIG, "message too large");
-                    return None;
-                }
-                None | Some(Err(_)) | Some(Ok(Message::Close(_))) => return None,
-                Some(Ok(Message::Text(t))) => t,
-                Some(Ok(Message::Binary(_))) => {
-                    out.control(&(f.error)(f.invalid, "binary frames are not supported"));
-                    continue;
-                }
-                Some(Ok(_)) => continue,
-            };
-            if text.len() > f.max_bytes {
-                out.control(&(f.error)(f.invalid, &too_large()));
-                continue;
-            }
-            match serde_json::from_str::<Value>(&text) {
-                Ok(Value::Object(o)) => return Some(o),
-                Ok(_) => out.control(&(f.error)(f.invalid, "message must be an object")),
-                Err(_) => out.control(&(f.error)(f.invalid, "message must be valid JSON")),
-            }
-        }
-    }
-}
+pub use super::ws_recv::{Frames, Receiver};
 
 /// A Live session writes its frames through the socket's writer.
 impl crate::voice::live::LiveSink for Outbox {
@@ -294,8 +224,12 @@ pub fn is_too_big(e: &axum::Error) -> bool {
 
 /// AstrBot's authentication failure on a socket: an error frame, then close 1008 with the reason.
 pub async fn refuse(socket: WebSocket, frame: Value, reason: &str) {
-    let (_stream, out, writer) =
-        split(socket, Timing { write_timeout: REFUSAL_WRITE_TIMEOUT, ping_interval: REFUSAL_WRITE_TIMEOUT });
+    let timing = Timing {
+        tasks: TaskTracker::new(),
+        write_timeout: REFUSAL_WRITE_TIMEOUT,
+        ping_interval: REFUSAL_WRITE_TIMEOUT,
+    };
+    let (_stream, out, writer) = split(socket, timing);
     out.control(&frame);
     out.close(CLOSE_POLICY, reason);
     drop(out);
@@ -310,4 +244,3 @@ pub fn without_cookies(h: &axum::http::HeaderMap) -> axum::http::HeaderMap {
     h.remove(axum::http::header::COOKIE);
     h
 }
-

@@ -9,8 +9,8 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use secrecy::{ExposeSecret, SecretString};
 
-use crate::config::SttConfig;
 use crate::audio::wav;
+use crate::config::SttConfig;
 
 #[derive(Debug, Clone, thiserror::Error, PartialEq)]
 pub enum SttError {

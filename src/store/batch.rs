@@ -32,10 +32,25 @@ pub enum WriteOp {
     InsertRun(RunRecord, oneshot::Sender<StoreResult<()>>),
 }
 
-/// Runs until every sender is gone. `failed` tells whether the last batch failed.
-pub async fn writer(pool: SqlitePool, mut rx: mpsc::Receiver<WriteOp>, failed: Arc<AtomicBool>) {
+/// Runs until every sender is gone, or `closing` is cancelled and every write queued by then
+/// was applied. `failed` tells whether the last batch failed.
+pub async fn writer(
+    pool: SqlitePool,
+    mut rx: mpsc::Receiver<WriteOp>,
+    failed: Arc<AtomicBool>,
+    closing: tokio_util::sync::CancellationToken,
+) {
     let mut ops: Vec<WriteOp> = Vec::with_capacity(MAX_BATCH);
-    while let Some(first) = rx.recv().await {
+    loop {
+        let first = tokio::select! {
+            op = rx.recv() => op,
+            _ = closing.cancelled(), if !rx.is_closed() => {
+                // No new writes; the queued ones are still received (then `None`).
+                rx.close();
+                continue;
+            }
+        };
+        let Some(first) = first else { break };
         ops.push(first);
         while ops.len() < MAX_BATCH {
             match rx.try_recv() {

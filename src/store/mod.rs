@@ -214,6 +214,9 @@ pub trait Store: Send + Sync + 'static {
     /// reply still flagged `streaming` as interrupted (returns how many).
     async fn recover_interrupted(&self) -> StoreResult<(Vec<RunRecord>, u64)>;
 
+    /// Finishes the queued writes and closes the writer (at shutdown); reads keep working.
+    async fn close(&self);
+
     // health
     /// True when the last write failed (e.g. the disk is full).
     fn writes_failing(&self) -> bool;
@@ -230,6 +233,22 @@ pub trait Store: Send + Sync + 'static {
     async fn set_session_var(&self, session_id: &str, key: &str, value: &str) -> StoreResult<()>;
     async fn session_vars(&self, session_id: &str) -> StoreResult<Vec<(String, String)>>;
     async fn delete_session_vars(&self, session_id: &str) -> StoreResult<u64>;
+}
+
+/// The store's health: a read round trip, and — while writes are failing (a full disk) — one
+/// small write, retried at every check until it succeeds. `Err` is what to tell a client.
+pub async fn check_health(store: &dyn Store) -> Result<(), &'static str> {
+    if let Err(e) = store.ping().await {
+        tracing::error!(error = %e, "health check: database unreachable");
+        return Err("database unavailable");
+    }
+    if store.writes_failing()
+        && let Err(e) = store.probe_write().await
+    {
+        tracing::error!(error = %e, "health check: database writes are failing");
+        return Err("database writes are failing");
+    }
+    Ok(())
 }
 
 /// Opens the store named by `url` and applies the embedded migrations.

@@ -46,6 +46,9 @@ pub struct SqliteStore {
     write_failed: std::sync::Arc<std::sync::atomic::AtomicBool>,
     /// The group-commit writer for sessions, messages and run logs (see `batch.rs`).
     batch: tokio::sync::mpsc::Sender<super::batch::WriteOp>,
+    /// Tells the writer to finish; [`Store::close`] then waits for it.
+    closing: tokio_util::sync::CancellationToken,
+    writer: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
 impl SqliteStore {
@@ -85,10 +88,11 @@ impl SqliteStore {
             SqlitePoolOptions::new().max_connections(4).min_connections(1).connect_with(opts.read_only(true)).await?;
         let (batch, rx) = tokio::sync::mpsc::channel(super::batch::QUEUE);
         let write_failed = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-        // Not on a TaskTracker: it ends by itself when the store (its only sender) is dropped,
-        // after answering every queued write.
-        tokio::spawn(super::batch::writer(write.clone(), rx, write_failed.clone()));
-        Ok(Self { read, write, write_failed, batch })
+        let closing = tokio_util::sync::CancellationToken::new();
+        // Owned by the store: [`Store::close`] stops it after every queued write is answered,
+        // and waits for it (it also ends when the store is dropped).
+        let writer = tokio::spawn(super::batch::writer(write.clone(), rx, write_failed.clone(), closing.clone()));
+        Ok(Self { read, write, write_failed, batch, closing, writer: std::sync::Mutex::new(Some(writer)) })
     }
 }
 
@@ -411,6 +415,16 @@ impl Store for SqliteStore {
         .execute(&self.write)
         .await?;
         Ok((runs, fixed.rows_affected()))
+    }
+
+    async fn close(&self) {
+        self.closing.cancel();
+        let writer = self.writer.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(w) = writer {
+            let _ = w.await;
+        }
+        // The write connection's close checkpoints the WAL; reads stay possible.
+        self.write.close().await;
     }
 
     fn writes_failing(&self) -> bool {

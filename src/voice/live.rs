@@ -79,17 +79,32 @@ impl LiveIn {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(tag = "t", rename_all = "snake_case")]
 pub enum LiveOut {
-    Error { data: String, code: String },
+    Error {
+        data: String,
+        code: String,
+    },
     Pong,
     StopPlay,
     End,
-    Metrics { data: Value },
-    UserMsg { data: TextAt },
-    BotDeltaChunk { data: Text },
-    BotTextChunk { data: Text },
+    Metrics {
+        data: Value,
+    },
+    UserMsg {
+        data: TextAt,
+    },
+    BotDeltaChunk {
+        data: Text,
+    },
+    BotTextChunk {
+        data: Text,
+    },
     /// One sentence of speech, base64.
-    Response { data: String },
-    BotMsg { data: TextAt },
+    Response {
+        data: String,
+    },
+    BotMsg {
+        data: TextAt,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -148,7 +163,10 @@ impl TurnOut {
 #[derive(Debug, Clone, PartialEq)]
 pub enum LiveInput {
     /// An utterance: 16 kHz mono 16-bit PCM, and when its assembly began.
-    Audio { pcm: Vec<u8>, assembled_from: Instant },
+    Audio {
+        pcm: Vec<u8>,
+        assembled_from: Instant,
+    },
     Text(String),
 }
 
@@ -394,12 +412,20 @@ mod tests {
     }
 
     async fn next(rx: &mut Frames) -> LiveOut {
-        tokio::time::timeout(Duration::from_secs(5), rx.recv()).await.ok().flatten().map(|f| f.1).unwrap_or(LiveOut::End)
+        tokio::time::timeout(Duration::from_secs(5), rx.recv())
+            .await
+            .ok()
+            .flatten()
+            .map(|f| f.1)
+            .unwrap_or(LiveOut::End)
     }
 
     #[test]
     fn frames_parse_once_with_lenient_fields() {
-        assert_eq!(frame(json!({"t": "start_speaking", "stamp": 7})), LiveIn::StartSpeaking { stamp: Some(Stamp("7".into())) });
+        assert_eq!(
+            frame(json!({"t": "start_speaking", "stamp": 7})),
+            LiveIn::StartSpeaking { stamp: Some(Stamp("7".into())) }
+        );
         assert_eq!(frame(json!({"t": "start_speaking", "stamp": ""})), LiveIn::StartSpeaking { stamp: None });
         assert_eq!(frame(json!({"t": "speaking_part", "data": 5})), LiveIn::SpeakingPart { data: None });
         assert_eq!(frame(json!({"t": "ping", "extra": 1})), LiveIn::Ping);
@@ -433,12 +459,18 @@ mod tests {
     async fn stamps_must_match_and_parts_need_an_utterance() {
         let (mut s, mut rx, turns) = session(60);
         s.handle(frame(json!({"t": "speaking_part", "data": pcm_b64(10)})));
-        assert_eq!(next(&mut rx).await, LiveOut::error("INVALID_MESSAGE_FORMAT", "speaking_part outside start_speaking/end_speaking"));
+        assert_eq!(
+            next(&mut rx).await,
+            LiveOut::error("INVALID_MESSAGE_FORMAT", "speaking_part outside start_speaking/end_speaking")
+        );
         s.handle(frame(json!({"t": "start_speaking"})));
         assert_eq!(next(&mut rx).await, LiveOut::error("INVALID_MESSAGE_FORMAT", "start_speaking needs a stamp"));
         s.handle(frame(json!({"t": "start_speaking", "stamp": 1})));
         s.handle(frame(json!({"t": "speaking_part", "data": "not base64!"})));
-        assert_eq!(next(&mut rx).await, LiveOut::error("INVALID_MESSAGE_FORMAT", "speaking_part data must be base64 PCM"));
+        assert_eq!(
+            next(&mut rx).await,
+            LiveOut::error("INVALID_MESSAGE_FORMAT", "speaking_part data must be base64 PCM")
+        );
         s.handle(frame(json!({"t": "speaking_part", "data": pcm_b64(100)})));
         // The wrong stamp fails and leaves the utterance going; the right one completes it.
         s.handle(frame(json!({"t": "end_speaking", "stamp": 2})));
