@@ -48,6 +48,10 @@ password = "bench-password-1"
 [server]
 # The load generator opens thousands of connections from one address.
 max_connections_per_ip = 0
+[runs]
+# c = 512 holds more runs at once than the default cap (each run stays registered until its
+# log is stored).
+max_active = 4096
 [[providers]]
 id = "fake"
 base_url = "http://127.0.0.1:$UP_PORT/v1"
