@@ -41,6 +41,8 @@ pub struct AppState {
     pub connections: Arc<crate::server::ConnectionCounter>,
     /// Large `/v1/conversation` bodies being handled at once (`[compat] max_concurrent_large_bodies`).
     pub large_bodies: Arc<tokio::sync::Semaphore>,
+    /// When this process started (Unix seconds), as AstrBot's `start_time`.
+    pub started_at: i64,
 }
 
 impl axum::extract::FromRef<AppState> for crate::auth::AuthState {
@@ -83,7 +85,7 @@ impl AppState {
             tracing::error!(error = %e, "closing runs left in flight failed");
         }
         let keys = Arc::new(ApiKeys::new(store.clone(), Duration::from_secs(config.api_keys.cache_ttl_secs)));
-        let dashboard = Arc::new(DashboardAuth::init(&config.dashboard, store.as_ref(), &config.data_dir).await?);
+        let dashboard = Arc::new(DashboardAuth::init(&config.dashboard, store.clone(), &config.data_dir).await?);
         let profiles = Arc::new(Profiles::from_config(&config));
         let providers = Arc::new(Providers::from_config(&config)?);
         let tasks = TaskTracker::new();
@@ -129,6 +131,7 @@ impl AppState {
             tasks,
             connections,
             large_bodies: Arc::new(tokio::sync::Semaphore::new(config_large)),
+            started_at: chrono::Utc::now().timestamp(),
         })
     }
 

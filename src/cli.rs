@@ -48,7 +48,7 @@ pub enum KeysCommand {
     Create {
         #[arg(long, default_value = "Untitled API Key")]
         name: String,
-        /// Comma-separated: chat,config,file,im (default: all four).
+        /// Comma-separated AstrBot scopes, e.g. chat,file,im (default: AstrBot's default list).
         #[arg(long, value_delimiter = ',')]
         scopes: Option<Vec<String>>,
         #[arg(long)]
@@ -132,7 +132,7 @@ async fn keys(command: KeysCommand, config: Config) -> anyhow::Result<()> {
     match command {
         KeysCommand::Create { name, scopes, expires_in_days, username } => {
             let scopes = match scopes {
-                None => Scope::ALL.to_vec(),
+                None => Scope::DEFAULT.to_vec(),
                 Some(list) => {
                     let v: Vec<serde_json::Value> = list.into_iter().map(serde_json::Value::String).collect();
                     Scope::parse_list(Some(&serde_json::Value::Array(v))).map_err(|e| anyhow::anyhow!(e))?

@@ -113,6 +113,9 @@ pub struct DashboardConfig {
     pub login_queue_wait_ms: u64,
     /// Set the `Secure` attribute on the login cookie (turn on behind HTTPS).
     pub secure_cookie: bool,
+    /// A built single-page dashboard (such as AstrBot's WebUI, `astrbot/dashboard/dist` in its
+    /// wheel) served at `/`; API routes always win. Must contain `index.html`.
+    pub webui_dir: Option<std::path::PathBuf>,
 }
 
 impl Default for DashboardConfig {
@@ -130,6 +133,7 @@ impl Default for DashboardConfig {
             login_threads: 2,
             login_queue_wait_ms: 2000,
             secure_cookie: false,
+            webui_dir: None,
         }
     }
 }
@@ -525,6 +529,11 @@ impl Config {
         }
         if self.dashboard.login_threads == 0 {
             return bad("dashboard.login_threads must be at least 1".into());
+        }
+        if let Some(dir) = &self.dashboard.webui_dir
+            && !dir.join("index.html").is_file()
+        {
+            return bad(format!("dashboard.webui_dir {} has no index.html", dir.display()));
         }
         if !matches!(self.logging.format.as_str(), "text" | "json") {
             return bad(format!("logging.format must be \"text\" or \"json\", got {:?}", self.logging.format));

@@ -127,6 +127,7 @@ impl Ctx {
             model: None,
             streaming: Some(true),
             kind: TurnKind::Live { speech, cancel: self.cancel.clone(), history },
+            reuse_checkpoint: None,
         };
         let started_turn = match self.agent.begin_turn(req).await {
             Ok(s) => s,

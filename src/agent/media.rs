@@ -69,6 +69,19 @@ impl Agent {
         self.store.insert_attachment(rec).await
     }
 
+    /// Same, by its stored file name.
+    pub async fn attachment_by_name_for(
+        &self,
+        caller: &Caller,
+        stored_name: &str,
+    ) -> StoreResult<Option<AttachmentRecord>> {
+        Ok(self
+            .store
+            .get_attachment_by_stored_name(stored_name)
+            .await?
+            .filter(|r| caller.may_use_attachment(r.owner.as_deref())))
+    }
+
     /// An attachment `caller` may use; another key's is `None`, exactly like an unknown one.
     pub async fn attachment_for(&self, caller: &Caller, attachment_id: &str) -> StoreResult<Option<AttachmentRecord>> {
         Ok(self.store.get_attachment(attachment_id).await?.filter(|r| caller.may_use_attachment(r.owner.as_deref())))

@@ -4,6 +4,7 @@
 //! Nothing here imports axum or knows a wire format; front doors render [`events::AgentEvent`]
 //! and map the typed [`errors`].
 
+pub mod chatui;
 pub mod checkpoint;
 pub mod compat;
 pub mod errors;

@@ -27,8 +27,11 @@ pub struct Turn {
     pub username: String,
     /// The owner recorded on media the run generates (the caller's owner tag).
     pub owner: String,
-    /// The stored form of the user message; `None` when the front door saved it already.
+    /// The stored form of the user message; `None` when it is stored already (under
+    /// `checkpoint`).
     pub user_content: Option<Value>,
+    /// The checkpoint linking the question and its answer; a new one when `None`.
+    pub checkpoint: Option<String>,
     /// The model's content for the new user message (a string or OpenAI parts).
     pub model_input: Value,
     pub system_prompt: String,
@@ -88,7 +91,7 @@ struct Progress {
 }
 
 pub async fn run(agent: Arc<Agent>, mut turn: Turn, h: Arc<RunHandle>) {
-    let checkpoint = uuid::Uuid::new_v4().to_string();
+    let checkpoint = turn.checkpoint.clone().unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
     let mut ckpt = Checkpointer::new(
         agent.store.clone(),
         agent.tasks.clone(),
@@ -122,6 +125,12 @@ async fn drive(agent: &Agent, turn: &mut Turn, h: &Arc<RunHandle>, ckpt: &mut Ch
         }
     } else {
         Vec::new()
+    };
+    // A question stored already is the model's input, not its history.
+    let history: Vec<_> = if turn.user_content.is_none() {
+        history.into_iter().filter(|m| m.llm_checkpoint_id.as_deref() != Some(checkpoint)).collect()
+    } else {
+        history
     };
     // The user message is saved before the model is called: a message that cannot be saved (a
     // full disk) costs no model call, and a crash mid-reply still finds the question.

@@ -99,6 +99,10 @@ pub struct TurnRequest {
     /// `enable_streaming` when the request says.
     pub streaming: Option<bool>,
     pub kind: TurnKind,
+    /// The question is already stored with this checkpoint (an edited question, a
+    /// regenerated answer: AstrBot's `_skip_user_history` + `_llm_checkpoint_id`): it is not
+    /// saved again nor sent twice, and the answer takes the same checkpoint.
+    pub reuse_checkpoint: Option<String>,
 }
 
 /// A started turn.
@@ -119,7 +123,18 @@ struct Plan {
 impl Agent {
     /// Checks and starts a turn (see the module docs).
     pub async fn begin_turn(self: &Arc<Self>, req: TurnRequest) -> Result<Started, TurnError> {
-        let TurnRequest { caller, username, session, input, profile: select, provider, model, streaming, kind } = req;
+        let TurnRequest {
+            caller,
+            username,
+            session,
+            input,
+            profile: select,
+            provider,
+            model,
+            streaming,
+            kind,
+            reuse_checkpoint,
+        } = req;
         let plan = self.plan_session(&session, &username).await?;
         let chosen = match &select {
             ProfileSelect::Chosen(c) => Some(self.choose_profile(c)?),
@@ -168,7 +183,8 @@ impl Agent {
             platform_id,
             owner: caller.owner_tag(),
             username,
-            user_content: Some(stored),
+            user_content: reuse_checkpoint.is_none().then_some(stored),
+            checkpoint: reuse_checkpoint,
             model_input,
             system_prompt: profile.system_prompt.clone(),
             history_turns: profile.history_turns,

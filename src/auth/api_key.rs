@@ -159,9 +159,21 @@ impl ApiKeys {
 }
 
 /// The scopes a stored key grants (unknown names are ignored; none means all four).
+/// The scopes a stored key grants: its own (AstrBot's default list when it has none) and what
+/// they include. Unknown names grant nothing.
 pub fn granted_scopes(rec: &ApiKeyRecord) -> Vec<Scope> {
-    let s: Vec<Scope> = rec.scopes.iter().filter_map(|s| Scope::parse(s)).collect();
-    if rec.scopes.is_empty() { Scope::ALL.to_vec() } else { s }
+    let mut s: Vec<Scope> = rec.scopes.iter().filter_map(|s| Scope::parse(s)).collect();
+    if rec.scopes.is_empty() {
+        s = Scope::DEFAULT.to_vec();
+    }
+    for scope in s.clone() {
+        for inc in scope.includes() {
+            if !s.contains(inc) {
+                s.push(*inc);
+            }
+        }
+    }
+    s
 }
 
 #[cfg(test)]

@@ -51,6 +51,9 @@ pub enum UserError {
     /// A key bound to a username named another one (403).
     #[error("This API key is bound to another username")]
     BoundToAnother,
+    /// A key without `chat:admin` named the dashboard administrator (AstrBot's text; 403).
+    #[error("username is reserved for an AstrBot administrator")]
+    Reserved,
 }
 
 const MAX_USERNAME_CHARS: usize = 255;
@@ -63,8 +66,9 @@ pub enum Caller {
     /// Dashboard JWT: full access, acting as `username` unless a request names another user.
     Dashboard { username: String },
     /// An API key; acts for whichever `username` the request names, or only for `username`
-    /// when the key is bound to one.
-    ApiKey { key_id: String, scopes: Vec<Scope>, username: Option<String> },
+    /// when the key is bound to one. Without `chat:admin` it may not act as `reserved` (the
+    /// dashboard administrator's username).
+    ApiKey { key_id: String, scopes: Vec<Scope>, username: Option<String>, reserved: Option<String> },
 }
 
 impl Caller {
@@ -130,6 +134,7 @@ impl Caller {
         };
         match self {
             Caller::ApiKey { username: Some(bound), .. } if &named != bound => Err(UserError::BoundToAnother),
+            Caller::ApiKey { reserved: Some(admin), .. } if &named == admin => Err(UserError::Reserved),
             _ => Ok(named),
         }
     }
@@ -269,7 +274,8 @@ async fn check_key(state: &AuthState, raw: &str, req: Requirement) -> Result<Cal
     if !scopes.contains(&scope) {
         return Err(ApiError::forbidden(texts::INSUFFICIENT_SCOPE));
     }
-    Ok(Caller::ApiKey { key_id: rec.key_id, scopes, username: rec.username })
+    let reserved = (!scopes.contains(&Scope::ChatAdmin)).then(|| state.dashboard.username());
+    Ok(Caller::ApiKey { key_id: rec.key_id, scopes, username: rec.username, reserved })
 }
 
 /// True when the dashboard cookie is the credential this request would be authenticated by.
@@ -285,10 +291,13 @@ fn uses_cookie(headers: &HeaderMap, query: Option<&str>) -> bool {
 /// carried by the cookie must come from our own origin: `Sec-Fetch-Site` (when sent) must be
 /// `same-origin` or `none`, `Origin` (when sent) must name the host the request was sent to, and
 /// a body must be JSON (multipart for uploads): `text/plain` and form bodies, which any page can
-/// send without a CORS preflight, are refused with 415. Reads (GET/HEAD) are not checked.
+/// send without a CORS preflight, are refused with 415. Reads (GET/HEAD) are not checked, except
+/// AstrBot's one deleting GET (`/api/chat/delete_session`).
 pub fn check_cookie_request(req: &Request, trust_forwarded: bool) -> Result<(), ApiError> {
     use axum::http::{Method, StatusCode, header};
-    if matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS) {
+    if matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS)
+        && !MUTATING_GETS.contains(&req.uri().path())
+    {
         return Ok(());
     }
     let h = req.headers();
@@ -313,7 +322,7 @@ pub fn check_cookie_request(req: &Request, trust_forwarded: bool) -> Result<(), 
     if has_body {
         let ct = header_str(h, "content-type").unwrap_or_default();
         let essence = ct.split(';').next().unwrap_or_default().trim().to_ascii_lowercase();
-        let upload = req.uri().path() == "/api/v1/file" && essence == "multipart/form-data";
+        let upload = UPLOAD_PATHS.contains(&req.uri().path()) && essence == "multipart/form-data";
         if essence != "application/json" && !upload {
             return Err(ApiError::new(
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -323,6 +332,12 @@ pub fn check_cookie_request(req: &Request, trust_forwarded: bool) -> Result<(), 
     }
     Ok(())
 }
+
+/// The routes that take a multipart upload.
+const UPLOAD_PATHS: [&str; 3] = ["/api/v1/file", "/api/v1/files", "/api/chat/post_file"];
+
+/// GET routes that change state (AstrBot's legacy design), checked like a POST.
+const MUTATING_GETS: [&str; 1] = ["/api/chat/delete_session"];
 
 /// Route layer for scoped `/api/v1` routes.
 pub async fn require_scope(
@@ -337,6 +352,15 @@ pub async fn require_scope(
     tracing::Span::current().record("caller", tracing::field::display(caller.label()));
     req.extensions_mut().insert(Authorized(caller));
     Ok(next.run(req).await)
+}
+
+/// The dashboard token a request carries: the Bearer header, else the cookie (`true`).
+pub fn dashboard_token(headers: &HeaderMap) -> Option<(&str, bool)> {
+    let bearer = header_str(headers, "authorization").and_then(|a| a.trim().strip_prefix("Bearer ")).map(str::trim);
+    match bearer {
+        Some(t) => Some((t, false)),
+        None => cookie(headers, COOKIE_NAME).map(|c| (c, true)),
+    }
 }
 
 /// Route layer for the non-v1 dashboard routes (`/api/apikey/*`): JWT from Bearer or cookie, with
@@ -381,7 +405,7 @@ pub async fn require_compat(
         }
         authenticate(&state, req.headers(), req.uri().query(), Requirement::Scope(Scope::Chat)).await?
     } else {
-        Caller::ApiKey { key_id: "compat".into(), scopes: vec![Scope::Chat], username: None }
+        Caller::ApiKey { key_id: "compat".into(), scopes: vec![Scope::Chat], username: None, reserved: None }
     };
     req.extensions_mut().insert(Authorized(caller));
     Ok(next.run(req).await)

@@ -21,6 +21,10 @@ use crate::store::Store;
 const PASSWORD_HASH_KEY: &str = "dashboard_password_hash";
 const JWT_SECRET_KEY: &str = "jwt_secret";
 
+fn token_version(jwt: &JwtKeys, username: &str, material: &str, epoch: u64) -> String {
+    jwt.digest(&[b"token-version", username.as_bytes(), material.as_bytes(), &epoch.to_le_bytes()])
+}
+
 /// The file the generated password goes to when stderr is not a terminal.
 pub const PASSWORD_FILE: &str = "dashboard-password.txt";
 
@@ -72,12 +76,76 @@ fn write_private(path: &std::path::Path, text: &str) -> std::io::Result<()> {
     f.sync_all()
 }
 
-pub struct DashboardAuth {
-    pub username: String,
+/// The account as it stands: changed at run time by `PATCH /api/auth/account`, and every token
+/// revoked by a logout.
+#[derive(Debug, Clone)]
+struct Account {
+    username: String,
     password_hash: Arc<str>,
-    pub jwt: JwtKeys,
     /// Carried by every token we issue (`tv`); tokens with another version are refused.
     token_version: String,
+}
+
+/// An account changed through the API, kept in the database. It applies while the configured
+/// account it replaced is unchanged: editing `[dashboard]` username or password in the
+/// configuration takes the account back (how an operator resets a forgotten password).
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+struct StoredAccount {
+    username: String,
+    password_hash: String,
+    /// A digest of the configured account this one replaced.
+    replaces: String,
+}
+
+const ACCOUNT_KEY: &str = "dashboard_account";
+const EPOCH_KEY: &str = "dashboard_token_epoch";
+
+/// Why an account change was refused (AstrBot's texts).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AccountError {
+    #[error("原密码错误")]
+    WrongPassword,
+    #[error("新用户名和新密码不能同时为空")]
+    NothingToChange,
+    #[error("用户名长度至少3位")]
+    UsernameTooShort,
+    #[error("两次输入的新密码不一致")]
+    Mismatch,
+    #[error("{0}")]
+    Weak(&'static str),
+    #[error("password verification is busy")]
+    Busy,
+    #[error("saving the account failed")]
+    Store,
+}
+
+/// AstrBot's password policy for a new dashboard password.
+pub fn check_password_policy(p: &str) -> Result<(), &'static str> {
+    if p.is_empty() {
+        return Err("Password cannot be empty");
+    }
+    if p.chars().count() < 8 {
+        return Err("Password must be at least 8 characters long");
+    }
+    if !p.chars().any(|c| c.is_uppercase()) {
+        return Err("Password must include at least one uppercase letter");
+    }
+    if !p.chars().any(|c| c.is_lowercase()) {
+        return Err("Password must include at least one lowercase letter");
+    }
+    if !p.chars().any(|c| c.is_ascii_digit()) {
+        return Err("Password must include at least one digit");
+    }
+    Ok(())
+}
+
+pub struct DashboardAuth {
+    account: std::sync::RwLock<Account>,
+    store: Arc<dyn Store>,
+    /// Digest of the configured account (see [`StoredAccount`]).
+    config_digest: String,
+    epoch: std::sync::atomic::AtomicU64,
+    pub jwt: JwtKeys,
     pub limiter: LoginLimiter,
     /// Failed logins across all clients.
     pub failures: Budget,
@@ -88,7 +156,12 @@ pub struct DashboardAuth {
 }
 
 impl DashboardAuth {
-    pub async fn init(cfg: &DashboardConfig, store: &dyn Store, data_dir: &std::path::Path) -> anyhow::Result<Self> {
+    pub async fn init(
+        cfg: &DashboardConfig,
+        store: Arc<dyn Store>,
+        data_dir: &std::path::Path,
+    ) -> anyhow::Result<Self> {
+        let store_ref = store.as_ref();
         let password_hash = match &cfg.password {
             Some(p) if password::is_phc_hash(p.expose_secret()) => p.expose_secret().to_string(),
             Some(p) => {
@@ -97,7 +170,7 @@ impl DashboardAuth {
                     .await?
                     .map_err(|e| anyhow::anyhow!("hashing the dashboard password: {e}"))?
             }
-            None => match store.get_setting(PASSWORD_HASH_KEY).await? {
+            None => match store_ref.get_setting(PASSWORD_HASH_KEY).await? {
                 Some(h) => h,
                 None => {
                     let generated = password::generate_password();
@@ -105,7 +178,7 @@ impl DashboardAuth {
                     let h = tokio::task::spawn_blocking(move || password::hash_password(&g))
                         .await?
                         .map_err(|e| anyhow::anyhow!("hashing the dashboard password: {e}"))?;
-                    let stored = store.init_setting(PASSWORD_HASH_KEY, &h).await?;
+                    let stored = store_ref.init_setting(PASSWORD_HASH_KEY, &h).await?;
                     if stored == h {
                         announce_password(&cfg.username, &generated, data_dir);
                     }
@@ -115,21 +188,35 @@ impl DashboardAuth {
         };
         let secret = match &cfg.jwt_secret {
             Some(s) => s.expose_secret().to_string(),
-            None => store.init_setting(JWT_SECRET_KEY, &crate::util::random_hex32()).await?,
+            None => store_ref.init_setting(JWT_SECRET_KEY, &crate::util::random_hex32()).await?,
         };
         let jwt = JwtKeys::new(secret.as_bytes());
-        // The token version follows the password: the configured text (stable across restarts,
-        // unlike its salted hash) or the stored hash. A new password means a new version, and
-        // every token issued before stops working.
+        // The token version follows the account and the logout epoch: the configured password
+        // text (stable across restarts, unlike its salted hash) or the stored hash. A new
+        // password, a new username or a logout means a new version, and every token issued
+        // before stops working.
         let material = match &cfg.password {
             Some(p) => p.expose_secret().to_string(),
             None => password_hash.clone(),
         };
-        let token_version = jwt.digest(&[b"token-version", cfg.username.as_bytes(), material.as_bytes()]);
+        let config_digest = jwt.digest(&[b"configured-account", cfg.username.as_bytes(), material.as_bytes()]);
+        let epoch: u64 = store_ref.get_setting(EPOCH_KEY).await?.and_then(|e| e.parse().ok()).unwrap_or(0);
+        let stored: Option<StoredAccount> =
+            store_ref.get_setting(ACCOUNT_KEY).await?.and_then(|v| serde_json::from_str(&v).ok());
+        let (username, password_hash, material) = match stored {
+            Some(a) if a.replaces == config_digest => (a.username, a.password_hash.clone(), a.password_hash),
+            Some(_) => {
+                tracing::warn!("the configured dashboard account changed: it replaces the one changed through the API");
+                (cfg.username.clone(), password_hash, material)
+            }
+            None => (cfg.username.clone(), password_hash, material),
+        };
+        let token_version = token_version(&jwt, &username, &material, epoch);
         Ok(Self {
-            username: cfg.username.clone(),
-            password_hash: password_hash.into(),
-            token_version,
+            account: std::sync::RwLock::new(Account { username, password_hash: password_hash.into(), token_version }),
+            store,
+            config_digest,
+            epoch: std::sync::atomic::AtomicU64::new(epoch),
             jwt,
             limiter: LoginLimiter::new(cfg.login_rate_limit_burst, cfg.login_rate_limit_per_sec),
             failures: Budget::new(cfg.login_failure_budget, f64::from(cfg.login_failures_per_min) / 60.0),
@@ -144,9 +231,10 @@ impl DashboardAuth {
     /// username, so timing does not reveal which part was wrong. The caller reserved one token
     /// of the global failure budget for this attempt; it is given back unless the attempt fails.
     pub async fn verify(&self, username: &str, password: &str) -> Result<bool, VerifyError> {
-        let result = self.verifiers.verify(password, self.password_hash.clone()).await;
+        let account = self.account();
+        let result = self.verifiers.verify(password, account.password_hash.clone()).await;
         let ok = match result {
-            Ok(pw_ok) => pw_ok && username == self.username,
+            Ok(pw_ok) => pw_ok && username == account.username,
             Err(e) => {
                 self.failures.refund();
                 return Err(e);
@@ -158,18 +246,90 @@ impl DashboardAuth {
         Ok(ok)
     }
 
+    fn account(&self) -> Account {
+        self.account.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// The dashboard account's username.
+    pub fn username(&self) -> String {
+        self.account().username
+    }
+
     /// A token for `username` valid for the configured lifetime.
     pub fn issue(&self, username: &str) -> String {
         let exp = chrono::Utc::now().timestamp() + self.token_ttl.as_secs() as i64;
-        self.jwt.encode_versioned(username, exp, &self.token_version)
+        self.jwt.encode_versioned(username, exp, &self.account().token_version)
     }
 
     /// Checks a dashboard token: signature, expiry, username, and the current token version.
     pub fn decode(&self, token: &str) -> Result<super::jwt::Claims, super::jwt::JwtError> {
         let claims = self.jwt.decode(token, chrono::Utc::now().timestamp())?;
-        if claims.tv.as_deref() != Some(self.token_version.as_str()) {
+        if claims.tv.as_deref() != Some(self.account().token_version.as_str()) {
             return Err(super::jwt::JwtError::Rejected);
         }
         Ok(claims)
+    }
+
+    /// Logs out: every token issued so far stops working (there is one account; its tokens are
+    /// revoked together).
+    pub async fn revoke_all(&self) -> crate::store::StoreResult<()> {
+        let epoch = self.epoch.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
+        self.store.put_setting(EPOCH_KEY, &epoch.to_string()).await?;
+        let mut a = self.account.write().unwrap_or_else(|p| p.into_inner());
+        a.token_version = token_version(&self.jwt, &a.username, &a.password_hash, epoch);
+        Ok(())
+    }
+
+    /// Changes the username and/or the password (AstrBot's rules and texts). Every token issued
+    /// before stops working; the change is kept in the database (see [`StoredAccount`]).
+    pub async fn change_account(
+        &self,
+        current: &str,
+        new_username: Option<&str>,
+        new_password: Option<&str>,
+        confirm: Option<&str>,
+    ) -> Result<(), AccountError> {
+        let account = self.account();
+        match self.verifiers.verify(current, account.password_hash.clone()).await {
+            Ok(true) => {}
+            Ok(false) => return Err(AccountError::WrongPassword),
+            Err(_) => return Err(AccountError::Busy),
+        }
+        let new_username = new_username.map(str::trim).filter(|u| !u.is_empty());
+        let new_password = new_password.filter(|p| !p.is_empty());
+        if new_username.is_none() && new_password.is_none() {
+            return Err(AccountError::NothingToChange);
+        }
+        if new_username.is_some_and(|u| u.chars().count() < 3) {
+            return Err(AccountError::UsernameTooShort);
+        }
+        let password_hash = match new_password {
+            Some(p) => {
+                if confirm != Some(p) {
+                    return Err(AccountError::Mismatch);
+                }
+                check_password_policy(p).map_err(AccountError::Weak)?;
+                let p = p.to_string();
+                tokio::task::spawn_blocking(move || password::hash_password(&p))
+                    .await
+                    .ok()
+                    .and_then(Result::ok)
+                    .ok_or(AccountError::Store)?
+            }
+            None => account.password_hash.to_string(),
+        };
+        let username = new_username.unwrap_or(&account.username).to_string();
+        let stored = StoredAccount {
+            username: username.clone(),
+            password_hash: password_hash.clone(),
+            replaces: self.config_digest.clone(),
+        };
+        let json = serde_json::to_string(&stored).map_err(|_| AccountError::Store)?;
+        self.store.put_setting(ACCOUNT_KEY, &json).await.map_err(|_| AccountError::Store)?;
+        let epoch = self.epoch.load(std::sync::atomic::Ordering::SeqCst);
+        let token_version = token_version(&self.jwt, &username, &password_hash, epoch);
+        *self.account.write().unwrap_or_else(|p| p.into_inner()) =
+            Account { username, password_hash: password_hash.into(), token_version };
+        Ok(())
     }
 }

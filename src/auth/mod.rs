@@ -15,24 +15,77 @@ use std::fmt;
 
 pub use caller::{AuthState, Caller, UserError};
 
-/// The four API-key scopes (AstrBot's original set).
+/// AstrBot 4.29.3's API-key scope vocabulary. astrgate routes require `chat`, `config`, `file`,
+/// `im` or `provider`; the scopes of features astrgate does not have (`bot`, `persona`, `data`,
+/// `plugin`, `mcp`, `skill`) are accepted, stored and shown, and grant nothing more. The
+/// sub-scopes `chat:admin` and `config:edit_admin` need their parent and do not imply it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Scope {
-    Chat,
-    Config,
-    File,
+    Bot,
+    Provider,
+    Persona,
     Im,
+    Config,
+    Chat,
+    Data,
+    File,
+    Plugin,
+    Mcp,
+    Skill,
+    /// A key with it may act as the dashboard administrator's username.
+    ChatAdmin,
+    /// Kept for AstrBot's WebUI: astrgate has no editable `admins_id`.
+    ConfigEditAdmin,
 }
 
 impl Scope {
-    pub const ALL: [Scope; 4] = [Scope::Chat, Scope::Config, Scope::File, Scope::Im];
+    /// Every scope, in the order AstrBot's WebUI lists them.
+    pub const ALL: [Scope; 13] = [
+        Scope::Bot,
+        Scope::Provider,
+        Scope::Persona,
+        Scope::Im,
+        Scope::Config,
+        Scope::ConfigEditAdmin,
+        Scope::Chat,
+        Scope::ChatAdmin,
+        Scope::Data,
+        Scope::File,
+        Scope::Plugin,
+        Scope::Mcp,
+        Scope::Skill,
+    ];
+
+    /// A new key's scopes when the request names none (AstrBot's `DEFAULT_OPEN_API_SCOPES`).
+    pub const DEFAULT: [Scope; 11] = [
+        Scope::Bot,
+        Scope::Provider,
+        Scope::Persona,
+        Scope::Im,
+        Scope::Config,
+        Scope::Chat,
+        Scope::Data,
+        Scope::File,
+        Scope::Plugin,
+        Scope::Mcp,
+        Scope::Skill,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
-            Scope::Chat => "chat",
-            Scope::Config => "config",
-            Scope::File => "file",
+            Scope::Bot => "bot",
+            Scope::Provider => "provider",
+            Scope::Persona => "persona",
             Scope::Im => "im",
+            Scope::Config => "config",
+            Scope::Chat => "chat",
+            Scope::Data => "data",
+            Scope::File => "file",
+            Scope::Plugin => "plugin",
+            Scope::Mcp => "mcp",
+            Scope::Skill => "skill",
+            Scope::ChatAdmin => "chat:admin",
+            Scope::ConfigEditAdmin => "config:edit_admin",
         }
     }
 
@@ -40,12 +93,21 @@ impl Scope {
         Scope::ALL.into_iter().find(|x| x.as_str() == s)
     }
 
-    /// `scopes` of a key-creation request, with AstrBot's texts: omitted → all four; otherwise
-    /// a list of known names (duplicates collapse).
+    /// Scopes a stored scope grants besides itself (`config` includes `bot` and `provider`).
+    pub fn includes(self) -> &'static [Scope] {
+        match self {
+            Scope::Config => &[Scope::Bot, Scope::Provider],
+            _ => &[],
+        }
+    }
+
+    /// `scopes` of a key-creation request, with AstrBot's texts and order of checks: omitted →
+    /// the default list; otherwise known names (duplicates collapse), sub-scopes only with their
+    /// parent, and what a scope includes added (`config` → `bot`, `provider`).
     pub fn parse_list(v: Option<&serde_json::Value>) -> Result<Vec<Scope>, String> {
         use serde_json::Value;
         let list = match v {
-            None | Some(Value::Null) => return Ok(Scope::ALL.to_vec()),
+            None | Some(Value::Null) => return Ok(Scope::DEFAULT.to_vec()),
             Some(Value::Array(a)) => a,
             Some(_) => return Err("Invalid scopes".into()),
         };
@@ -53,14 +115,24 @@ impl Scope {
         let mut bad = Vec::new();
         for item in list {
             match item.as_str().map(str::trim).and_then(Scope::parse) {
-                Some(s) if !out.contains(&s) => out.push(s),
-                Some(_) => {}
+                Some(s) => out.push(s),
                 None => bad.push(item.as_str().map(str::to_string).unwrap_or_else(|| item.to_string())),
             }
         }
         if !bad.is_empty() {
             return Err(format!("Invalid scopes: {}", bad.join(", ")));
         }
+        if out.contains(&Scope::ConfigEditAdmin) && !out.contains(&Scope::Config) {
+            return Err("config:edit_admin requires the config scope".into());
+        }
+        if out.contains(&Scope::ChatAdmin) && !out.contains(&Scope::Chat) {
+            return Err("chat:admin requires the chat scope".into());
+        }
+        for s in out.clone() {
+            out.extend(s.includes());
+        }
+        let mut seen = std::collections::HashSet::new();
+        out.retain(|s| seen.insert(*s));
         if out.is_empty() {
             return Err("At least one valid scope is required".into());
         }

@@ -186,7 +186,7 @@ mod tests {
             r,
             Some(CreateRequest {
                 name: DEFAULT_NAME.into(),
-                scopes: Scope::ALL.to_vec(),
+                scopes: Scope::DEFAULT.to_vec(),
                 expires_in_days: None,
                 username: None
             })

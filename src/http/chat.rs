@@ -50,6 +50,11 @@ pub fn parse_chat(
     if let Some(f) = files {
         parts.extend(input::parse_files(f)?);
     }
+    // AstrBot's WebUI fields for an answer to a question stored already (after an edit).
+    let reuse_checkpoint = match obj.get("_skip_user_history") {
+        Some(Value::Bool(true)) => optional_str(obj, "_llm_checkpoint_id")?,
+        _ => None,
+    };
     let streaming = obj
         .get("flags")
         .and_then(|f| f.get("enable_streaming"))
@@ -65,6 +70,7 @@ pub fn parse_chat(
         model: optional_str(obj, "selected_model")?,
         streaming,
         kind: TurnKind::Chat,
+        reuse_checkpoint,
     })
 }
 

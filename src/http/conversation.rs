@@ -148,6 +148,7 @@ pub async fn converse(
         model: None,
         streaming: None,
         kind: TurnKind::Compat { vars: Vec::new() },
+        reuse_checkpoint: None,
     };
     let run = match agent.begin_turn(req).await {
         Ok(started) => started.run,

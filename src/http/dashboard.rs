@@ -84,13 +84,3 @@ fn parse_credentials(body: &Bytes) -> Option<(String, String)> {
     let p = v.get("password")?.as_str()?.to_string();
     Some((u, p))
 }
-
-/// `POST /api/auth/logout`: clears the cookie (tokens are stateless and expire on their own).
-pub async fn logout() -> Response {
-    let mut res = axum::Json(json!({"status": "ok", "message": "已退出登录", "data": {}})).into_response();
-    res.headers_mut().insert(
-        header::SET_COOKIE,
-        HeaderValue::from_static("astrbot_dashboard_jwt=; HttpOnly; Max-Age=0; Path=/; SameSite=Strict"),
-    );
-    res
-}

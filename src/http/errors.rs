@@ -10,7 +10,7 @@ use crate::error::ApiError;
 
 pub fn user_error(e: UserError) -> ApiError {
     match e {
-        UserError::BoundToAnother => ApiError::forbidden(e.to_string()),
+        UserError::BoundToAnother | UserError::Reserved => ApiError::forbidden(e.to_string()),
         _ => ApiError::bad_request(e.to_string()),
     }
 }
@@ -32,7 +32,7 @@ pub fn session_error(e: SessionError) -> ApiError {
 /// The HTTP status of a turn error.
 pub fn turn_error_status(e: &TurnError) -> StatusCode {
     match e {
-        TurnError::User(UserError::BoundToAnother) => StatusCode::FORBIDDEN,
+        TurnError::User(UserError::BoundToAnother | UserError::Reserved) => StatusCode::FORBIDDEN,
         TurnError::User(_) | TurnError::Config(_) | TurnError::Invalid(_) | TurnError::NoStt(_) => {
             StatusCode::BAD_REQUEST
         }

@@ -130,19 +130,56 @@ pub async fn download(
     q: Params,
     headers: HeaderMap,
 ) -> ApiResult<Response> {
-    let id = q
-        .get("attachment_id")
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .ok_or_else(|| ApiError::bad_request("Missing key: attachment_id"))?;
+    let id = q.required("attachment_id")?;
+    serve_by_id(&state, &caller, id, &headers).await
+}
+
+/// `GET /api/v1/files/{attachment_id}/content` (and `/api/v1/files/{attachment_id}`), the
+/// ChatUI's way of showing an attachment.
+pub async fn download_by_path(
+    State(state): State<AppState>,
+    caller: Caller,
+    axum::extract::Path(id): axum::extract::Path<String>,
+    headers: HeaderMap,
+) -> ApiResult<Response> {
+    serve_by_id(&state, &caller, id.trim(), &headers).await
+}
+
+/// `GET /api/v1/files/content?filename=` and `GET /api/chat/get_file?filename=`: an attachment
+/// by its stored name, as AstrBot's history parts carry it. Only names in the database are
+/// opened, and only the caller's own.
+pub async fn download_by_name(
+    State(state): State<AppState>,
+    caller: Caller,
+    q: Params,
+    headers: HeaderMap,
+) -> ApiResult<Response> {
+    let name = q.required("filename")?;
+    if name.contains(['/', '\\', '\0']) || name.starts_with('.') {
+        return Err(ApiError::bad_request("Invalid file path"));
+    }
+    let rec = state
+        .agent
+        .attachment_by_name_for(&caller, name)
+        .await?
+        .ok_or_else(|| ApiError::not_found("File access error"))?;
+    serve_record(&state, &rec, &headers).await
+}
+
+async fn serve_by_id(state: &AppState, caller: &Caller, id: &str, headers: &HeaderMap) -> ApiResult<Response> {
     // Only our own ids are looked up; anything else cannot name a file.
     if uuid::Uuid::parse_str(id).is_err() {
         return Err(ApiError::not_found("Attachment not found"));
     }
     // Another key's attachment is indistinguishable from an unknown one.
     let rec =
-        state.agent.attachment_for(&caller, id).await?.ok_or_else(|| ApiError::not_found("Attachment not found"))?;
-    let path = open_path(&state, &rec)?;
+        state.agent.attachment_for(caller, id).await?.ok_or_else(|| ApiError::not_found("Attachment not found"))?;
+    serve_record(state, &rec, headers).await
+}
+
+/// Streams a stored attachment with its safe headers, honouring If-None-Match and Range.
+async fn serve_record(state: &AppState, rec: &AttachmentRecord, headers: &HeaderMap) -> ApiResult<Response> {
+    let path = open_path(state, rec)?;
     let mut file = tokio::fs::File::open(&path).await.map_err(|_| ApiError::not_found("File access error"))?;
     let meta = file.metadata().await.map_err(|_| ApiError::not_found("File access error"))?;
     let len = meta.len();

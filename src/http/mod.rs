@@ -1,11 +1,13 @@
 //! HTTP front doors. Handlers are thin: extract, authorise, validate, then call into the domain
 //! modules and render their results in the wire shape of the front door they serve.
 
+pub mod account;
 pub mod api_keys;
 pub mod binds;
 pub mod chat;
 pub mod chat_mux;
 pub mod chat_ws;
+pub mod chatui;
 pub mod configs;
 pub mod conversation;
 pub mod conversation_input;
@@ -15,11 +17,14 @@ pub mod file_headers;
 pub mod files;
 pub mod health;
 pub mod im;
+pub mod legacy_chat;
 pub mod live_ws;
 pub mod params;
 pub mod sessions;
+pub mod spa;
 pub mod sse;
 pub mod stage;
+pub mod webui;
 pub mod ws;
 pub mod ws_recv;
 
@@ -30,7 +35,7 @@ use axum::extract::Request;
 use axum::http::{HeaderName, StatusCode, header};
 use axum::middleware::from_fn_with_state;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{MethodRouter, delete, get, post};
+use axum::routing::{MethodRouter, delete, get, patch, post, put};
 use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
 use tower_http::trace::TraceLayer;
 use tracing::Span;
@@ -47,27 +52,55 @@ fn v1_routes(state: &AppState) -> Vec<(&'static str, Requirement, MethodRouter<A
     vec![
         ("/api/v1/chat", Scope(Chat), post(chat::send_chat)),
         ("/api/v1/chat/sessions", Scope(Chat), get(sessions::list_sessions)),
-        ("/api/v1/chat/sessions/{session_id}", Scope(Chat), delete(sessions::delete_session)),
+        ("/api/v1/chat/sessions/new", Scope(Chat), get(chatui::new_session)),
+        ("/api/v1/chat/sessions/batch-delete", Scope(Chat), post(chatui::batch_delete)),
+        (
+            "/api/v1/chat/sessions/{session_id}",
+            Scope(Chat),
+            get(chatui::session_detail).patch(chatui::rename_session).delete(sessions::delete_session),
+        ),
+        ("/api/v1/chat/sessions/{session_id}/messages/{message_id}", Scope(Chat), patch(chatui::edit_message)),
+        ("/api/v1/chat/sessions/{session_id}/messages/{message_id}/regenerate", Scope(Chat), post(chatui::regenerate)),
+        ("/api/v1/chat/configs", Scope(Chat), get(chatui::chat_configs)),
+        ("/api/v1/chat/projects", Scope(Chat), get(chatui::projects)),
+        ("/api/v1/commands", Dashboard, get(chatui::commands)),
+        ("/api/v1/providers", Scope(Provider), get(chatui::providers)),
         ("/api/v1/chat/sessions/{session_id}/messages", Scope(Chat), get(sessions::session_messages)),
         ("/api/v1/chat/sessions/{session_id}/stop", Scope(Chat), post(sessions::stop_session)),
         ("/api/v1/chat/runs/{run_id}/stream", Scope(Chat), get(sessions::resume_run)),
         ("/api/v1/configs", Scope(Config), get(configs::list_configs)),
-        // Uploads enforce their own limit on the file while streaming; the whole body (other
-        // fields included) is capped at that limit plus 1 MiB.
-        (
-            "/api/v1/file",
-            Scope(File),
-            get(files::download).post(files::upload).layer(axum::extract::DefaultBodyLimit::max(
-                usize::try_from(state.config.files.max_upload_bytes).unwrap_or(usize::MAX).saturating_add(1 << 20),
-            )),
-        ),
+        ("/api/v1/file", Scope(File), get(files::download).post(files::upload).layer(upload_limit(state))),
         ("/api/v1/im/bots", Scope(Im), get(im::list_bots)),
         ("/api/v1/im/message", Scope(Im), post(im::send_message)),
         ("/api/v1/im/messages", Scope(Im), post(im::send_message)),
         ("/api/v1/api-keys", Dashboard, get(api_keys::list).post(api_keys::create)),
         ("/api/v1/api-keys/{key_id}/revoke", Dashboard, post(api_keys::revoke)),
         ("/api/v1/api-keys/{key_id}", Dashboard, delete(api_keys::delete)),
+        ("/api/v1/auth/account", Dashboard, axum::routing::patch(account::edit_account)),
+        // What AstrBot's WebUI loads on every page and for its onboarding check.
+        ("/api/v1/stats/version", Dashboard, get(webui::version)),
+        ("/api/v1/stats/first-notice", Dashboard, get(webui::first_notice)),
+        ("/api/v1/updates/check", Dashboard, get(webui::update_check)),
+        ("/api/v1/system-config", Dashboard, get(webui::system_config)),
+        ("/api/v1/providers/schema", Scope(Provider), get(webui::providers_schema)),
+        ("/api/v1/config-profiles", Scope(Config), get(webui::config_profiles)),
+        ("/api/v1/config-profiles/{config_id}", Scope(Config), get(webui::config_profile)),
+        ("/api/v1/config-routes", Scope(Config), get(webui::config_routes)),
+        ("/api/v1/config-routes/{umo}", Scope(Config), put(webui::put_config_route)),
+        // The ChatUI's attachments: upload, and download by id or by stored name.
+        ("/api/v1/files", Scope(File), post(files::upload).layer(upload_limit(state))),
+        ("/api/v1/files/content", Scope(File), get(files::download_by_name)),
+        ("/api/v1/files/{attachment_id}", Scope(File), get(files::download_by_path)),
+        ("/api/v1/files/{attachment_id}/content", Scope(File), get(files::download_by_path)),
     ]
+}
+
+/// Upload routes enforce their own limit on the file while streaming; the whole body (other
+/// fields included) is capped at that limit plus 1 MiB.
+fn upload_limit(state: &AppState) -> axum::extract::DefaultBodyLimit {
+    axum::extract::DefaultBodyLimit::max(
+        usize::try_from(state.config.files.max_upload_bytes).unwrap_or(usize::MAX).saturating_add(1 << 20),
+    )
 }
 
 pub fn router(state: AppState) -> Router {
@@ -75,7 +108,14 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(health::healthz))
         .route("/api/auth/login", post(dashboard::login))
         .route("/api/v1/auth/login", post(dashboard::login))
-        .route("/api/auth/logout", post(dashboard::logout))
+        .route("/api/auth/logout", post(account::logout))
+        .route("/api/v1/auth/logout", post(account::logout))
+        .route("/api/auth/setup-status", get(account::setup_status))
+        .route("/api/v1/auth/setup-status", get(account::setup_status))
+        .route("/api/v1/stats/versions", get(webui::versions))
+        .route("/api/stat/versions", get(webui::versions))
+        .route("/api/v1/stats/start-time", get(webui::start_time))
+        .route("/api/stat/start-time", get(webui::start_time))
         // WebSockets authenticate inside the upgrade, as AstrBot: accept, send an error frame,
         // close 1008 with the reason.
         .route("/api/v1/chat/ws", get(chat_ws::chat_ws))
@@ -90,6 +130,24 @@ pub fn router(state: AppState) -> Router {
         .route("/api/apikey/create", post(api_keys::create))
         .route("/api/apikey/revoke", post(api_keys::revoke_by_body))
         .route("/api/apikey/delete", post(api_keys::delete_by_body))
+        .route("/api/auth/account", axum::routing::patch(account::edit_account))
+        .route("/api/auth/account/edit", post(account::edit_account))
+        .route("/api/stat/version", get(webui::version))
+        .route("/api/update/check", get(webui::update_check))
+        // AstrBot's older dashboard chat router, used by clients such as astrbotmcp.
+        .route("/api/chat/send", post(legacy_chat::send))
+        .route("/api/chat/new_session", get(chatui::new_session))
+        .route("/api/chat/sessions", get(sessions::list_sessions))
+        .route("/api/chat/get_session", get(legacy_chat::get_session))
+        .route("/api/chat/stop", post(legacy_chat::stop))
+        .route("/api/chat/delete_session", get(legacy_chat::delete_session))
+        .route("/api/chat/batch_delete_sessions", post(legacy_chat::batch_delete))
+        .route("/api/chat/update_session_display_name", post(legacy_chat::rename))
+        .route("/api/chat/message/edit", post(legacy_chat::edit_message))
+        .route("/api/chat/message/regenerate", post(legacy_chat::regenerate))
+        .route("/api/chat/post_file", post(files::upload).layer(upload_limit(&state)))
+        .route("/api/chat/get_file", get(files::download_by_name))
+        .route("/api/chat/get_attachment", get(files::download))
         .route_layer(from_fn_with_state(state.auth(), require_dashboard));
     app = app.merge(legacy_dashboard);
 
@@ -118,7 +176,7 @@ pub fn router(state: AppState) -> Router {
         )),
     );
     let sensitive: [HeaderName; 3] = [header::AUTHORIZATION, header::COOKIE, HeaderName::from_static("x-api-key")];
-    app.fallback(not_found)
+    app.fallback(spa::fallback)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::map_response(envelope_errors))
         .layer(
@@ -175,10 +233,6 @@ async fn envelope_errors(res: Response) -> Response {
         }
     }
     out
-}
-
-async fn not_found() -> Response {
-    ApiError::new(StatusCode::NOT_FOUND, "Not Found").into_response()
 }
 
 async fn method_not_allowed() -> Response {

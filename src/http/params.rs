@@ -31,6 +31,16 @@ impl Params {
     pub fn get(&self, k: &str) -> Option<&str> {
         self.0.get(k).map(String::as_str)
     }
+
+    /// A parameter that must be present and not blank (AstrBot's `Missing key: {k}`), trimmed.
+    pub fn required(&self, k: &str) -> Result<&str, ApiError> {
+        required(self.get(k), k)
+    }
+}
+
+/// A value that must be present and not blank (AstrBot's `Missing key: {key}`), trimmed.
+pub fn required<'a>(v: Option<&'a str>, key: &str) -> Result<&'a str, ApiError> {
+    v.map(str::trim).filter(|s| !s.is_empty()).ok_or_else(|| ApiError::bad_request(format!("Missing key: {key}")))
 }
 
 /// The acting username (see [`Caller::act_as`]), as an HTTP error when it cannot be used.

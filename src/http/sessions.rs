@@ -46,7 +46,10 @@ pub fn message_json(m: &MessageRecord) -> Value {
 /// `GET /api/v1/chat/sessions?username=&page=&page_size=&platform_id=`, newest first.
 /// A dashboard JWT without `username` gets AstrBot's plain list of its own sessions.
 pub async fn list_sessions(State(state): State<AppState>, caller: Caller, q: Params) -> ApiResult<Response> {
-    let plain_list = caller.is_dashboard() && q.get("username").is_none();
+    // AstrBot: a dashboard user without paging asks for the plain list (at most 100); with
+    // `page` or `page_size` (as the WebUI's sidebar sends) for the paginated form.
+    let plain_list =
+        caller.is_dashboard() && q.get("username").is_none() && q.get("page").is_none() && q.get("page_size").is_none();
     let username = params::username_q(&caller, &q)?;
     let (page, size) = params::pagination(&q, 20)?;
     let platform = q.get("platform_id").map(str::trim).filter(|p| !p.is_empty());

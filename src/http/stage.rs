@@ -159,6 +159,7 @@ pub async fn stage_chat(
         model: None,
         streaming: None,
         kind: TurnKind::Compat { vars },
+        reuse_checkpoint: None,
     };
     let run = state.agent.begin_turn(req).await?.run;
     let (remap, names) = tables(&state.config.stage);

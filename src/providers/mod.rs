@@ -35,6 +35,11 @@ impl Providers {
         self.llm.iter().find(|p| p.id == id)
     }
 
+    /// Every configured LLM provider, in configuration order.
+    pub fn llm_all(&self) -> &[Arc<OpenAiProvider>] {
+        &self.llm
+    }
+
     pub fn default_llm(&self) -> Option<&Arc<OpenAiProvider>> {
         self.default_llm.map(|i| &self.llm[i])
     }

@@ -159,6 +159,8 @@ pub trait Store: Send + Sync + 'static {
     async fn get_setting(&self, key: &str) -> StoreResult<Option<String>>;
     /// Inserts `value` unless `key` exists; returns the value that is stored afterwards.
     async fn init_setting(&self, key: &str, value: &str) -> StoreResult<String>;
+    /// Sets `key` to `value`.
+    async fn put_setting(&self, key: &str, value: &str) -> StoreResult<()>;
 
     // api keys
     async fn insert_api_key(&self, rec: &ApiKeyRecord) -> StoreResult<()>;
@@ -178,7 +180,8 @@ pub trait Store: Send + Sync + 'static {
     /// Gives an unowned session (creator `""`, made by a proactive message) to `creator`.
     async fn claim_session(&self, session_id: &str, creator: &str) -> StoreResult<bool>;
     async fn set_session_profile(&self, session_id: &str, profile_id: Option<&str>) -> StoreResult<()>;
-    async fn set_session_display_name(&self, session_id: &str, name: &str) -> StoreResult<()>;
+    /// Renames a session (`None` keeps the name) and marks it updated now.
+    async fn set_session_display_name(&self, session_id: &str, name: Option<&str>) -> StoreResult<()>;
     /// Newest `updated_at` first.
     async fn list_sessions(
         &self,
@@ -195,6 +198,10 @@ pub trait Store: Send + Sync + 'static {
     async fn insert_message(&self, msg: &NewMessage) -> StoreResult<(i64, Micros)>;
     /// Replaces a message's content (a reply saved while it streams).
     async fn update_message(&self, id: i64, content: &Value) -> StoreResult<()>;
+    /// Replaces a message's content and checkpoint (an edited question).
+    async fn rewrite_message(&self, id: i64, content: &Value, checkpoint: &str) -> StoreResult<()>;
+    /// Deletes the session's messages after message `id`; how many.
+    async fn delete_messages_after(&self, session_id: &str, id: i64) -> StoreResult<u64>;
     async fn get_message(&self, id: i64) -> StoreResult<Option<MessageRecord>>;
     async fn list_messages(
         &self,
@@ -226,6 +233,7 @@ pub trait Store: Send + Sync + 'static {
     // attachments
     async fn insert_attachment(&self, rec: &AttachmentRecord) -> StoreResult<()>;
     async fn get_attachment(&self, attachment_id: &str) -> StoreResult<Option<AttachmentRecord>>;
+    async fn get_attachment_by_stored_name(&self, stored_name: &str) -> StoreResult<Option<AttachmentRecord>>;
     /// Removes an attachment's row (its file is the caller's to remove).
     async fn delete_attachment(&self, attachment_id: &str) -> StoreResult<()>;
 

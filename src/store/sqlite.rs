@@ -281,12 +281,15 @@ impl Store for SqliteStore {
         Ok(())
     }
 
-    async fn set_session_display_name(&self, session_id: &str, name: &str) -> StoreResult<()> {
-        sqlx::query("UPDATE sessions SET display_name = ? WHERE session_id = ?")
-            .bind(name)
-            .bind(session_id)
-            .execute(&self.write)
-            .await?;
+    async fn set_session_display_name(&self, session_id: &str, name: Option<&str>) -> StoreResult<()> {
+        sqlx::query(
+            "UPDATE sessions SET display_name = COALESCE(?, display_name), updated_at = ? WHERE session_id = ?",
+        )
+        .bind(name)
+        .bind(now_micros())
+        .bind(session_id)
+        .execute(&self.write)
+        .await?;
         Ok(())
     }
 
@@ -326,6 +329,26 @@ impl Store for SqliteStore {
     async fn insert_message(&self, m: &NewMessage) -> StoreResult<(i64, Micros)> {
         let m = m.clone();
         self.batched(|tx| super::batch::WriteOp::InsertMessage(m, tx)).await
+    }
+
+    async fn rewrite_message(&self, id: i64, content: &Value, checkpoint: &str) -> StoreResult<()> {
+        sqlx::query("UPDATE messages SET content = ?, llm_checkpoint_id = ?, updated_at = ? WHERE id = ?")
+            .bind(serde_json::to_string(content)?)
+            .bind(checkpoint)
+            .bind(now_micros())
+            .bind(id)
+            .execute(&self.write)
+            .await?;
+        Ok(())
+    }
+
+    async fn delete_messages_after(&self, session_id: &str, id: i64) -> StoreResult<u64> {
+        let r = sqlx::query("DELETE FROM messages WHERE session_id = ? AND id > ?")
+            .bind(session_id)
+            .bind(id)
+            .execute(&self.write)
+            .await?;
+        Ok(r.rows_affected())
     }
 
     async fn update_message(&self, id: i64, content: &Value) -> StoreResult<()> {
@@ -427,6 +450,19 @@ impl Store for SqliteStore {
         self.write.close().await;
     }
 
+    async fn put_setting(&self, key: &str, value: &str) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO settings (key, value, updated_at) VALUES (?, ?, ?) \
+             ON CONFLICT (key) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
+        )
+        .bind(key)
+        .bind(value)
+        .bind(now_micros())
+        .execute(&self.write)
+        .await?;
+        Ok(())
+    }
+
     fn writes_failing(&self) -> bool {
         self.write_failed.load(std::sync::atomic::Ordering::Relaxed)
     }
@@ -472,6 +508,14 @@ impl Store for SqliteStore {
         .execute(&self.write)
         .await?;
         Ok(())
+    }
+
+    async fn get_attachment_by_stored_name(&self, stored_name: &str) -> StoreResult<Option<AttachmentRecord>> {
+        let row = sqlx::query("SELECT * FROM attachments WHERE stored_name = ?")
+            .bind(stored_name)
+            .fetch_optional(&self.read)
+            .await?;
+        row.as_ref().map(attachment_from_row).transpose()
     }
 
     async fn get_attachment(&self, attachment_id: &str) -> StoreResult<Option<AttachmentRecord>> {

@@ -75,7 +75,11 @@ async fn legacy_routes_and_defaults() {
     let (s, b) = send(app.http.post(app.url("/api/apikey/create")).bearer_auth(&app.jwt)).await;
     assert_eq!(s, 200, "an empty body creates a default key: {b}");
     assert_eq!(b["data"]["name"], "Untitled API Key");
-    assert_eq!(b["data"]["scopes"], json!(["chat", "config", "file", "im"]));
+    assert_eq!(
+        b["data"]["scopes"],
+        json!(["bot", "provider", "persona", "im", "config", "chat", "data", "file", "plugin", "mcp", "skill"]),
+        "AstrBot's default scopes"
+    );
     assert_eq!(b["data"]["expires_at"], Value::Null);
     let id = b["data"]["key_id"].as_str().unwrap().to_string();
     let (_, list) = send(app.http.get(app.url("/api/apikey/list")).bearer_auth(&app.jwt)).await;
@@ -100,6 +104,9 @@ async fn create_validation_errors() {
         (json!({"scopes": "chat"}), "Invalid scopes"),
         (json!({"scopes": ["chat", "admin"]}), "Invalid scopes: admin"),
         (json!({"scopes": []}), "At least one valid scope is required"),
+        (json!({"scopes": ["foo", "*", "chat", "bar"]}), "Invalid scopes: foo, *, bar"),
+        (json!({"scopes": ["chat:admin"]}), "chat:admin requires the chat scope"),
+        (json!({"scopes": ["config:edit_admin", "chat:admin"]}), "config:edit_admin requires the config scope"),
         (json!({"expires_in_days": "x"}), "expires_in_days must be an integer"),
         (json!({"expires_in_days": -1}), "expires_in_days must be greater than 0"),
         (json!({"name": ["x"]}), "name must be a string"),

@@ -58,7 +58,8 @@ async fn cli_keys_work_over_http() {
     let (s, b) = send(app.http.get(app.url("/api/v1/api-keys")).bearer_auth(&app.jwt)).await;
     assert_eq!(s, 200);
     assert_eq!(b["data"][0]["created_by"], "cli");
-    assert_eq!(b["data"][0]["scopes"], serde_json::json!(["config", "im"]));
+    // `config` includes `bot` and `provider`, stored after the given scopes as AstrBot does.
+    assert_eq!(b["data"][0]["scopes"], serde_json::json!(["config", "im", "bot", "provider"]));
 
     let out = astrgate(&cfg, &["keys", "revoke", &key_id]).await;
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));

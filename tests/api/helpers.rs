@@ -85,7 +85,7 @@ pub async fn spawn_in(dir: Arc<TempDir>, f: impl FnOnce(&mut Config)) -> TestApp
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let server = Server::start(state.clone(), listener).await.unwrap();
     let addr = server.addr;
-    let jwt = state.dashboard.issue(&state.dashboard.username);
+    let jwt = state.dashboard.issue(&state.dashboard.username());
     TestApp { base: format!("http://{addr}"), addr, http: client(), jwt, state, dir, server: Some(server) }
 }
 
