@@ -16,6 +16,11 @@
 //! - HTML is converted by a streaming tag stripper (see `html.rs`): no DOM and no recursion, so no
 //!   stack overflow on deep nesting, and linear time.
 //!
+//! [`Reader`] is what the server uses: the tools looked up once, the limits from `[files]`, and a
+//! semaphore bounding how many documents are read at once (each PDF is a process, each office
+//! document a blocking thread); its permit lives as long as the work it admits, even when the
+//! request that asked for it is gone.
+//!
 //! Text layout: PDF pages start with `[Page N]` on a line of their own (pages separated by a blank
 //! line); spreadsheets start each sheet with `[Sheet NAME]`, presentations each slide with
 //! `[Slide N]`; table cells are separated by tabs, rows by newlines.
@@ -25,11 +30,16 @@ mod office;
 mod pdf;
 
 #[cfg(test)]
-mod fixtures;
+pub(crate) mod fixtures;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
+
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+pub use pdf::PdfTools;
 
 /// A document kind whose text can be extracted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -150,6 +160,8 @@ pub enum Disposition {
     Refuse,
     /// The server cannot read it right now (a missing tool, a bug): name the file only, log why.
     NameOnly,
+    /// Too many documents are being read: the request may be retried shortly (503).
+    Busy,
 }
 
 /// Why a document's text could not be extracted. The `Display` texts are safe to show users; the
@@ -168,6 +180,8 @@ pub enum DocError {
     Unavailable { kind: DocKind, detail: String },
     #[error("the document could not be read")]
     Internal { detail: String },
+    #[error("too many documents are being read; try again shortly")]
+    Busy,
 }
 
 impl DocError {
@@ -177,6 +191,7 @@ impl DocError {
                 Disposition::Refuse
             }
             DocError::Unavailable { .. } | DocError::Internal { .. } => Disposition::NameOnly,
+            DocError::Busy => Disposition::Busy,
         }
     }
 
@@ -185,9 +200,13 @@ impl DocError {
     }
 }
 
-/// `n` bytes as MiB for messages.
-fn mib(n: u64) -> String {
-    format!("{:.1} MiB", n as f64 / (1024.0 * 1024.0))
+/// `n` bytes for messages: bytes, KiB or MiB (one decimal).
+fn size_text(n: u64) -> String {
+    match n {
+        0..1024 => format!("{n} bytes"),
+        1024..1_048_576 => format!("{:.1} KiB", n as f64 / 1024.0),
+        _ => format!("{:.1} MiB", n as f64 / 1_048_576.0),
+    }
 }
 
 const OOXML_MIMES: &[(&str, DocKind)] = &[
@@ -319,30 +338,95 @@ pub async fn detect_file(path: &Path, mime: &str, name: &str) -> std::io::Result
     Ok(detect(&head, mime, name))
 }
 
-/// The text of a document, at most `limits.max_text_bytes`, within `limits.timeout`.
+/// The server's document reader: limits, tools and the bound on concurrent extractions.
+#[derive(Debug)]
+pub struct Reader {
+    limits: Limits,
+    tools: PdfTools,
+    /// One permit per extraction in progress. Why a bound: each PDF is a child process of up to
+    /// `max_memory_bytes` of address space, each office document a blocking-pool thread with up
+    /// to `max_unzipped_bytes` in flight; a burst of uploads must not multiply that.
+    permits: Arc<Semaphore>,
+}
+
+impl Reader {
+    /// A reader allowing `max_concurrent` extractions at once (at least one). Looks the PDF tools
+    /// up on `PATH` now and says at once when one is missing.
+    pub fn new(limits: Limits, max_concurrent: usize) -> Self {
+        Self::with_tools(limits, max_concurrent, PdfTools::find())
+    }
+
+    /// A reader using these programs (tests use it to run without `pdftotext`).
+    pub fn with_tools(limits: Limits, max_concurrent: usize, tools: PdfTools) -> Self {
+        match (&tools.pdftotext, &tools.prlimit) {
+            (None, _) => tracing::warn!(
+                "pdftotext not found (Debian package poppler-utils): PDF attachments will be named only, not read"
+            ),
+            (Some(_), None) => {
+                tracing::warn!("prlimit not found (util-linux): pdftotext will run without a memory limit")
+            }
+            _ => {}
+        }
+        Self { limits, tools, permits: Arc::new(Semaphore::new(max_concurrent.max(1))) }
+    }
+
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    /// [`extract_text`] under the reader's limits, once a permit is free. Waits for one at most
+    /// `limits.timeout`, then answers [`DocError::Busy`].
+    pub async fn extract(&self, path: &Path, kind: DocKind) -> Result<Extracted, DocError> {
+        let wait = tokio::time::timeout(self.limits.timeout, self.permits.clone().acquire_owned()).await;
+        let Ok(Ok(permit)) = wait else {
+            return Err(DocError::Busy);
+        };
+        extract_with(path, kind, &self.limits, &self.tools, Some(permit)).await
+    }
+}
+
+/// The text of a document, at most `limits.max_text_bytes`, within `limits.timeout`, outside any
+/// [`Reader`] (tests, `examples/doc_text.rs`).
 ///
 /// Never blocks the runtime: PDF runs in a child process awaited asynchronously, the rest on the
 /// blocking pool. A panic in a parser is caught there (it becomes `Internal`), and the parser
 /// checks the deadline on every read, so a timed-out worker stops soon after.
 pub async fn extract_text(path: &Path, kind: DocKind, limits: &Limits) -> Result<Extracted, DocError> {
+    extract_with(path, kind, limits, &PdfTools::find(), None).await
+}
+
+/// The extraction itself; `permit` is held until the work it admits has stopped: a PDF child is
+/// killed when this future is dropped, while a blocking worker keeps its permit until it returns.
+async fn extract_with(
+    path: &Path,
+    kind: DocKind,
+    limits: &Limits,
+    tools: &PdfTools,
+    permit: Option<OwnedSemaphorePermit>,
+) -> Result<Extracted, DocError> {
     let size = tokio::fs::metadata(path).await.map_err(DocError::io)?.len();
     if size > limits.max_input_bytes {
         return Err(DocError::TooLarge(format!(
             "the file is {} (at most {} can be read)",
-            mib(size),
-            mib(limits.max_input_bytes)
+            size_text(size),
+            size_text(limits.max_input_bytes)
         )));
     }
     let started = tokio::time::Instant::now();
     let deadline = started + limits.timeout;
     if kind == DocKind::Pdf {
-        return pdf::extract(path, limits, deadline).await;
+        let result = pdf::extract(path, tools, limits, deadline).await;
+        drop(permit);
+        return result;
     }
     let (owned_path, owned_limits): (PathBuf, Limits) = (path.to_path_buf(), limits.clone());
     let std_deadline = deadline.into_std();
-    let work = tokio::task::spawn_blocking(move || match kind {
-        DocKind::Html => html::extract_file(&owned_path, &owned_limits, std_deadline),
-        _ => office::extract(&owned_path, kind, &owned_limits, std_deadline),
+    let work = tokio::task::spawn_blocking(move || {
+        let _permit = permit;
+        match kind {
+            DocKind::Html => html::extract_file(&owned_path, &owned_limits, std_deadline),
+            _ => office::extract(&owned_path, kind, &owned_limits, std_deadline),
+        }
     });
     // The worker stops itself at the deadline; the grace covers a read that is slow to return.
     match tokio::time::timeout_at(deadline + Duration::from_secs(1), work).await {
@@ -548,6 +632,22 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_reader_admits_a_bounded_number_of_extractions() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("page.html");
+        std::fs::write(&p, "<p>admitted</p>").unwrap();
+        let limits = Limits { timeout: Duration::from_millis(100), ..Limits::default() };
+        let reader = Reader::new(limits, 1);
+        let held = reader.permits.clone().acquire_owned().await.unwrap();
+        let err = reader.extract(&p, DocKind::Html).await.unwrap_err();
+        assert!(matches!(err, DocError::Busy), "{err:?}");
+        assert_eq!(err.disposition(), Disposition::Busy);
+        drop(held);
+        assert_eq!(reader.extract(&p, DocKind::Html).await.unwrap().text, "admitted");
+        assert_eq!(reader.permits.available_permits(), 1, "the permit is back once the work is done");
+    }
+
+    #[tokio::test]
     async fn refuses_a_file_over_the_input_cap_before_reading_it() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("big.html");
@@ -555,6 +655,6 @@ mod tests {
         let limits = Limits { max_input_bytes: 1000, ..Limits::default() };
         let err = extract_text(&p, DocKind::Html, &limits).await.unwrap_err();
         assert!(matches!(err, DocError::TooLarge(_)), "{err:?}");
-        assert!(err.to_string().starts_with("document too large: the file is"), "{err}");
+        assert_eq!(err.to_string(), "document too large: the file is 2.0 KiB (at most 1000 bytes can be read)");
     }
 }

@@ -19,7 +19,7 @@ use quick_xml::events::{BytesStart, Event};
 use zip::ZipArchive;
 use zip::result::ZipError;
 
-use super::{CFB_MAGIC, DocError, DocKind, Extracted, Limits, TextSink, mib};
+use super::{CFB_MAGIC, DocError, DocKind, Extracted, Limits, TextSink, size_text};
 
 /// More entries than any real document has. `zip` parses the whole central directory up front,
 /// so its size is checked from the end-of-central-directory record before that.
@@ -109,7 +109,7 @@ impl<R: Read + Seek> Doc<R> {
     }
 
     fn too_large(&self) -> DocError {
-        DocError::TooLarge(format!("more than {} of uncompressed content", mib(self.max_unzipped)))
+        DocError::TooLarge(format!("more than {} of uncompressed content", size_text(self.max_unzipped)))
     }
 
     fn has(&self, name: &str) -> bool {
@@ -133,7 +133,10 @@ impl<R: Read + Seek> Doc<R> {
         };
         // The header's size can lie (the meter catches that) but an honest one fails fast.
         if entry.size() > self.budget.left {
-            return Err(DocError::TooLarge(format!("more than {} of uncompressed content", mib(self.max_unzipped))));
+            return Err(DocError::TooLarge(format!(
+                "more than {} of uncompressed content",
+                size_text(self.max_unzipped)
+            )));
         }
         let metered = Metered { inner: entry, budget: &mut self.budget };
         let result = walk_xml(BufReader::new(metered), &mut on);
@@ -271,7 +274,7 @@ fn check_central_directory(file: &mut File, kind: DocKind) -> Result<(), DocErro
     if u64::from(cd_size) > MAX_CENTRAL_DIRECTORY && cd_size != u32::MAX {
         return Err(DocError::TooLarge(format!(
             "the {kind}'s table of contents is over {}",
-            mib(MAX_CENTRAL_DIRECTORY)
+            size_text(MAX_CENTRAL_DIRECTORY)
         )));
     }
     Ok(())

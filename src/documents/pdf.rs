@@ -23,6 +23,22 @@ use super::{DocError, DocKind, Extracted, Limits, TextSink};
 /// The first bytes of the child's stderr kept for classifying failures and for logs.
 const STDERR_KEPT: usize = 4096;
 
+/// Where the programs are, looked up once (when the server starts, for the server's reader).
+#[derive(Debug, Clone, Default)]
+pub struct PdfTools {
+    /// `pdftotext`: without it, PDFs are named only.
+    pub pdftotext: Option<PathBuf>,
+    /// `prlimit`: without it, the child has no memory limit (only the timeout bounds it).
+    pub prlimit: Option<PathBuf>,
+}
+
+impl PdfTools {
+    /// Looks both programs up on `PATH` (a few `stat` calls).
+    pub fn find() -> Self {
+        Self { pdftotext: find_program("pdftotext"), prlimit: find_program("prlimit") }
+    }
+}
+
 /// An executable called `name` on `PATH` (or the usual system directories when `PATH` is unset).
 fn find_program(name: &str) -> Option<PathBuf> {
     let path = std::env::var_os("PATH").unwrap_or_else(|| "/usr/local/bin:/usr/bin:/bin".into());
@@ -76,8 +92,13 @@ async fn drain_keeping_head(r: &mut (impl AsyncRead + Unpin)) -> Vec<u8> {
     kept
 }
 
-pub(super) async fn extract(path: &Path, limits: &Limits, deadline: Instant) -> Result<Extracted, DocError> {
-    let Some(pdftotext) = find_program("pdftotext") else {
+pub(super) async fn extract(
+    path: &Path,
+    tools: &PdfTools,
+    limits: &Limits,
+    deadline: Instant,
+) -> Result<Extracted, DocError> {
+    let Some(pdftotext) = &tools.pdftotext else {
         return Err(DocError::Unavailable {
             kind: DocKind::Pdf,
             detail: "pdftotext is not on PATH (Debian package poppler-utils)".into(),
@@ -85,17 +106,18 @@ pub(super) async fn extract(path: &Path, limits: &Limits, deadline: Instant) -> 
     };
     // An absolute path: a relative one starting with '-' would read as an option.
     let path = std::path::absolute(path).map_err(DocError::io)?;
-    let mut cmd = match find_program("prlimit") {
+    let mut cmd = match &tools.prlimit {
         Some(prlimit) => {
             let cpu_secs = limits.timeout.as_secs() + 1;
             let mut c = Command::new(prlimit);
             c.arg(format!("--as={}", limits.max_memory_bytes)).arg(format!("--cpu={cpu_secs}")).arg("--");
-            c.arg(&pdftotext);
+            c.arg(pdftotext);
             c
         }
         None => {
-            tracing::warn!("prlimit not found: pdftotext runs without a memory limit (only the timeout bounds it)");
-            Command::new(&pdftotext)
+            // Said once at start (`Reader::new`); here only for debugging.
+            tracing::debug!("prlimit not found: pdftotext runs without a memory limit");
+            Command::new(pdftotext)
         }
     };
     // Default mode (not -layout) follows reading order across columns; a form feed ends each page.
