@@ -11,6 +11,7 @@ mod chat;
 mod cli;
 mod compat;
 mod dashboard;
+mod documents;
 mod errors;
 mod files;
 mod hardening;
