@@ -8,6 +8,9 @@ missing=()
 command -v espeak-ng >/dev/null 2>&1 || missing+=(espeak-ng)
 command -v pocketsphinx_continuous >/dev/null 2>&1 || missing+=(pocketsphinx)
 [ -d /usr/share/pocketsphinx/model/en-us/en-us ] || missing+=(pocketsphinx-en-us)
+# PDF text extraction (src/documents/pdf.rs) runs pdftotext (under prlimit, from util-linux);
+# the PDF tests need it too.
+command -v pdftotext >/dev/null 2>&1 || missing+=(poppler-utils)
 if [ ${#missing[@]} -gt 0 ]; then
   if command -v apt-get >/dev/null 2>&1; then
     sudo=""
@@ -16,7 +19,7 @@ if [ ${#missing[@]} -gt 0 ]; then
     $sudo apt-get update -qq
     DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
   else
-    echo "warning: ${missing[*]} not installed and apt-get is unavailable; voice tests will fail" >&2
+    echo "warning: ${missing[*]} not installed and apt-get is unavailable; voice and PDF tests will fail" >&2
   fi
 fi
 

@@ -89,10 +89,7 @@ impl AppState {
         let profiles = Arc::new(Profiles::from_config(&config));
         let providers = Arc::new(Providers::from_config(&config)?);
         let tasks = TaskTracker::new();
-        let prompt = Arc::new(PromptBuilder {
-            attachments_dir: config.data_dir.join("attachments"),
-            inline_max: config.files.inline_text_max_bytes,
-        });
+        let prompt = Arc::new(PromptBuilder::new(config.data_dir.join("attachments"), &config.files));
         let platforms: std::collections::HashMap<_, _> = config
             .platforms
             .iter()

@@ -240,6 +240,21 @@ pub struct ProviderConfig {
     pub max_tokens: Option<u32>,
     #[serde(default)]
     pub temperature: Option<f32>,
+    /// How PDF attachments reach this provider: their extracted text (`text`, any model), or the
+    /// PDF itself as an OpenAI `file` content part (`file`, for providers that read PDFs).
+    #[serde(default)]
+    pub pdf_input: PdfInput,
+}
+
+/// `[[providers]] pdf_input`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PdfInput {
+    /// The text of each page, extracted on the server (`pdftotext`), as a text part.
+    #[default]
+    Text,
+    /// The PDF as `{"type":"file","file":{"filename","file_data":"data:application/pdf;base64,…"}}`.
+    File,
 }
 
 fn default_provider_type() -> String {
@@ -323,11 +338,28 @@ pub struct FilesConfig {
     pub max_upload_bytes: u64,
     /// Text-like attachments are inlined into the prompt up to this many bytes.
     pub inline_text_max_bytes: usize,
+    /// Most text taken from one document (PDF, docx, xlsx, pptx, ODF, HTML); longer text is cut
+    /// and the cut is marked for the model.
+    pub document_text_max_bytes: usize,
+    /// Largest document file whose text is extracted; larger ones are refused (400).
+    pub document_max_bytes: u64,
+    /// Longest one extraction may take; slower documents are refused (400).
+    pub document_timeout_secs: u64,
+    /// Documents read at once across the server (each PDF is a process of up to 512 MiB of
+    /// address space); more wait up to `document_timeout_secs`, then get 503.
+    pub document_max_concurrent: usize,
 }
 
 impl Default for FilesConfig {
     fn default() -> Self {
-        Self { max_upload_bytes: 128 * 1024 * 1024, inline_text_max_bytes: 64 * 1024 }
+        Self {
+            max_upload_bytes: 128 * 1024 * 1024,
+            inline_text_max_bytes: 64 * 1024,
+            document_text_max_bytes: 64 * 1024,
+            document_max_bytes: 64 * 1024 * 1024,
+            document_timeout_secs: 30,
+            document_max_concurrent: 2,
+        }
     }
 }
 
@@ -641,6 +673,13 @@ impl Config {
         if self.compat.max_concurrent_large_bodies == 0 {
             return bad("compat.max_concurrent_large_bodies must be at least 1".into());
         }
+        let f = &self.files;
+        if f.document_text_max_bytes < 1024 || f.document_timeout_secs == 0 || f.document_max_concurrent == 0 {
+            return bad(
+                "files.document_text_max_bytes must be at least 1024, document_timeout_secs and document_max_concurrent at least 1"
+                    .into(),
+            );
+        }
         if self.runs.max_events < 16 {
             return bad("runs.max_events must be at least 16".into());
         }
@@ -721,6 +760,24 @@ mod tests {
         assert!(err.contains("pasword"), "{err}");
         let err = Config::from_toml("lissen = \"1.2.3.4:5\"\n").err().map(|e| e.to_string()).unwrap_or_default();
         assert!(err.contains("lissen"), "{err}");
+    }
+
+    #[test]
+    fn pdf_input_is_text_or_file() {
+        let provider = "[[providers]]\nid = \"p\"\nbase_url = \"http://x/v1\"\nmodel = \"m\"\n";
+        let c = Config::from_toml(provider).unwrap_or_else(|e| unreachable!("{e}"));
+        assert_eq!(c.providers[0].pdf_input, PdfInput::Text);
+        let c = Config::from_toml(&format!("{provider}pdf_input = \"file\"\n")).unwrap_or_else(|e| unreachable!("{e}"));
+        assert_eq!(c.providers[0].pdf_input, PdfInput::File);
+        let err = Config::from_toml(&format!("{provider}pdf_input = \"pdf\"\n")).err().map(|e| e.to_string());
+        let err = err.unwrap_or_default();
+        assert!(err.contains("pdf_input") && err.contains("`text` or `file`"), "{err}");
+    }
+
+    #[test]
+    fn document_limits_are_checked() {
+        let err = Config::from_toml("[files]\ndocument_max_concurrent = 0\n").err().map(|e| e.to_string());
+        assert!(err.unwrap_or_default().contains("document_max_concurrent"));
     }
 
     #[test]

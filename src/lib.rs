@@ -12,6 +12,7 @@ pub mod bus;
 pub mod cli;
 pub mod compat;
 pub mod config;
+pub mod documents;
 pub mod error;
 pub mod http;
 pub mod platforms;

@@ -70,6 +70,9 @@ pub enum TurnError {
     NoProvider,
     #[error("Too many concurrent runs")]
     TooManyRuns,
+    /// A shared resource (the document readers) stayed busy: retry shortly (503).
+    #[error("{0}")]
+    Overloaded(String),
     #[error(transparent)]
     Store(#[from] StoreError),
     /// A failure of ours (an attachment that cannot be read, media that cannot be saved): the

@@ -1,5 +1,13 @@
-//! The model's view of a user message: text, quoted replies, images as data URLs, text files
-//! inlined up to a limit, other files named.
+//! The model's view of a user message: text, quoted replies, images as data URLs, documents as
+//! their text (or PDFs as OpenAI `file` parts, for providers with `pdf_input = "file"`), text
+//! files inlined up to a limit, other files named.
+//!
+//! Documents (PDF, docx, xlsx, pptx, ODF, HTML; see [`crate::documents`]) are read here, through
+//! the builder's [`Reader`], which bounds how many are read at once. What happens to one that
+//! cannot be read depends on whose problem it is: one the sender can fix (encrypted, corrupt, too
+//! large, too slow to read) refuses the message with a 400 naming it, before anything is stored;
+//! one the server cannot read right now (no `pdftotext`, a reader failure) is named only and the
+//! reason logged; when every reader is busy for too long the message gets a 503 to retry.
 
 use std::path::{Path, PathBuf};
 
@@ -7,24 +15,34 @@ use base64::Engine;
 use serde_json::{Value, json};
 
 use super::input::Resolved;
+use crate::config::{FilesConfig, PdfInput};
+use crate::documents::{self, Disposition, DocKind, Reader};
+use crate::store::AttachmentRecord;
 
 #[derive(Debug, thiserror::Error)]
 pub enum PromptError {
     /// The request cannot be served as sent (400).
     #[error("{0}")]
     Invalid(String),
+    /// Every document reader stayed busy (503; the request may be retried).
+    #[error("{0}")]
+    Busy(String),
     #[error("reading attachment {0}: {1}")]
     Io(String, std::io::Error),
 }
 
-/// Largest image sent to a model, and the most image bytes in one message.
+/// Largest image sent to a model, and the most image (and PDF file) bytes in one message.
 pub const MAX_IMAGE_BYTES: i64 = 20 * 1024 * 1024;
 pub const MAX_TOTAL_IMAGE_BYTES: i64 = 40 * 1024 * 1024;
+/// Largest PDF sent to a model as a `file` part (OpenAI's limit per file is 32 MB).
+pub const MAX_PDF_FILE_BYTES: i64 = 32 * 1024 * 1024;
 
 /// Builds OpenAI content parts from resolved input.
 pub struct PromptBuilder {
     pub attachments_dir: PathBuf,
     pub inline_max: usize,
+    /// Reads documents, at most `files.document_max_concurrent` at once.
+    pub documents: Reader,
 }
 
 /// Extensions and MIME types treated as text for inlining.
@@ -39,12 +57,33 @@ fn is_text_like(name: &str, mime: &str) -> bool {
 }
 
 impl PromptBuilder {
+    /// A builder for attachments in `attachments_dir`, with the `[files]` limits.
+    pub fn new(attachments_dir: PathBuf, files: &FilesConfig) -> Self {
+        let limits = documents::Limits {
+            max_text_bytes: files.document_text_max_bytes,
+            max_input_bytes: files.document_max_bytes,
+            timeout: std::time::Duration::from_secs(files.document_timeout_secs),
+            ..documents::Limits::default()
+        };
+        Self {
+            attachments_dir,
+            inline_max: files.inline_text_max_bytes,
+            documents: Reader::new(limits, files.document_max_concurrent),
+        }
+    }
+
     fn path_of(&self, stored_name: &str) -> PathBuf {
         self.attachments_dir.join(stored_name)
     }
 
-    /// Content parts for the model. `transcripts` holds the STT text of each `record` part, in order.
-    pub async fn user_content(&self, parts: &[Resolved], transcripts: &[String]) -> Result<Value, PromptError> {
+    /// Content parts for the model. `transcripts` holds the STT text of each `record` part, in
+    /// order; `pdf_input` is how the turn's provider takes PDFs.
+    pub async fn user_content(
+        &self,
+        parts: &[Resolved],
+        transcripts: &[String],
+        pdf_input: PdfInput,
+    ) -> Result<Value, PromptError> {
         let mut out: Vec<Value> = Vec::new();
         let mut transcripts = transcripts.iter();
         let mut image_bytes = 0i64;
@@ -65,36 +104,31 @@ impl PromptBuilder {
             let max = MAX_TOTAL_IMAGE_BYTES >> 20;
             return Err(PromptError::Invalid(format!("too many image bytes in one message (max {max} MiB)")));
         }
+        // PDFs sent as files count towards the same budget as images.
+        let mut media_bytes = image_bytes;
         for p in parts {
             match p {
                 Resolved::Plain(t) => out.push(json!({"type": "text", "text": t})),
                 Resolved::Reply { quoted, selected_text, .. } => {
                     let q = selected_text.as_deref().filter(|s| !s.trim().is_empty()).unwrap_or(quoted);
-                    out.push(json!({"type": "text", "text": format!("[Quoting an earlier message]\n{q}\n[End of quote]")}));
+                    out.push(
+                        json!({"type": "text", "text": format!("[Quoting an earlier message]\n{q}\n[End of quote]")}),
+                    );
                 }
-                Resolved::Attachment { rec, filename } => match rec.kind.as_str() {
-                    "image" => {
-                        let bytes = tokio::fs::read(self.path_of(&rec.stored_name))
-                            .await
-                            .map_err(|e| PromptError::Io(rec.attachment_id.clone(), e))?;
-                        let b64 = base64::engine::general_purpose::STANDARD.encode(bytes);
-                        out.push(json!({"type": "image_url", "image_url": {"url": format!("data:{};base64,{b64}", rec.mime_type)}}));
-                    }
-                    "record" => {
-                        let t = transcripts.next().cloned().unwrap_or_default();
-                        out.push(json!({"type": "text", "text": format!("[Voice message {filename}, transcribed]\n{t}")}));
-                    }
-                    // Decided from what was stored (the uploader's name and the sniffed type),
-                    // never from the name a chat request gives the part.
-                    _ if is_text_like(&rec.original_name, &rec.mime_type) && (rec.size as usize) <= self.inline_max => {
-                        let bytes = tokio::fs::read(self.path_of(&rec.stored_name))
-                            .await
-                            .map_err(|e| PromptError::Io(rec.attachment_id.clone(), e))?;
-                        let text = String::from_utf8_lossy(&bytes);
-                        out.push(json!({"type": "text", "text": format!("[File {filename}]\n{text}\n[End of file {filename}]")}));
-                    }
-                    kind => out.push(json!({"type": "text", "text": format!("[Attached {kind} {filename} ({}, {} bytes); its content is not shown]", rec.mime_type, rec.size)})),
-                },
+                Resolved::Attachment { rec, .. } if rec.kind == "image" => {
+                    let bytes = tokio::fs::read(self.path_of(&rec.stored_name)).await.map_err(io_error(rec))?;
+                    let url = format!("data:{};base64,{}", rec.mime_type, base64_of(&bytes));
+                    out.push(json!({"type": "image_url", "image_url": {"url": url}}));
+                }
+                Resolved::Attachment { rec, filename } if rec.kind == "record" => {
+                    let t = transcripts.next().cloned().unwrap_or_default();
+                    let text = format!("[Voice message {filename}, transcribed]\n{t}");
+                    out.push(json!({"type": "text", "text": text}));
+                }
+                Resolved::Attachment { rec, filename } if rec.kind == "file" => {
+                    out.push(self.file_part(rec, filename, pdf_input, &mut media_bytes).await?);
+                }
+                Resolved::Attachment { rec, filename } => out.push(named(rec, filename)),
             }
         }
         // A plain-text message stays a plain string, the most widely supported shape.
@@ -107,6 +141,105 @@ impl PromptBuilder {
         }
         Ok(Value::Array(out))
     }
+
+    /// A `file` attachment: a document's text (or a PDF as a file part), a text file inlined,
+    /// anything else named. Decided from what was stored (the uploader's name and the sniffed
+    /// type), never from the name a chat request gives the part.
+    async fn file_part(
+        &self,
+        rec: &AttachmentRecord,
+        filename: &str,
+        pdf_input: PdfInput,
+        media_bytes: &mut i64,
+    ) -> Result<Value, PromptError> {
+        let path = self.path_of(&rec.stored_name);
+        let kind = documents::detect_file(&path, &rec.mime_type, &rec.original_name).await.map_err(io_error(rec))?;
+        match kind {
+            Some(DocKind::Pdf) if pdf_input == PdfInput::File => {
+                if rec.size > MAX_PDF_FILE_BYTES {
+                    let max = MAX_PDF_FILE_BYTES >> 20;
+                    return Err(PromptError::Invalid(format!(
+                        "PDF {filename} is too large to send to a model as a file (max {max} MiB)"
+                    )));
+                }
+                *media_bytes += rec.size;
+                if *media_bytes > MAX_TOTAL_IMAGE_BYTES {
+                    let max = MAX_TOTAL_IMAGE_BYTES >> 20;
+                    return Err(PromptError::Invalid(format!(
+                        "too many image and PDF bytes in one message (max {max} MiB)"
+                    )));
+                }
+                let bytes = tokio::fs::read(&path).await.map_err(io_error(rec))?;
+                let data = format!("data:application/pdf;base64,{}", base64_of(&bytes));
+                Ok(json!({"type": "file", "file": {"filename": pdf_filename(filename), "file_data": data}}))
+            }
+            Some(kind) => self.document_text(&path, kind, rec, filename).await,
+            None if is_text_like(&rec.original_name, &rec.mime_type) && (rec.size as usize) <= self.inline_max => {
+                let bytes = tokio::fs::read(&path).await.map_err(io_error(rec))?;
+                let text = String::from_utf8_lossy(&bytes);
+                Ok(json!({"type": "text", "text": format!("[File {filename}]\n{text}\n[End of file {filename}]")}))
+            }
+            None => Ok(named(rec, filename)),
+        }
+    }
+
+    /// A document's extracted text as a text part, or why there is none.
+    async fn document_text(
+        &self,
+        path: &Path,
+        kind: DocKind,
+        rec: &AttachmentRecord,
+        filename: &str,
+    ) -> Result<Value, PromptError> {
+        let started = std::time::Instant::now();
+        match self.documents.extract(path, kind).await {
+            Ok(doc) => {
+                tracing::debug!(
+                    attachment.id = %rec.attachment_id, document.kind = %kind, text_bytes = doc.text.len(),
+                    truncated = doc.truncated, pages = ?doc.pages, elapsed_ms = started.elapsed().as_millis() as u64,
+                    "document text extracted"
+                );
+                Ok(json!({"type": "text", "text": doc.render(filename, kind)}))
+            }
+            Err(e) => match e.disposition() {
+                Disposition::Refuse => {
+                    tracing::info!(attachment.id = %rec.attachment_id, document.kind = %kind, reason = %e, "document refused");
+                    Err(PromptError::Invalid(format!("{filename}: {e}")))
+                }
+                Disposition::NameOnly => {
+                    tracing::warn!(
+                        attachment.id = %rec.attachment_id, document.kind = %kind, error = ?e,
+                        "document named only: its text could not be extracted"
+                    );
+                    Ok(named(rec, filename))
+                }
+                Disposition::Busy => {
+                    tracing::warn!(attachment.id = %rec.attachment_id, "every document reader stayed busy");
+                    Err(PromptError::Busy(e.to_string()))
+                }
+            },
+        }
+    }
+}
+
+fn base64_of(bytes: &[u8]) -> String {
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
+fn io_error(rec: &AttachmentRecord) -> impl FnOnce(std::io::Error) -> PromptError + '_ {
+    move |e| PromptError::Io(rec.attachment_id.clone(), e)
+}
+
+/// An attachment the model is told about but cannot see.
+fn named(rec: &AttachmentRecord, filename: &str) -> Value {
+    let text =
+        format!("[Attached {} {filename} ({}, {} bytes); its content is not shown]", rec.kind, rec.mime_type, rec.size);
+    json!({"type": "text", "text": text})
+}
+
+/// The name a PDF file part carries: providers tell the type by its extension.
+fn pdf_filename(filename: &str) -> String {
+    if filename.to_ascii_lowercase().ends_with(".pdf") { filename.to_string() } else { format!("{filename}.pdf") }
 }
 
 #[cfg(test)]
@@ -118,5 +251,40 @@ mod tests {
         assert!(is_text_like("a.rs", "application/octet-stream"));
         assert!(is_text_like("notes", "text/plain"));
         assert!(!is_text_like("a.pdf", "application/pdf"));
+    }
+
+    #[tokio::test]
+    async fn without_pdftotext_a_pdf_is_named_or_sent_as_a_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let pdf = crate::documents::fixtures::pdf(&["words nobody reads"]);
+        std::fs::write(dir.path().join("stored.pdf"), &pdf).unwrap();
+        let reader = Reader::with_tools(documents::Limits::default(), 1, documents::PdfTools::default());
+        let builder = PromptBuilder { attachments_dir: dir.path().to_path_buf(), inline_max: 1024, documents: reader };
+        let rec = AttachmentRecord {
+            attachment_id: "a1".into(),
+            stored_name: "stored.pdf".into(),
+            original_name: "scan.pdf".into(),
+            kind: "file".into(),
+            mime_type: "application/pdf".into(),
+            size: pdf.len() as i64,
+            sha256: String::new(),
+            created_at: 0,
+            owner: None,
+        };
+        let parts = [Resolved::Attachment { rec, filename: "scan".into() }];
+        let v = builder.user_content(&parts, &[], PdfInput::Text).await.unwrap();
+        let named = format!("[Attached file scan (application/pdf, {} bytes); its content is not shown]", pdf.len());
+        assert_eq!(v, json!(named));
+        // A provider that reads PDFs itself needs no pdftotext.
+        let v = builder.user_content(&parts, &[], PdfInput::File).await.unwrap();
+        assert_eq!(v[0]["type"], "file");
+        assert_eq!(v[0]["file"]["filename"], "scan.pdf");
+        assert!(v[0]["file"]["file_data"].as_str().unwrap().starts_with("data:application/pdf;base64,JVBERi0"));
+    }
+
+    #[test]
+    fn pdf_file_parts_are_named_as_pdfs() {
+        assert_eq!(pdf_filename("report.PDF"), "report.PDF");
+        assert_eq!(pdf_filename("scan"), "scan.pdf");
     }
 }

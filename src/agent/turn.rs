@@ -153,10 +153,14 @@ impl Agent {
                 let dir = &self.prompt.attachments_dir;
                 let resolved = input::resolve(self.store.as_ref(), dir, &caller, &plan.session_id, parts).await?;
                 let transcripts = self.transcribe_records(&resolved).await?;
-                let model_input = self.prompt.user_content(&resolved, &transcripts).await.map_err(|e| match e {
-                    super::prompt::PromptError::Invalid(m) => TurnError::Invalid(m),
-                    other => TurnError::Internal(other.to_string()),
-                })?;
+                // The provider is known: it decides whether PDFs go as text or as files.
+                let model_input = self.prompt.user_content(&resolved, &transcripts, provider.pdf_input).await.map_err(
+                    |e| match e {
+                        super::prompt::PromptError::Invalid(m) => TurnError::Invalid(m),
+                        super::prompt::PromptError::Busy(m) => TurnError::Overloaded(m),
+                        other => TurnError::Internal(other.to_string()),
+                    },
+                )?;
                 (input::stored_user_content(&resolved), model_input, title_of(&resolved))
             }
             TurnInput::Built { stored, model, title } => (stored, model, title),

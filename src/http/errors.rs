@@ -47,7 +47,7 @@ pub fn turn_error_status(e: &TurnError) -> StatusCode {
             StatusCode::BAD_REQUEST
         }
         TurnError::Transcription { .. } => StatusCode::BAD_GATEWAY,
-        TurnError::NoProvider => StatusCode::SERVICE_UNAVAILABLE,
+        TurnError::NoProvider | TurnError::Overloaded(_) => StatusCode::SERVICE_UNAVAILABLE,
         TurnError::TooManyRuns => StatusCode::TOO_MANY_REQUESTS,
     }
 }
@@ -66,6 +66,9 @@ pub fn turn_error(e: TurnError) -> ApiError {
         }
         TurnError::NoProvider => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
         TurnError::TooManyRuns => ApiError::too_many(e.to_string(), 1),
+        TurnError::Overloaded(m) => {
+            ApiError { retry_after: Some(5), ..ApiError::new(StatusCode::SERVICE_UNAVAILABLE, m) }
+        }
         TurnError::Store(e) => ApiError::internal(e),
         TurnError::Internal(m) => ApiError::internal(m),
     }
@@ -98,7 +101,9 @@ pub fn ws_code(e: &TurnError) -> &'static str {
         TurnError::Config(_) => "CONFIG_ERROR",
         TurnError::TooManyRuns => "TOO_MANY_RUNS",
         TurnError::Transcription { err: crate::providers::stt::SttError::Unsupported(_), .. } => "INVALID_MESSAGE",
-        TurnError::Transcription { .. } | TurnError::Store(_) | TurnError::Internal(_) => "PROCESSING_ERROR",
+        TurnError::Transcription { .. } | TurnError::Store(_) | TurnError::Internal(_) | TurnError::Overloaded(_) => {
+            "PROCESSING_ERROR"
+        }
         TurnError::Invalid(_) | TurnError::NoStt(_) | TurnError::NoProvider => "INVALID_MESSAGE",
     }
 }

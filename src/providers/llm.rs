@@ -15,7 +15,7 @@ use futures_util::{Stream, StreamExt};
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::{Value, json};
 
-use crate::config::ProviderConfig;
+use crate::config::{PdfInput, ProviderConfig};
 
 /// Largest upstream error body we read (the rest is ignored).
 const MAX_ERROR_BODY: usize = 64 * 1024;
@@ -106,6 +106,8 @@ pub struct ChatRequest {
 pub struct OpenAiProvider {
     pub id: String,
     pub model: String,
+    /// How PDFs reach this provider (`[[providers]] pdf_input`).
+    pub pdf_input: PdfInput,
     url: String,
     api_key: Option<SecretString>,
     client: reqwest::Client,
@@ -131,6 +133,7 @@ impl OpenAiProvider {
         Ok(Self {
             id: cfg.id.clone(),
             model: cfg.model.clone(),
+            pdf_input: cfg.pdf_input,
             url: format!("{}/chat/completions", cfg.base_url.trim_end_matches('/')),
             api_key: cfg.api_key.clone(),
             client,

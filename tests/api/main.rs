@@ -12,6 +12,7 @@ mod cli;
 mod compat;
 mod dashboard;
 mod dashboard_chat;
+mod documents;
 mod errors;
 mod files;
 mod hardening;
