@@ -11,6 +11,12 @@ command -v pocketsphinx_continuous >/dev/null 2>&1 || missing+=(pocketsphinx)
 # PDF text extraction (src/documents/pdf.rs) runs pdftotext (under prlimit, from util-linux);
 # the PDF tests need it too.
 command -v pdftotext >/dev/null 2>&1 || missing+=(poppler-utils)
+# The browser test (tests/api/browser.rs) drives AstrBot's WebUI in Debian's Chromium with Node's
+# playwright-core (Node 20 or later).
+command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+command -v node >/dev/null 2>&1 || missing+=(nodejs)
+command -v npm >/dev/null 2>&1 || missing+=(npm)
+python3 -m pip --version >/dev/null 2>&1 || missing+=(python3-pip)
 if [ ${#missing[@]} -gt 0 ]; then
   if command -v apt-get >/dev/null 2>&1; then
     sudo=""
@@ -22,6 +28,22 @@ if [ ${#missing[@]} -gt 0 ]; then
     echo "warning: ${missing[*]} not installed and apt-get is unavailable; voice and PDF tests will fail" >&2
   fi
 fi
+
+# AstrBot 4.29.3's WebUI build, from its wheel on PyPI (downloaded once, never committed).
+webui="target/astrbot-webui"
+if [ ! -f "$webui/astrbot/dashboard/dist/index.html" ]; then
+  python3 -m pip download --quiet --disable-pip-version-check --no-deps --ignore-requires-python \
+    astrbot==4.29.3 -d "$webui/wheel"
+  python3 - "$webui" <<'PY'
+import sys, zipfile, glob
+root = sys.argv[1]
+wheel = glob.glob(f"{root}/wheel/astrbot-4.29.3-*.whl")[0]
+with zipfile.ZipFile(wheel) as z:
+    z.extractall(root, [n for n in z.namelist() if n.startswith("astrbot/dashboard/dist/")])
+PY
+fi
+export ASTRBOT_WEBUI_DIST="$PWD/$webui/astrbot/dashboard/dist"
+[ -d tests/browser/node_modules/playwright-core ] || npm ci --prefix tests/browser --no-audit --no-fund --silent
 
 cargo fmt --all -- --check
 cargo clippy --locked --workspace --all-targets -- -D warnings

@@ -241,7 +241,13 @@ impl Agent {
         plan: &Plan,
         title: Option<String>,
     ) -> Result<bool, TurnError> {
-        if plan.existing.is_some() && !plan.claim {
+        if let Some(existing) = plan.existing.as_ref().filter(|_| !plan.claim) {
+            // A session made empty (the ChatUI's "new session") is titled by its first message.
+            if existing.display_name.is_none()
+                && let Some(t) = &title
+            {
+                self.store.set_session_display_name(&plan.session_id, Some(t)).await?;
+            }
             return Ok(false);
         }
         let created = match (&plan.existing, target) {

@@ -60,6 +60,7 @@ async fn the_chatui_flow_new_send_history_rename_list() {
     let d = detail(&app, &sid).await;
     assert_eq!(d["session"]["session_id"], sid.as_str());
     assert_eq!(d["session"]["creator"], "astrgate");
+    assert_eq!(d["session"]["display_name"], "hello", "an empty session is titled by its first message");
     assert_eq!((d["total"].as_i64(), d["page"].as_i64(), d["page_size"].as_i64()), (Some(2), Some(1), Some(50)));
     assert_eq!(d["has_more"], false);
     assert_eq!(d["is_running"], false);

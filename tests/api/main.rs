@@ -7,6 +7,7 @@ mod helpers;
 
 mod api_keys;
 mod auth;
+mod browser;
 mod chat;
 mod cli;
 mod compat;
