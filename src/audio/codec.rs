@@ -17,6 +17,7 @@ use std::fmt;
 use std::io::Cursor;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 
+use symphonia::core::audio::GenericAudioBufferRef;
 use symphonia::core::codecs::audio::AudioDecoderOptions;
 use symphonia::core::codecs::registry::CodecRegistry;
 use symphonia::core::errors::Error as SymphoniaError;
@@ -344,23 +345,9 @@ fn skip_id3v2(bytes: &[u8]) -> &[u8] {
 }
 
 fn decode_symphonia(bytes: &[u8], format: AudioFormat, max_secs: u32) -> Result<Pcm, CodecError> {
-    let corrupt = |e: SymphoniaError| match e {
-        SymphoniaError::Unsupported(what) => CodecError::unsupported(format, what),
-        e => CodecError::corrupt(format, e),
-    };
+    let corrupt = |e: SymphoniaError| symphonia_error(format, e);
     let bytes = if format == AudioFormat::Mp3 { skip_id3v2(bytes) } else { bytes };
-    // Unseekable on purpose: readers then stream from the start instead of probing the end of
-    // the file for a duration, which fails on truncated uploads and is wasted work here.
-    let source = ReadOnlySource::new(Cursor::new(bytes));
-    let source = MediaSourceStream::new(Box::new(source), MediaSourceStreamOptions::default());
-    let options = FormatOptions::default();
-    let mut reader: Box<dyn FormatReader + '_> = match format {
-        AudioFormat::Mp3 => Box::new(MpaReader::try_new(source, options).map_err(corrupt)?),
-        AudioFormat::Ogg => Box::new(OggReader::try_new(source, options).map_err(corrupt)?),
-        AudioFormat::Webm => Box::new(MkvReader::try_new(source, options).map_err(corrupt)?),
-        AudioFormat::Wav => Box::new(WavReader::try_new(source, options).map_err(corrupt)?),
-        _ => return Err(CodecError::unsupported(format, "not a symphonia format")),
-    };
+    let mut reader = open_reader(bytes, format)?;
     let track = reader.default_track(TrackType::Audio).ok_or_else(|| CodecError::corrupt(format, "no audio track"))?;
     let track_id = track.id;
     let params = track
@@ -369,76 +356,131 @@ fn decode_symphonia(bytes: &[u8], format: AudioFormat, max_secs: u32) -> Result<
         .and_then(|p| p.audio())
         .ok_or_else(|| CodecError::corrupt(format, "no audio codec parameters"))?
         .clone();
-
-    let mut codecs = CodecRegistry::new();
-    codecs.register_audio_decoder::<MpaDecoder>();
-    codecs.register_audio_decoder::<VorbisDecoder>();
-    codecs.register_audio_decoder::<PcmDecoder>();
-    codecs.register_audio_decoder::<symphonia_adapter_libopus::OpusDecoder>();
-    let mut decoder = codecs.make_audio_decoder(&params, &AudioDecoderOptions::default()).map_err(|e| match e {
-        SymphoniaError::Unsupported(_) => CodecError::unsupported(format, "codec not supported"),
-        e => corrupt(e),
-    })?;
-
-    let mut mono: Vec<i16> = Vec::new();
-    let mut rate = 0u32;
-    let mut interleaved: Vec<f32> = Vec::new();
-    let (mut good, mut bad) = (0usize, 0usize);
-    let mut first_error = None;
+    let mut decoder =
+        audio_decoders().make_audio_decoder(&params, &AudioDecoderOptions::default()).map_err(|e| match e {
+            SymphoniaError::Unsupported(_) => CodecError::unsupported(format, "codec not supported"),
+            e => corrupt(e),
+        })?;
+    let mut mix = Mixdown::new(format, max_secs);
     loop {
         let packet = match reader.next_packet() {
             Ok(Some(packet)) => packet,
             Ok(None) => break,
             // A truncated upload: keep what decoded.
             Err(SymphoniaError::IoError(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => break,
-            Err(e) => {
-                if good == 0 {
-                    return Err(corrupt(e));
-                }
-                break;
-            }
+            Err(e) if mix.good == 0 => return Err(corrupt(e)),
+            Err(_) => break,
         };
         if packet.track_id != track_id {
             continue;
         }
-        let audio = match decoder.decode(&packet) {
-            Ok(audio) => audio,
-            Err(SymphoniaError::DecodeError(e)) => {
-                bad += 1;
-                first_error.get_or_insert(e);
-                continue;
-            }
+        match decoder.decode(&packet) {
+            Ok(audio) => mix.push(&audio)?,
+            Err(SymphoniaError::DecodeError(e)) => mix.bad_packet(e),
             Err(e) => return Err(corrupt(e)),
-        };
-        good += 1;
-        let spec = audio.spec();
-        let (packet_rate, channels) = (spec.rate(), spec.channels().count().max(1));
-        if rate == 0 {
-            if !RATES.contains(&packet_rate) {
-                return Err(CodecError::unsupported(format, format_args!("sample rate {packet_rate} Hz")));
-            }
-            rate = packet_rate;
-        } else if packet_rate != rate {
-            return Err(CodecError::unsupported(format, "sample rate changes mid-stream"));
         }
-        audio.copy_to_vec_interleaved(&mut interleaved);
-        mono.extend(interleaved.chunks(channels).map(|frame| {
+    }
+    mix.finish()
+}
+
+fn symphonia_error(format: AudioFormat, e: SymphoniaError) -> CodecError {
+    match e {
+        SymphoniaError::Unsupported(what) => CodecError::unsupported(format, what),
+        e => CodecError::corrupt(format, e),
+    }
+}
+
+/// The container reader for `format`, over an unseekable source on purpose: readers then stream
+/// from the start instead of probing the end of the file for a duration, which fails on
+/// truncated uploads and is wasted work here.
+fn open_reader(bytes: &[u8], format: AudioFormat) -> Result<Box<dyn FormatReader + '_>, CodecError> {
+    let corrupt = |e: SymphoniaError| symphonia_error(format, e);
+    let source = ReadOnlySource::new(Cursor::new(bytes));
+    let source = MediaSourceStream::new(Box::new(source), MediaSourceStreamOptions::default());
+    let options = FormatOptions::default();
+    Ok(match format {
+        AudioFormat::Mp3 => Box::new(MpaReader::try_new(source, options).map_err(corrupt)?),
+        AudioFormat::Ogg => Box::new(OggReader::try_new(source, options).map_err(corrupt)?),
+        AudioFormat::Webm => Box::new(MkvReader::try_new(source, options).map_err(corrupt)?),
+        AudioFormat::Wav => Box::new(WavReader::try_new(source, options).map_err(corrupt)?),
+        _ => return Err(CodecError::unsupported(format, "not a symphonia format")),
+    })
+}
+
+/// The decoders symphonia may pick from: exactly the codecs this module promises.
+fn audio_decoders() -> CodecRegistry {
+    let mut codecs = CodecRegistry::new();
+    codecs.register_audio_decoder::<MpaDecoder>();
+    codecs.register_audio_decoder::<VorbisDecoder>();
+    codecs.register_audio_decoder::<PcmDecoder>();
+    codecs.register_audio_decoder::<symphonia_adapter_libopus::OpusDecoder>();
+    codecs
+}
+
+/// Decoded packets mixed down to mono 16-bit as they arrive, with the length cap checked after
+/// each, and a count of the packets that would not decode.
+struct Mixdown {
+    format: AudioFormat,
+    max_secs: u32,
+    mono: Vec<i16>,
+    rate: u32,
+    interleaved: Vec<f32>,
+    good: usize,
+    bad: usize,
+    first_error: Option<&'static str>,
+}
+
+impl Mixdown {
+    fn new(format: AudioFormat, max_secs: u32) -> Self {
+        Self {
+            format,
+            max_secs,
+            mono: Vec::new(),
+            rate: 0,
+            interleaved: Vec::new(),
+            good: 0,
+            bad: 0,
+            first_error: None,
+        }
+    }
+
+    fn push(&mut self, audio: &GenericAudioBufferRef<'_>) -> Result<(), CodecError> {
+        self.good += 1;
+        let spec = audio.spec();
+        let (rate, channels) = (spec.rate(), spec.channels().count().max(1));
+        if self.rate == 0 {
+            if !RATES.contains(&rate) {
+                return Err(CodecError::unsupported(self.format, format_args!("sample rate {rate} Hz")));
+            }
+            self.rate = rate;
+        } else if rate != self.rate {
+            return Err(CodecError::unsupported(self.format, "sample rate changes mid-stream"));
+        }
+        audio.copy_to_vec_interleaved(&mut self.interleaved);
+        self.mono.extend(self.interleaved.chunks(channels).map(|frame| {
             let mean = frame.iter().sum::<f32>() / frame.len() as f32;
             (mean * 32_768.0).round().clamp(f32::from(i16::MIN), f32::from(i16::MAX)) as i16
         }));
-        check_length(mono.len(), rate, max_secs)?;
+        check_length(self.mono.len(), self.rate, self.max_secs)
     }
-    // A few bad packets in a long stream are tolerated; mostly garbage is not.
-    if good == 0 && bad > 0 || bad > 8 && bad > good {
-        return Err(CodecError::corrupt(
-            format,
-            format_args!("{bad} undecodable packets: {}", first_error.unwrap_or("malformed stream")),
-        ));
+
+    fn bad_packet(&mut self, e: &'static str) {
+        self.bad += 1;
+        self.first_error.get_or_insert(e);
     }
-    if rate == 0 {
-        return Err(CodecError::corrupt(format, "no audio"));
+
+    fn finish(self) -> Result<Pcm, CodecError> {
+        let (good, bad) = (self.good, self.bad);
+        // A few bad packets in a long stream are tolerated; mostly garbage is not.
+        if good == 0 && bad > 0 || bad > 8 && bad > good {
+            let first = self.first_error.unwrap_or("malformed stream");
+            return Err(CodecError::corrupt(self.format, format_args!("{bad} undecodable packets: {first}")));
+        }
+        if self.rate == 0 {
+            return Err(CodecError::corrupt(self.format, "no audio"));
+        }
+        Ok(Pcm { samples: self.mono, rate: self.rate })
     }
-    Ok(Pcm { samples: mono, rate })
 }
 
 /// The two SILK v3 header forms: QQ/WeChat prefix the Skype SDK's `#!SILK_V3` with 0x02 and end
