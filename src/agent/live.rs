@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use base64::Engine;
+use bytes::Bytes;
 use futures_util::future::BoxFuture;
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
@@ -14,9 +15,13 @@ use super::Agent;
 use super::errors::{SessionError, TurnError};
 use super::events::AgentEvent;
 use super::turn::{ProfileSelect, SessionTarget, TurnInput, TurnKind, TurnRequest, title_from_text};
+use crate::audio::codec::{self, AudioFormat, CodecError};
 use crate::auth::Caller;
-use crate::voice::live::{LiveInput, LiveOut, LiveTurns, SAMPLE_RATE, Text, TextAt, TurnOut};
+use crate::voice::live::{LiveInput, LiveOut, LiveTurns, Text, TextAt, TurnOut};
 use crate::voice::speak::{Playback, Speech};
+
+/// How an utterance is named in errors.
+const UTTERANCE: &str = "utterance";
 
 /// Runs the Live turns of one connection, in its own session (`webchat_live!<user>!<uuid>`).
 pub struct LiveRunner {
@@ -66,42 +71,70 @@ impl Ctx {
                 self.metrics(json!({"input_type": "text"})).await;
                 Some((t, started, None))
             }
-            LiveInput::Audio { pcm, assembled_from } => {
-                let wav = crate::audio::wav::pcm16_to_wav(&pcm, SAMPLE_RATE, 1);
-                let assemble = assembled_from.elapsed().as_secs_f64();
-                self.metrics(json!({"wav_assemble_time": assemble, "input_type": "audio"})).await;
-                let started = Instant::now();
-                let Some(stt) = self.agent.providers.stt() else {
-                    self.out
-                        .error_and_end("STT_NOT_CONFIGURED", "No STT provider is configured (语音识别服务未配置)")
-                        .await;
-                    return None;
-                };
-                self.metrics(json!({"stt": stt.name()})).await;
-                // The history does not depend on what was said: read it while STT runs.
-                let turns = i64::from(self.agent.profiles.default_profile().history_turns) * 2;
-                let (heard, history) = tokio::join!(
-                    self.agent.transcribe(bytes::Bytes::from(wav), "live.wav", "audio/wav", "live.wav", "speech"),
-                    self.agent.store.recent_messages(&self.session_id, turns)
-                );
-                match heard {
-                    Err(TurnError::Transcription { err, .. }) => {
-                        let text = format!("处理失败: {}", err.public_message());
-                        self.out.error_and_end("STT_ERROR", &text).await;
-                        None
-                    }
-                    Err(e) => {
-                        self.out.error_and_end("STT_ERROR", &e.to_string()).await;
-                        None
-                    }
-                    Ok(t) if t.trim().is_empty() => {
-                        self.out.error_and_end("STT_EMPTY", "No speech was recognised (empty transcript)").await;
-                        None
-                    }
-                    Ok(t) => Some((t.trim().to_string(), started, history.ok())),
-                }
-            }
+            LiveInput::Audio { audio, assembled_from } => self.hear_audio(audio, assembled_from).await,
         }
+    }
+
+    /// An utterance: raw PCM, or an encoded file (decided from its bytes), decoded to a WAV, then
+    /// transcribed while the history is read.
+    async fn hear_audio(
+        &self,
+        mut audio: Vec<u8>,
+        assembled_from: Instant,
+    ) -> Option<(String, Instant, Option<Vec<crate::store::MessageRecord>>)> {
+        if codec::sniff(&audio).is_none() {
+            // Raw PCM, as before: a trailing odd byte is not a sample.
+            audio.truncate(audio.len() & !1);
+        }
+        let wav = match self.agent.decode_for_stt(Bytes::from(audio), Some(AudioFormat::Pcm16), UTTERANCE).await {
+            Ok(wav) => wav,
+            Err(e) => {
+                self.refuse_audio(e).await;
+                return None;
+            }
+        };
+        let assemble = assembled_from.elapsed().as_secs_f64();
+        self.metrics(json!({"wav_assemble_time": assemble, "input_type": "audio"})).await;
+        let started = Instant::now();
+        let Some(stt) = self.agent.providers.stt() else {
+            self.out.error_and_end("STT_NOT_CONFIGURED", "No STT provider is configured (语音识别服务未配置)").await;
+            return None;
+        };
+        self.metrics(json!({"stt": stt.name()})).await;
+        // The history does not depend on what was said: read it while STT runs.
+        let turns = i64::from(self.agent.profiles.default_profile().history_turns) * 2;
+        let (heard, history) = tokio::join!(
+            self.agent.recognise(wav, UTTERANCE, "speech"),
+            self.agent.store.recent_messages(&self.session_id, turns)
+        );
+        match heard {
+            Err(TurnError::Transcription { err, .. }) => {
+                let text = format!("处理失败: {}", err.public_message());
+                self.out.error_and_end("STT_ERROR", &text).await;
+                None
+            }
+            Err(e) => {
+                self.out.error_and_end("STT_ERROR", &e.to_string()).await;
+                None
+            }
+            Ok(t) if t.trim().is_empty() => {
+                self.out.error_and_end("STT_EMPTY", "No speech was recognised (empty transcript)").await;
+                None
+            }
+            Ok(t) => Some((t.trim().to_string(), started, history.ok())),
+        }
+    }
+
+    /// An utterance that cannot be decoded: too long (`AUDIO_TOO_LONG`, as for raw PCM over the
+    /// cap), not audio we know, or corrupt (`INVALID_MESSAGE_FORMAT`, naming the format).
+    async fn refuse_audio(&self, e: TurnError) {
+        let code = match &e {
+            TurnError::Audio { err: CodecError::TooLong { .. }, .. } => "AUDIO_TOO_LONG",
+            TurnError::Audio { .. } => "INVALID_MESSAGE_FORMAT",
+            _ => "PROCESSING_ERROR",
+        };
+        let text = if code == "PROCESSING_ERROR" { "Internal server error".to_string() } else { e.to_string() };
+        self.out.error_and_end(code, &text).await;
     }
 
     async fn turn(self, input: LiveInput) {
