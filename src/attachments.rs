@@ -31,6 +31,11 @@ pub fn classify(head: &[u8], declared: Option<&str>, filename: &str) -> (String,
         let kind = kind_of(&mime);
         return (mime, kind);
     }
+    // Voice formats `infer` does not know (SILK from QQ/WeChat, MP3 frames without a tag that
+    // `infer` misses), recognised as speech input recognises them.
+    if let Some(format) = crate::audio::codec::sniff(head) {
+        return (format.mime().to_string(), "record");
+    }
     let mime = declared
         .map(|d| d.split(';').next().unwrap_or(d).trim().to_ascii_lowercase())
         .filter(|d| !d.is_empty() && d != "application/octet-stream")
@@ -152,5 +157,10 @@ mod tests {
         assert_eq!(classify(b"hello", Some("image/png"), "a.png"), ("image/png".to_string(), "file"));
         assert_eq!(classify(b"hello", Some("text/plain; charset=utf-8"), "a"), ("text/plain".to_string(), "file"));
         assert_eq!(classify(b"hello", None, "notes.md").0, "text/markdown");
+        // Voice `infer` does not know is still a record, by its magic number.
+        let silk = include_bytes!("audio/testdata/hello-tencent.silk");
+        assert_eq!(classify(silk, Some("application/octet-stream"), "v.silk"), ("audio/silk".to_string(), "record"));
+        assert_eq!(classify(include_bytes!("audio/testdata/hello.amr"), None, "v").1, "record");
+        assert_eq!(classify(include_bytes!("audio/testdata/hello.mp3"), None, "v").1, "record");
     }
 }
