@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Regenerates the audio fixtures of src/audio/codec.rs's tests, made the way users' clients make
-# them: espeak-ng speech, Debian's ffmpeg (libmp3lame, libopus, libvorbis, libopencore-amrnb) and
+# Regenerates the audio fixtures of src/audio/codec.rs's tests and tests/api/voice_formats.rs, made
+# the way users' clients make them: espeak-ng speech, Debian's ffmpeg (libmp3lame, libopus, libvorbis, libopencore-amrnb) and
 # the PyPI SILK encoders (silk-python as `pysilk`, the one AstrBot uses; pilk). Not run by CI.
 #   apt-get install espeak-ng ffmpeg sox && python3 -m venv /tmp/silk && /tmp/silk/bin/pip install silk-python pilk
 #   PYTHON=/tmp/silk/bin/python src/audio/testdata/make-fixtures.sh
@@ -12,8 +12,13 @@ trap 'rm -rf "$tmp"' EXIT
 ff() { ffmpeg -v error -y "$@"; }
 out() { echo -map_metadata -1 -fflags +bitexact -flags:a +bitexact; }
 
-espeak-ng -w "$tmp/speech.wav" "Hello, one two three."
-ff -i "$tmp/speech.wav" $(out) -ar 16000 -ac 1 -c:a pcm_s16le hello-16k.wav
+# US English "Hello world.", which the offline recogniser (pocketsphinx en-us) hears in every format,
+# even through AMR's 8 kHz; padded to 1.6 s (a quarter second before), over a quiet pink-noise floor
+# as a microphone has: pocketsphinx mishears speech that starts from digital silence.
+espeak-ng -v en-us -w "$tmp/speech.wav" "Hello world."
+ff -i "$tmp/speech.wav" -f lavfi -i "anoisesrc=d=1.6:c=pink:r=22050:a=0.002:s=42" \
+  -filter_complex "[0]adelay=250,apad=whole_dur=1.6[s];[s][1]amix=inputs=2:duration=first:normalize=0" \
+  $(out) -ar 16000 -ac 1 -c:a pcm_s16le hello-16k.wav
 ff -i hello-16k.wav $(out) -c:a libmp3lame -b:a 32k hello.mp3
 ff -i hello-16k.wav $(out) -c:a libopus -b:a 24k hello-opus.ogg
 # Piped, so the clusters have unknown sizes, as in a browser's MediaRecorder output.
