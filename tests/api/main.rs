@@ -16,4 +16,5 @@ mod files;
 mod hardening;
 mod im;
 mod live;
+mod voice_formats;
 mod ws;
