@@ -64,11 +64,6 @@ impl AudioCodecs {
         self.slots
     }
 
-    /// The longest input decoded, in seconds.
-    pub fn max_input_secs(&self) -> u32 {
-        self.max_input_secs
-    }
-
     /// Decodes `audio` (the bytes decide the format; `declared` only fills in for raw PCM) to a
     /// 16 kHz mono 16-bit WAV, as speech recognition takes it.
     pub async fn decode_for_stt(&self, audio: Bytes, declared: Option<AudioFormat>) -> Result<Bytes, AudioError> {

@@ -1,4 +1,5 @@
-//! The Live turn: speech to text, a run with sentence-level speech, and its Live frames. The
+//! The Live turn: speech to text (the utterance decoded first: raw PCM, or an encoded file
+//! recognised by its magic number), a run with sentence-level speech, and its Live frames. The
 //! [`crate::voice::live::LiveSession`] state machine starts one per utterance (or `text_input`)
 //! through [`LiveRunner`], and cancels it on interrupt, barge-in or disconnect.
 
@@ -22,6 +23,9 @@ use crate::voice::speak::{Playback, Speech};
 
 /// How an utterance is named in errors.
 const UTTERANCE: &str = "utterance";
+
+/// What was said, when hearing it started, and the session's history read meanwhile.
+type Heard = (String, Instant, Option<Vec<crate::store::MessageRecord>>);
 
 /// Runs the Live turns of one connection, in its own session (`webchat_live!<user>!<uuid>`).
 pub struct LiveRunner {
@@ -64,7 +68,7 @@ impl Ctx {
     }
 
     /// The text of the turn (transcribed for an utterance), and the history read meanwhile.
-    async fn hear(&self, input: LiveInput) -> Option<(String, Instant, Option<Vec<crate::store::MessageRecord>>)> {
+    async fn hear(&self, input: LiveInput) -> Option<Heard> {
         match input {
             LiveInput::Text(t) => {
                 let started = Instant::now();
@@ -75,24 +79,9 @@ impl Ctx {
         }
     }
 
-    /// An utterance: raw PCM, or an encoded file (decided from its bytes), decoded to a WAV, then
-    /// transcribed while the history is read.
-    async fn hear_audio(
-        &self,
-        mut audio: Vec<u8>,
-        assembled_from: Instant,
-    ) -> Option<(String, Instant, Option<Vec<crate::store::MessageRecord>>)> {
-        if codec::sniff(&audio).is_none() {
-            // Raw PCM, as before: a trailing odd byte is not a sample.
-            audio.truncate(audio.len() & !1);
-        }
-        let wav = match self.agent.decode_for_stt(Bytes::from(audio), Some(AudioFormat::Pcm16), UTTERANCE).await {
-            Ok(wav) => wav,
-            Err(e) => {
-                self.refuse_audio(e).await;
-                return None;
-            }
-        };
+    /// An utterance, decoded to a WAV, then transcribed while the history is read.
+    async fn hear_audio(&self, audio: Vec<u8>, assembled_from: Instant) -> Option<Heard> {
+        let wav = self.decode_utterance(audio).await?;
         let assemble = assembled_from.elapsed().as_secs_f64();
         self.metrics(json!({"wav_assemble_time": assemble, "input_type": "audio"})).await;
         let started = Instant::now();
@@ -107,6 +96,28 @@ impl Ctx {
             self.agent.recognise(wav, UTTERANCE, "speech"),
             self.agent.store.recent_messages(&self.session_id, turns)
         );
+        let text = self.transcript(heard).await?;
+        Some((text, started, history.ok()))
+    }
+
+    /// Raw PCM, or an encoded file recognised by its magic number, as a 16 kHz WAV; `None` once
+    /// the client was told why not.
+    async fn decode_utterance(&self, mut audio: Vec<u8>) -> Option<Bytes> {
+        if codec::sniff(&audio).is_none() {
+            // Raw PCM, as before: a trailing odd byte is not a sample.
+            audio.truncate(audio.len() & !1);
+        }
+        match self.agent.decode_for_stt(Bytes::from(audio), Some(AudioFormat::Pcm16), UTTERANCE).await {
+            Ok(wav) => Some(wav),
+            Err(e) => {
+                self.refuse_audio(e).await;
+                None
+            }
+        }
+    }
+
+    /// The trimmed transcript; `None` once the client was told it failed or heard nothing.
+    async fn transcript(&self, heard: Result<String, TurnError>) -> Option<String> {
         match heard {
             Err(TurnError::Transcription { err, .. }) => {
                 let text = format!("处理失败: {}", err.public_message());
@@ -121,7 +132,7 @@ impl Ctx {
                 self.out.error_and_end("STT_EMPTY", "No speech was recognised (empty transcript)").await;
                 None
             }
-            Ok(t) => Some((t.trim().to_string(), started, history.ok())),
+            Ok(t) => Some(t.trim().to_string()),
         }
     }
 
