@@ -17,17 +17,10 @@ command -v chromium >/dev/null 2>&1 || missing+=(chromium)
 command -v node >/dev/null 2>&1 || missing+=(nodejs)
 command -v npm >/dev/null 2>&1 || missing+=(npm)
 python3 -m pip --version >/dev/null 2>&1 || missing+=(python3-pip)
-if [ ${#missing[@]} -gt 0 ]; then
-  if command -v apt-get >/dev/null 2>&1; then
-    sudo=""
-    [ "$(id -u)" -ne 0 ] && sudo="sudo"
-    echo "installing ${missing[*]}"
-    $sudo apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-  else
-    echo "warning: ${missing[*]} not installed and apt-get is unavailable; voice and PDF tests will fail" >&2
-  fi
-fi
+# shellcheck source=scripts/deps.sh
+source scripts/deps.sh
+build_deps
+install_missing "the build, voice, PDF or browser tests"
 
 # AstrBot 4.29.3's WebUI build, from its wheel on PyPI (downloaded once, never committed).
 webui="target/astrbot-webui"

@@ -108,6 +108,7 @@ impl AppState {
             max_events: config.runs.max_events,
             max_log_bytes: config.runs.max_log_bytes,
             max_active: config.runs.max_active,
+            audio: crate::agent::audio::AudioCodecs::new(config.live.max_utterance_secs),
             attachments_dir: config.data_dir.join("attachments"),
             tasks: tasks.clone(),
             shutdown: shutdown.clone(),

@@ -3,6 +3,7 @@
 
 use std::path::Path;
 
+use crate::audio::codec::AudioFormat;
 use crate::store::{AttachmentRecord, Store, StoreError, now_micros};
 
 /// Bytes inspected for magic numbers.
@@ -26,10 +27,20 @@ pub fn kind_of(mime: &str) -> &'static str {
 /// declared type (or the extension's), but then never a media kind — a file that only *claims*
 /// to be an image is not sent to a model as one.
 pub fn classify(head: &[u8], declared: Option<&str>, filename: &str) -> (String, &'static str) {
+    // Voice as speech input recognises it, where `infer` does not: it knows no SILK (QQ/WeChat)
+    // and takes the Skype form's `#!SILK_V3`, like a short `#!AMR` file, for a shell script; it
+    // misses some MP3 frames without a tag.
+    let voice = crate::audio::codec::sniff(head);
+    if let Some(format @ (AudioFormat::Silk | AudioFormat::Amr)) = voice {
+        return (format.mime().to_string(), "record");
+    }
     if let Some(t) = infer::get(head) {
         let mime = t.mime_type().to_string();
         let kind = kind_of(&mime);
         return (mime, kind);
+    }
+    if let Some(format) = voice {
+        return (format.mime().to_string(), "record");
     }
     let mime = declared
         .map(|d| d.split(';').next().unwrap_or(d).trim().to_ascii_lowercase())
@@ -152,5 +163,14 @@ mod tests {
         assert_eq!(classify(b"hello", Some("image/png"), "a.png"), ("image/png".to_string(), "file"));
         assert_eq!(classify(b"hello", Some("text/plain; charset=utf-8"), "a"), ("text/plain".to_string(), "file"));
         assert_eq!(classify(b"hello", None, "notes.md").0, "text/markdown");
+        // Voice `infer` does not know is still a record, by its magic number.
+        let silk = include_bytes!("audio/testdata/hello-tencent.silk");
+        assert_eq!(classify(silk, Some("application/octet-stream"), "v.silk"), ("audio/silk".to_string(), "record"));
+        let skype = include_bytes!("audio/testdata/hello-skype.silk");
+        assert_eq!(classify(skype, None, "v").1, "record", "not a shell script");
+        assert_eq!(classify(b"#!AMR\n\x3c\x01", None, "v"), ("audio/amr".to_string(), "record"));
+        assert_eq!(classify(b"#!/bin/sh\necho", None, "run.sh").1, "file");
+        assert_eq!(classify(include_bytes!("audio/testdata/hello.amr"), None, "v").1, "record");
+        assert_eq!(classify(include_bytes!("audio/testdata/hello.mp3"), None, "v").1, "record");
     }
 }

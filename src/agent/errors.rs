@@ -2,6 +2,7 @@
 //! contract); how each error is shown — an HTTP status, a WebSocket error code, an OpenAI error
 //! object — is decided by each front door (`http/errors.rs`), never by matching on the text.
 
+use crate::audio::codec::CodecError;
 use crate::auth::UserError;
 use crate::providers::stt::SttError;
 use crate::store::StoreError;
@@ -66,6 +67,10 @@ pub enum TurnError {
     /// the provider's failure (502).
     #[error("transcribing {what} failed: {}", err.public_message())]
     Transcription { what: String, err: SttError },
+    /// Voice the client sent that cannot be decoded: corrupt, unsupported, unrecognised, or
+    /// longer than `[live] max_utterance_secs` (400). `what` names it, the error the format.
+    #[error("{what}: {err}")]
+    Audio { what: String, err: CodecError },
     #[error("No LLM provider is configured")]
     NoProvider,
     #[error("Too many concurrent runs")]

@@ -1,4 +1,5 @@
-//! The Live turn: speech to text, a run with sentence-level speech, and its Live frames. The
+//! The Live turn: speech to text (the utterance decoded first: raw PCM, or an encoded file
+//! recognised by its magic number), a run with sentence-level speech, and its Live frames. The
 //! [`crate::voice::live::LiveSession`] state machine starts one per utterance (or `text_input`)
 //! through [`LiveRunner`], and cancels it on interrupt, barge-in or disconnect.
 
@@ -6,6 +7,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use base64::Engine;
+use bytes::Bytes;
 use futures_util::future::BoxFuture;
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
@@ -14,9 +16,16 @@ use super::Agent;
 use super::errors::{SessionError, TurnError};
 use super::events::AgentEvent;
 use super::turn::{ProfileSelect, SessionTarget, TurnInput, TurnKind, TurnRequest, title_from_text};
+use crate::audio::codec::{self, AudioFormat, CodecError};
 use crate::auth::Caller;
-use crate::voice::live::{LiveInput, LiveOut, LiveTurns, SAMPLE_RATE, Text, TextAt, TurnOut};
+use crate::voice::live::{LiveInput, LiveOut, LiveTurns, Text, TextAt, TurnOut};
 use crate::voice::speak::{Playback, Speech};
+
+/// How an utterance is named in errors.
+const UTTERANCE: &str = "utterance";
+
+/// What was said, when hearing it started, and the session's history read meanwhile.
+type Heard = (String, Instant, Option<Vec<crate::store::MessageRecord>>);
 
 /// Runs the Live turns of one connection, in its own session (`webchat_live!<user>!<uuid>`).
 pub struct LiveRunner {
@@ -59,49 +68,84 @@ impl Ctx {
     }
 
     /// The text of the turn (transcribed for an utterance), and the history read meanwhile.
-    async fn hear(&self, input: LiveInput) -> Option<(String, Instant, Option<Vec<crate::store::MessageRecord>>)> {
+    async fn hear(&self, input: LiveInput) -> Option<Heard> {
         match input {
             LiveInput::Text(t) => {
                 let started = Instant::now();
                 self.metrics(json!({"input_type": "text"})).await;
                 Some((t, started, None))
             }
-            LiveInput::Audio { pcm, assembled_from } => {
-                let wav = crate::audio::wav::pcm16_to_wav(&pcm, SAMPLE_RATE, 1);
-                let assemble = assembled_from.elapsed().as_secs_f64();
-                self.metrics(json!({"wav_assemble_time": assemble, "input_type": "audio"})).await;
-                let started = Instant::now();
-                let Some(stt) = self.agent.providers.stt() else {
-                    self.out
-                        .error_and_end("STT_NOT_CONFIGURED", "No STT provider is configured (语音识别服务未配置)")
-                        .await;
-                    return None;
-                };
-                self.metrics(json!({"stt": stt.name()})).await;
-                // The history does not depend on what was said: read it while STT runs.
-                let turns = i64::from(self.agent.profiles.default_profile().history_turns) * 2;
-                let (heard, history) = tokio::join!(
-                    self.agent.transcribe(bytes::Bytes::from(wav), "live.wav", "audio/wav", "live.wav", "speech"),
-                    self.agent.store.recent_messages(&self.session_id, turns)
-                );
-                match heard {
-                    Err(TurnError::Transcription { err, .. }) => {
-                        let text = format!("处理失败: {}", err.public_message());
-                        self.out.error_and_end("STT_ERROR", &text).await;
-                        None
-                    }
-                    Err(e) => {
-                        self.out.error_and_end("STT_ERROR", &e.to_string()).await;
-                        None
-                    }
-                    Ok(t) if t.trim().is_empty() => {
-                        self.out.error_and_end("STT_EMPTY", "No speech was recognised (empty transcript)").await;
-                        None
-                    }
-                    Ok(t) => Some((t.trim().to_string(), started, history.ok())),
-                }
+            LiveInput::Audio { audio, assembled_from } => self.hear_audio(audio, assembled_from).await,
+        }
+    }
+
+    /// An utterance, decoded to a WAV, then transcribed while the history is read.
+    async fn hear_audio(&self, audio: Vec<u8>, assembled_from: Instant) -> Option<Heard> {
+        let wav = self.decode_utterance(audio).await?;
+        let assemble = assembled_from.elapsed().as_secs_f64();
+        self.metrics(json!({"wav_assemble_time": assemble, "input_type": "audio"})).await;
+        let started = Instant::now();
+        let Some(stt) = self.agent.providers.stt() else {
+            self.out.error_and_end("STT_NOT_CONFIGURED", "No STT provider is configured (语音识别服务未配置)").await;
+            return None;
+        };
+        self.metrics(json!({"stt": stt.name()})).await;
+        // The history does not depend on what was said: read it while STT runs.
+        let turns = i64::from(self.agent.profiles.default_profile().history_turns) * 2;
+        let (heard, history) = tokio::join!(
+            self.agent.recognise(wav, UTTERANCE, "speech"),
+            self.agent.store.recent_messages(&self.session_id, turns)
+        );
+        let text = self.transcript(heard).await?;
+        Some((text, started, history.ok()))
+    }
+
+    /// Raw PCM, or an encoded file recognised by its magic number, as a 16 kHz WAV; `None` once
+    /// the client was told why not.
+    async fn decode_utterance(&self, mut audio: Vec<u8>) -> Option<Bytes> {
+        if codec::sniff(&audio).is_none() {
+            // Raw PCM, as before: a trailing odd byte is not a sample.
+            audio.truncate(audio.len() & !1);
+        }
+        match self.agent.decode_for_stt(Bytes::from(audio), Some(AudioFormat::Pcm16), UTTERANCE).await {
+            Ok(wav) => Some(wav),
+            Err(e) => {
+                self.refuse_audio(e).await;
+                None
             }
         }
+    }
+
+    /// The trimmed transcript; `None` once the client was told it failed or heard nothing.
+    async fn transcript(&self, heard: Result<String, TurnError>) -> Option<String> {
+        match heard {
+            Err(TurnError::Transcription { err, .. }) => {
+                let text = format!("处理失败: {}", err.public_message());
+                self.out.error_and_end("STT_ERROR", &text).await;
+                None
+            }
+            Err(e) => {
+                self.out.error_and_end("STT_ERROR", &e.to_string()).await;
+                None
+            }
+            Ok(t) if t.trim().is_empty() => {
+                self.out.error_and_end("STT_EMPTY", "No speech was recognised (empty transcript)").await;
+                None
+            }
+            Ok(t) => Some(t.trim().to_string()),
+        }
+    }
+
+    /// An utterance that cannot be decoded: too long (`AUDIO_TOO_LONG`, as for raw PCM over the
+    /// cap), not audio we know, or corrupt (`INVALID_MESSAGE_FORMAT`, naming the format).
+    async fn refuse_audio(&self, e: TurnError) {
+        let code = match &e {
+            TurnError::Audio { err: CodecError::TooLong { .. }, .. } => "AUDIO_TOO_LONG",
+            TurnError::Audio { .. } => "INVALID_MESSAGE_FORMAT",
+            _ => "PROCESSING_ERROR",
+        };
+        let text = if code == "PROCESSING_ERROR" { "Internal server error".to_string() } else { e.to_string() };
+        self.out.error_and_end(code, &text).await;
     }
 
     async fn turn(self, input: LiveInput) {

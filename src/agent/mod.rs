@@ -1,9 +1,11 @@
 //! The agent: the turn service every front door calls ([`turn`]), the run task and its replay
 //! log ([`runs`], [`pipeline`]), sessions ([`sessions`]), proactive messages ([`proactive`]),
-//! the Live turn ([`live`]), and what they are made of (profiles, input, prompts, history).
+//! the Live turn ([`live`]), speech in and out ([`stt`], [`audio`]), and what they are made of
+//! (profiles, input, prompts, history).
 //! Nothing here imports axum or knows a wire format; front doors render [`events::AgentEvent`]
 //! and map the typed [`errors`].
 
+pub mod audio;
 pub mod chatui;
 pub mod checkpoint;
 pub mod compat;
@@ -55,6 +57,8 @@ pub struct Agent {
     pub max_log_bytes: usize,
     /// Runs active at once (`[runs] max_active`).
     pub max_active: usize,
+    /// Decoding voice for STT and encoding speech, on a bounded blocking pool.
+    pub audio: audio::AudioCodecs,
     /// Where generated media (spoken replies) is saved.
     pub attachments_dir: std::path::PathBuf,
     pub tasks: TaskTracker,

@@ -1,31 +1,44 @@
 //! Speech to text for every front door: voice records attached to chat messages, voice messages
-//! of `/v1/conversation`, Live utterances. One place for the limits and for what a failure means.
+//! of `/v1/conversation`, Live utterances (and later `/v1/audio/transcriptions`). One place for
+//! the limits and for what a failure means. Whatever the format, the audio is first decoded to
+//! 16 kHz mono WAV ([`super::audio`]), so every STT provider takes every format.
 
 use bytes::Bytes;
 
 use super::Agent;
 use super::errors::TurnError;
 use super::input::Resolved;
+use crate::audio::codec::AudioFormat;
 
 /// Voice records transcribed for one message, and the largest one.
 const MAX_RECORDS: usize = 4;
 const MAX_RECORD_BYTES: i64 = 25 * 1024 * 1024;
 
 impl Agent {
-    /// Transcribes `audio`; `what` names the input in errors (a file name, `messages[1]`…) and
-    /// `subject` what cannot be transcribed without a provider (`record attachments`…).
+    /// Transcribes `audio` in any supported format: the bytes decide the format, `declared` only
+    /// fills in for headerless PCM. `what` names the input in errors (a file name,
+    /// `messages[1]`…) and `subject` what cannot be transcribed without a provider
+    /// (`record attachments`…).
     pub async fn transcribe(
         &self,
         audio: Bytes,
-        filename: &str,
-        mime: &str,
+        declared: Option<AudioFormat>,
         what: &str,
         subject: &'static str,
     ) -> Result<String, TurnError> {
+        if self.providers.stt().is_none() {
+            return Err(TurnError::NoStt(subject));
+        }
+        let wav = self.decode_for_stt(audio, declared, what).await?;
+        self.recognise(wav, what, subject).await
+    }
+
+    /// Speech recognition of a 16 kHz mono WAV made by [`Agent::decode_for_stt`].
+    pub async fn recognise(&self, wav: Bytes, what: &str, subject: &'static str) -> Result<String, TurnError> {
         let Some(stt) = self.providers.stt() else {
             return Err(TurnError::NoStt(subject));
         };
-        stt.transcribe(audio, filename, mime).await.map_err(|err| {
+        stt.transcribe(wav, "speech.wav", "audio/wav").await.map_err(|err| {
             tracing::warn!(error = %err, what, "transcription failed");
             TurnError::Transcription { what: what.to_string(), err }
         })
@@ -56,9 +69,11 @@ impl Agent {
         for (rec, filename) in records {
             let path = self.prompt.attachments_dir.join(&rec.stored_name);
             let bytes = tokio::fs::read(&path).await.map_err(|e| TurnError::Internal(e.to_string()))?;
-            out.push(
-                self.transcribe(Bytes::from(bytes), filename, &rec.mime_type, filename, "record attachments").await?,
-            );
+            // The stored type was sniffed at upload; the name's extension is the last resort.
+            let declared = AudioFormat::from_name(&rec.mime_type)
+                .or_else(|| rec.original_name.rsplit_once('.').and_then(|(_, ext)| AudioFormat::from_name(ext)));
+            let what = format!("record {filename}");
+            out.push(self.transcribe(Bytes::from(bytes), declared, &what, "record attachments").await?);
         }
         Ok(out)
     }

@@ -2,10 +2,10 @@
 //!
 //! Request `{session_id, user_id, group_id?, nickname?, messages:[{type: text|image|voice, value,
 //! format?}], is_manager?, prefered_format?}`. Images (base64) go to the model; voice (base64 +
-//! `format`) is transcribed by the STT provider. The answer is SSE: one
-//! `data: {"messages":[…]}` frame with the reply as `text`, plus `voice` as a
-//! `data:audio/wav;base64,…` URL when the profile speaks (`tts = true`). Only WAV can be produced:
-//! asking for mp3, silk or amr voice is a 400 that names the supported formats.
+//! `format`) in any supported format is decoded and transcribed by the agent. The answer is SSE:
+//! one `data: {"messages":[…]}` frame with the reply as `text`, plus `voice` as a `data:` URL in
+//! `prefered_format` (wav, mp3, silk, amr; default wav) when the profile speaks (`tts = true`);
+//! asking for another format is a 400 that names the supported ones.
 //!
 //! Sessions are stored as `conv!<session_id>` (platform `conversation`), owned by the first
 //! `user_id`; a group's members share them.
@@ -21,12 +21,14 @@ use serde_json::{Map, Value, json};
 use crate::agent::events::AgentEvent;
 use crate::agent::turn::{ProfileSelect, SessionTarget, TurnInput, TurnKind, TurnRequest};
 use crate::app::AppState;
+use crate::audio::codec::AudioFormat;
 use crate::auth::Caller;
 use crate::error::{ApiError, ApiJson, ApiResult};
 
 pub const SESSION_PREFIX: &str = "conv!";
-/// Voice formats astrgate can produce.
-pub const SUPPORTED_VOICE_OUT: &[&str] = &["wav"];
+/// Voice formats astrgate can produce, named in `prefered_format` as [`AudioFormat::name`].
+pub const SUPPORTED_VOICE_OUT: [AudioFormat; 4] =
+    [AudioFormat::Wav, AudioFormat::Mp3, AudioFormat::Silk, AudioFormat::Amr];
 const MAX_MESSAGES: usize = 32;
 
 fn text_field(obj: &Map<String, Value>, key: &str, required: bool) -> ApiResult<Option<String>> {
@@ -109,13 +111,18 @@ pub async fn converse(
     };
 
     let agent = &state.agent;
-    let tts = if agent.compat_profile().tts { agent.providers.tts().cloned() } else { None };
-    if tts.is_some() && !SUPPORTED_VOICE_OUT.contains(&format.as_str()) {
-        return Err(ApiError::bad_request(format!(
-            "prefered_format \"{format}\" is not supported: astrgate has no {format} encoder; supported formats: {}",
-            SUPPORTED_VOICE_OUT.join(", ")
-        )));
-    }
+    let speaks = agent.compat_profile().tts && agent.providers.tts().is_some();
+    let voice_out = match SUPPORTED_VOICE_OUT.into_iter().find(|f| f.name() == format) {
+        Some(f) => f,
+        None if speaks => {
+            let names: Vec<&str> = SUPPORTED_VOICE_OUT.iter().map(|f| f.name()).collect();
+            return Err(ApiError::bad_request(format!(
+                "prefered_format \"{format}\" is not supported: astrgate has no {format} encoder; supported formats: {}",
+                names.join(", ")
+            )));
+        }
+        None => AudioFormat::Wav,
+    };
 
     let skey = format!("{SESSION_PREFIX}{session_id}");
     agent.precheck_compat(&skey)?;
@@ -158,6 +165,7 @@ pub async fn converse(
         }
     };
 
+    let agent = state.agent.clone();
     let stream = futures_util::stream::once(async move {
         let mut sub = run.subscribe(0);
         let mut batch = Vec::new();
@@ -181,11 +189,12 @@ pub async fn converse(
             }
             None => {
                 let mut msgs = vec![json!({"type": "text", "value": text})];
-                if let Some(tts) = tts.filter(|_| !text.trim().is_empty()) {
-                    match tts.synthesize(&text).await {
+                if speaks && !text.trim().is_empty() {
+                    match agent.synthesize(&text, voice_out).await {
                         Ok(audio) => {
                             let b64 = base64::engine::general_purpose::STANDARD.encode(&audio);
-                            msgs.push(json!({"type": "voice", "value": format!("data:audio/wav;base64,{b64}"), "format": "wav"}));
+                            let url = format!("data:{};base64,{b64}", voice_out.mime());
+                            msgs.push(json!({"type": "voice", "value": url, "format": format}));
                         }
                         Err(e) => tracing::warn!(error = %e, "conversation: speaking the reply failed"),
                     }

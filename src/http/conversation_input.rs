@@ -1,5 +1,6 @@
 //! The `messages` of a `/v1/conversation` request: text, base64 images, base64 voice, decoded
-//! once and checked before anything is stored. Voice goes through the agent's STT.
+//! once and checked before anything is stored. Voice in any supported format (wav, mp3, silk,
+//! amr, ogg, webm, raw PCM) goes through the agent's decode and STT.
 
 use base64::Engine;
 use bytes::Bytes;
@@ -8,6 +9,7 @@ use serde_json::{Value, json};
 use crate::agent::Agent;
 use crate::agent::errors::TurnError;
 use crate::agent::media::Media;
+use crate::audio::codec::{self, AudioFormat};
 
 /// The request's content: the model's parts, the stored parts, and the media to keep.
 pub struct Decoded {
@@ -74,24 +76,20 @@ pub async fn decode(agent: &Agent, messages: &[Value]) -> Result<Decoded, TurnEr
             "voice" => {
                 let (bytes, _) =
                     decode_b64(value).ok_or_else(|| invalid(format!("messages[{i}].value is not valid base64")))?;
-                let vf = m.get("format").and_then(Value::as_str).unwrap_or("wav").to_ascii_lowercase();
-                let mime = match vf.as_str() {
-                    "mp3" => "audio/mpeg",
-                    "amr" => "audio/amr",
-                    "silk" => "audio/silk",
-                    "ogg" => "audio/ogg",
-                    _ => "audio/wav",
-                };
                 let bytes = Bytes::from(bytes);
-                let name = format!("voice.{vf}");
+                // The bytes decide; `format` only names headerless PCM (and an unknown name says nothing).
+                let declared = m.get("format").and_then(Value::as_str).and_then(AudioFormat::from_name);
                 let what = format!("messages[{i}]");
-                let text = agent.transcribe(bytes.clone(), &name, mime, &what, "voice messages").await?;
+                let text = agent.transcribe(bytes.clone(), declared, &what, "voice messages").await?;
                 if text.trim().is_empty() {
                     return Err(invalid(format!("messages[{i}]: no speech was recognised")));
                 }
+                // Decoded, so recognised: named after what it is, not what it was said to be.
+                let format = codec::sniff(&bytes).or(declared).unwrap_or(AudioFormat::Wav);
+                let (name, mime) = (format!("voice.{}", format.extension()), format.mime().to_string());
                 out.model_parts.push(json!({"type": "text", "text": text}));
                 out.stored_parts.push(json!({"type": "record", "attachment_id": null, "filename": name, "mime_type": mime, "transcript": text}));
-                out.media.push(Media { index: out.stored_parts.len() - 1, name, mime: mime.to_string(), bytes });
+                out.media.push(Media { index: out.stored_parts.len() - 1, name, mime, bytes });
             }
             other => return Err(invalid(format!("messages[{i}].type must be text, image or voice, got {other:?}"))),
         }

@@ -33,9 +33,11 @@ pub fn session_error(e: SessionError) -> ApiError {
 pub fn turn_error_status(e: &TurnError) -> StatusCode {
     match e {
         TurnError::User(UserError::BoundToAnother | UserError::Reserved) => StatusCode::FORBIDDEN,
-        TurnError::User(_) | TurnError::Config(_) | TurnError::Invalid(_) | TurnError::NoStt(_) => {
-            StatusCode::BAD_REQUEST
-        }
+        TurnError::User(_)
+        | TurnError::Config(_)
+        | TurnError::Invalid(_)
+        | TurnError::NoStt(_)
+        | TurnError::Audio { .. } => StatusCode::BAD_REQUEST,
         TurnError::Session(SessionError::NotFound | SessionError::RunUnavailable) => StatusCode::NOT_FOUND,
         TurnError::Session(SessionError::NotYours | SessionError::RunNotYours) => StatusCode::FORBIDDEN,
         TurnError::Session(SessionError::Busy) => StatusCode::CONFLICT,
@@ -56,7 +58,9 @@ pub fn turn_error(e: TurnError) -> ApiError {
     match e {
         TurnError::User(u) => user_error(u),
         TurnError::Session(s) => session_error(s),
-        TurnError::Config(_) | TurnError::Invalid(_) | TurnError::NoStt(_) => ApiError::bad_request(e.to_string()),
+        TurnError::Config(_) | TurnError::Invalid(_) | TurnError::NoStt(_) | TurnError::Audio { .. } => {
+            ApiError::bad_request(e.to_string())
+        }
         TurnError::Transcription { err: crate::providers::stt::SttError::Unsupported(_), .. } => {
             ApiError::bad_request(e.to_string())
         }
@@ -104,6 +108,8 @@ pub fn ws_code(e: &TurnError) -> &'static str {
         TurnError::Transcription { .. } | TurnError::Store(_) | TurnError::Internal(_) | TurnError::Overloaded(_) => {
             "PROCESSING_ERROR"
         }
-        TurnError::Invalid(_) | TurnError::NoStt(_) | TurnError::NoProvider => "INVALID_MESSAGE",
+        TurnError::Invalid(_) | TurnError::NoStt(_) | TurnError::Audio { .. } | TurnError::NoProvider => {
+            "INVALID_MESSAGE"
+        }
     }
 }

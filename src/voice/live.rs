@@ -17,7 +17,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-/// PCM of Live utterances: 16-bit mono at this rate.
+/// Raw PCM of Live utterances: 16-bit mono at this rate.
 pub const SAMPLE_RATE: u32 = 16_000;
 /// AstrBot's text for an utterance that cannot be assembled.
 pub const ASSEMBLY_FAILED: &str = "音频组装失败";
@@ -162,9 +162,11 @@ impl TurnOut {
 /// What a Live turn starts from.
 #[derive(Debug, Clone, PartialEq)]
 pub enum LiveInput {
-    /// An utterance: 16 kHz mono 16-bit PCM, and when its assembly began.
+    /// An utterance as assembled from its parts, and when its assembly began: 16 kHz mono
+    /// 16-bit PCM, or a whole encoded file (WAV, MP3, Ogg, WebM, AMR, SILK) that the runner
+    /// recognises by its magic number and decodes.
     Audio {
-        pcm: Vec<u8>,
+        audio: Vec<u8>,
         assembled_from: Instant,
     },
     Text(String),
@@ -178,7 +180,8 @@ pub trait LiveTurns: Send + Sync + 'static {
 
 struct Utterance {
     stamp: Stamp,
-    pcm: Vec<u8>,
+    /// The parts' bytes, in order.
+    audio: Vec<u8>,
 }
 
 struct ActiveTurn {
@@ -229,7 +232,7 @@ impl LiveSession {
                 if self.busy() {
                     self.interrupt();
                 }
-                self.speaking = Some(Utterance { stamp, pcm: Vec::new() });
+                self.speaking = Some(Utterance { stamp, audio: Vec::new() });
             }
             LiveIn::SpeakingPart { data } => self.speaking_part(data),
             LiveIn::EndSpeaking { stamp } => self.end_speaking(stamp),
@@ -252,6 +255,9 @@ impl LiveSession {
         }
     }
 
+    /// Appends a part. The cap is in bytes, those of `max_utterance_secs` of 16 kHz mono PCM,
+    /// whatever the format: encoded audio fits far longer (its decoded length is capped by the
+    /// runner), and memory stays bounded either way.
     fn speaking_part(&mut self, data: Option<String>) {
         let max = self.max_utterance_secs as usize * SAMPLE_RATE as usize * 2;
         let Some(u) = self.speaking.as_mut() else {
@@ -259,12 +265,12 @@ impl LiveSession {
         };
         match data.map(|d| base64::engine::general_purpose::STANDARD.decode(d.trim())) {
             Some(Ok(bytes)) => {
-                if u.pcm.len() + bytes.len() > max {
+                if u.audio.len() + bytes.len() > max {
                     self.speaking = None;
                     let secs = self.max_utterance_secs;
                     return self.error("AUDIO_TOO_LONG", format!("utterance longer than {secs} s; discarded"));
                 }
-                u.pcm.extend_from_slice(&bytes);
+                u.audio.extend_from_slice(&bytes);
             }
             _ => self.error("INVALID_MESSAGE_FORMAT", "speaking_part data must be base64 PCM"),
         }
@@ -275,8 +281,8 @@ impl LiveSession {
             return self.error("PROCESSING_ERROR", "Session is busy");
         }
         match self.speaking.take() {
-            Some(u) if Some(&u.stamp) == stamp.as_ref() && u.pcm.len() >= 2 => {
-                self.start_turn(LiveInput::Audio { pcm: u.pcm, assembled_from: Instant::now() });
+            Some(u) if Some(&u.stamp) == stamp.as_ref() && u.audio.len() >= 2 => {
+                self.start_turn(LiveInput::Audio { audio: u.audio, assembled_from: Instant::now() });
             }
             other => {
                 // A mismatched stamp leaves the current utterance going.
@@ -447,7 +453,7 @@ mod tests {
         s.handle(frame(json!({"t": "end_speaking", "stamp": "a"})));
         assert_eq!(next(&mut rx).await, LiveOut::BotDeltaChunk { data: Text { text: "hi".into() } });
         let inputs = turns.inputs.lock().unwrap_or_else(|p| p.into_inner()).clone();
-        assert!(matches!(&inputs[..], [LiveInput::Audio { pcm, .. }] if pcm.len() == 1280));
+        assert!(matches!(&inputs[..], [LiveInput::Audio { audio, .. }] if audio.len() == 1280));
         // Busy: a second utterance or a text cannot start another turn.
         s.handle(frame(json!({"t": "text_input", "text": "more"})));
         assert_eq!(next(&mut rx).await, LiveOut::error("PROCESSING_ERROR", "Session is busy"));

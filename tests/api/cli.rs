@@ -141,6 +141,16 @@ pub async fn sigterm_and_wait(child: &mut tokio::process::Child) -> std::process
     tokio::time::timeout(Duration::from_secs(20), child.wait()).await.expect("exits after SIGTERM").unwrap()
 }
 
+/// The log of a server that stopped cleanly, once its last line was read: the reader runs in a
+/// task of its own and may still be behind when the process's exit is seen.
+pub async fn final_log(log: &Arc<Mutex<String>>) -> String {
+    eventually(|| async {
+        let log = log.lock().unwrap().clone();
+        log.contains("astrgate stopped").then_some(log)
+    })
+    .await
+}
+
 #[tokio::test]
 async fn secrets_never_reach_the_logs_and_sigterm_stops_cleanly() {
     let dir = tempfile::tempdir().unwrap();
@@ -174,12 +184,7 @@ async fn secrets_never_reach_the_logs_and_sigterm_stops_cleanly() {
 
     let status = sigterm_and_wait(&mut child).await;
     assert!(status.success(), "clean exit on SIGTERM: {status}");
-    // The process has exited; its last lines may still be in the pipe, on their way to the reader.
-    let log = eventually(|| {
-        let l = log.lock().unwrap().clone();
-        async move { l.contains("astrgate stopped").then_some(l) }
-    })
-    .await;
+    let log = final_log(&log).await;
     assert!(log.contains("api_key=***"), "requests are logged with redacted queries:\n{log}");
     for secret in [
         q_key,

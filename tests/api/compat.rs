@@ -310,13 +310,13 @@ async fn conversation_voice_in_and_voice_out_with_espeak() {
         (Some("voice.wav"), Some(rec.mime_type.as_str()))
     );
     assert!(part["transcript"].as_str().unwrap().contains("hello"));
-    // mp3 cannot be produced: a clear 400 naming what can.
-    let (s, b) = send(app.http.post(app.url("/v1/conversation")).bearer_auth(&key).json(&json!({"session_id": "v2", "user_id": "u", "messages": [{"type": "text", "value": "x"}], "prefered_format": "mp3"}))).await;
+    // Ogg cannot be produced: a clear 400 naming what can (tests/api/voice_formats.rs: the rest).
+    let (s, b) = send(app.http.post(app.url("/v1/conversation")).bearer_auth(&key).json(&json!({"session_id": "v2", "user_id": "u", "messages": [{"type": "text", "value": "x"}], "prefered_format": "ogg"}))).await;
     assert_error(
         s,
         &b,
         400,
-        "prefered_format \"mp3\" is not supported: astrgate has no mp3 encoder; supported formats: wav",
+        "prefered_format \"ogg\" is not supported: astrgate has no ogg encoder; supported formats: wav, mp3, silk, amr",
     );
 }
 
@@ -388,9 +388,10 @@ async fn conversation_rejects_every_bad_input_and_keeps_nothing() {
         ),
         (base(Value::Array(too_many)), 400, "too many messages (max 32)".into()),
         (
-            json!({"session_id": "s", "user_id": "u", "messages": [{"type": "text", "value": "x"}], "prefered_format": "silk"}),
+            json!({"session_id": "s", "user_id": "u", "messages": [{"type": "text", "value": "x"}], "prefered_format": "flac"}),
             400,
-            "prefered_format \"silk\" is not supported: astrgate has no silk encoder; supported formats: wav".into(),
+            "prefered_format \"flac\" is not supported: astrgate has no flac encoder; supported formats: wav, mp3, silk, amr"
+                .into(),
         ),
         // A good image, then a bad part: the image must not be kept.
         (

@@ -716,7 +716,7 @@ async fn a_generated_password_goes_to_a_private_file_when_not_on_a_terminal() {
     .await;
     assert_eq!(s, 200);
     crate::cli::sigterm_and_wait(&mut child).await;
-    let log = log.lock().unwrap().clone();
+    let log = crate::cli::final_log(&log).await;
     assert!(log.contains("dashboard-password.txt"), "{log}");
     assert!(!log.contains(&password), "the password reached the log:\n{log}");
 }
@@ -894,7 +894,7 @@ async fn the_server_keeps_accepting_after_running_out_of_descriptors() {
     let (s, b) = send(client().get(format!("{base}/healthz"))).await;
     assert_eq!(s, 200, "{b}");
     crate::cli::sigterm_and_wait(&mut child).await;
-    let log = log.lock().unwrap().clone();
+    let log = crate::cli::final_log(&log).await;
     let warnings = log.matches("accepting connections failed").count();
     assert_eq!(warnings, 1, "EMFILE is logged once a minute, not per attempt:\n{log}");
 }

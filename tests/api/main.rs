@@ -19,5 +19,6 @@ mod files;
 mod hardening;
 mod im;
 mod live;
+mod voice_formats;
 mod webui;
 mod ws;
