@@ -18,8 +18,23 @@ pub enum Piece {
 
 #[derive(Default)]
 pub struct StageTagFilter {
+    /// Input not yet decided (a tag or closing tag may still be completing).
     buf: String,
+    /// Decided text held back until the first tag is found.
+    held: String,
     found: bool,
+}
+
+/// What starts at a position of the input.
+enum Token {
+    /// A complete tag: its code and its length in bytes.
+    Tag(String, usize),
+    /// A stray closing tag (dropped).
+    Close,
+    /// A character of text, of this many bytes.
+    Char(usize),
+    /// Could still become a tag or a closing tag: wait for more input.
+    NeedMore,
 }
 
 impl StageTagFilter {
@@ -33,80 +48,79 @@ impl StageTagFilter {
 
     pub fn push(&mut self, delta: &str) -> Vec<Piece> {
         self.buf.push_str(delta);
-        let mut out = Vec::new();
-        if !self.found {
-            if let Some((code, start, end)) = find_tag(&self.buf) {
-                self.found = true;
-                out.push(Piece::Stage(code));
-                let before = self.buf[..start].to_string();
-                self.buf.replace_range(..end, "");
-                let after = self.drain_safe();
-                let text = before + &after;
-                if !text.is_empty() {
-                    out.push(Piece::Text(text));
-                }
-            }
-            return out;
-        }
-        let text = self.drain_safe();
-        if !text.is_empty() {
-            out.push(Piece::Text(text));
-        }
-        out
+        self.run(false)
     }
 
     /// The end of the output: everything held back is text (a tag never completed is text).
     pub fn finish(&mut self) -> Vec<Piece> {
-        let mut rest = std::mem::take(&mut self.buf);
-        strip_tags(&mut rest);
-        if rest.is_empty() { vec![] } else { vec![Piece::Text(rest)] }
+        let mut out = self.run(true);
+        let rest = std::mem::take(&mut self.held);
+        if !rest.is_empty() {
+            out.push(Piece::Text(rest));
+        }
+        out
     }
 
-    /// After the first tag: returns the text that cannot be part of a tag, removing whole tags.
-    fn drain_safe(&mut self) -> String {
-        strip_tags(&mut self.buf);
-        let hold = partial_tag_start(&self.buf).unwrap_or(self.buf.len());
-        let out = self.buf[..hold].to_string();
-        self.buf.replace_range(..hold, "");
+    /// Reads the input left to right, each position decided once: the first complete tag gives
+    /// the code, later tags and stray closing tags are dropped, the rest is text. Decisions need
+    /// at most a tag's length of lookahead, so the result does not depend on how the input was
+    /// cut into deltas.
+    fn run(&mut self, at_end: bool) -> Vec<Piece> {
+        let mut out = Vec::new();
+        let mut text = String::new();
+        let mut i = 0;
+        while i < self.buf.len() {
+            match token(&self.buf[i..], at_end) {
+                Token::NeedMore => break,
+                Token::Close => i += CLOSE.len(),
+                Token::Char(n) => {
+                    text.push_str(&self.buf[i..i + n]);
+                    i += n;
+                }
+                Token::Tag(code, n) => {
+                    if !self.found {
+                        self.found = true;
+                        out.push(Piece::Stage(code));
+                    }
+                    i += n;
+                }
+            }
+        }
+        self.buf.replace_range(..i, "");
+        if self.found {
+            let all = std::mem::take(&mut self.held) + &text;
+            if !all.is_empty() {
+                out.push(Piece::Text(all));
+            }
+        } else {
+            self.held.push_str(&text);
+        }
         out
     }
 }
 
-/// `(code, start, end)` of the first complete tag.
-fn find_tag(s: &str) -> Option<(String, usize, usize)> {
-    let mut from = 0;
-    while let Some(i) = s[from..].find(OPEN).map(|i| i + from) {
-        let body = i + OPEN.len();
-        match s[body..].find(CLOSE) {
-            Some(j) if j <= MAX_CODE => return Some((s[body..body + j].trim().to_string(), i, body + j + CLOSE.len())),
-            Some(_) => from = body,
-            None => return None,
-        }
+/// The token at the start of `s` (not empty).
+fn token(s: &str, at_end: bool) -> Token {
+    let wait = |fallback: Token| if at_end { fallback } else { Token::NeedMore };
+    let first = s.chars().next().map_or(1, char::len_utf8);
+    if s.starts_with(CLOSE) {
+        return Token::Close;
     }
-    None
-}
-
-/// Removes every complete `<state>…</state>` tag (and stray closing tags).
-fn strip_tags(s: &mut String) {
-    while let Some((_, a, b)) = find_tag(s) {
-        s.replace_range(a..b, "");
+    if let Some(body) = s.strip_prefix(OPEN) {
+        // The code is short and holds no `<` (in `<state><state>1</state>` the tag is the inner one).
+        return match body.find('<') {
+            Some(j) if j <= MAX_CODE && body[j..].starts_with(CLOSE) => {
+                Token::Tag(body[..j].trim().to_string(), OPEN.len() + j + CLOSE.len())
+            }
+            Some(j) if j <= MAX_CODE && CLOSE.starts_with(&body[j..]) => wait(Token::Char(first)),
+            None if body.len() <= MAX_CODE => wait(Token::Char(first)),
+            _ => Token::Char(first),
+        };
     }
-    while let Some(i) = s.find(CLOSE) {
-        s.replace_range(i..i + CLOSE.len(), "");
+    if s.len() < OPEN.len().max(CLOSE.len()) && (OPEN.starts_with(s) || CLOSE.starts_with(s)) {
+        return wait(Token::Char(first));
     }
-}
-
-/// Where a possibly incomplete tag starts: an unclosed `<state>…` or a `<` that could begin one.
-fn partial_tag_start(s: &str) -> Option<usize> {
-    if let Some(i) = s.rfind(OPEN)
-        && !s[i..].contains(CLOSE)
-        && s.len() - i <= OPEN.len() + MAX_CODE + CLOSE.len()
-    {
-        return Some(i);
-    }
-    let i = s.rfind('<')?;
-    let tail = &s[i..];
-    (OPEN.starts_with(tail) || CLOSE.starts_with(tail)).then_some(i)
+    Token::Char(first)
 }
 
 /// Applies the remap table, then looks up the display name (`""` when unknown).
@@ -177,5 +191,66 @@ mod tests {
         let names = [("1002".to_string(), "通话中".to_string())].into_iter().collect();
         assert_eq!(resolve("3001", &remap, &names), ("1002".into(), "通话中".into()));
         assert_eq!(resolve("7777", &remap, &names), ("7777".into(), String::new()));
+    }
+
+    mod props {
+        use super::*;
+        use proptest::prelude::*;
+
+        /// Model output built from the pieces that matter: tags whole and broken, stray brackets,
+        /// codes of every length, multi-byte text.
+        fn output() -> impl Strategy<Value = String> {
+            let atoms = prop::sample::select(vec![
+                "<state>",
+                "</state>",
+                "<state>1002</state>",
+                "<state> 7 </state>",
+                "<",
+                "<st",
+                "</sta",
+                ">",
+                "1234",
+                "0123456789012345678901234567890123456789",
+                "Hello ",
+                "通话中",
+                "<b>",
+                " ",
+            ]);
+            prop::collection::vec(atoms, 0..40).prop_map(|v| v.concat())
+        }
+
+        proptest! {
+            /// However the output is cut into deltas, the filter finds the same code and lets
+            /// through the same text as when it gets the output at once.
+            #[test]
+            fn streamed_equals_batched(text in output(), cuts in prop::collection::vec(0usize..400, 0..16)) {
+                let whole = run(&[text.as_str()]);
+                let mut idx: Vec<usize> =
+                    cuts.into_iter().map(|c| c % (text.len() + 1)).filter(|i| text.is_char_boundary(*i)).collect();
+                idx.sort_unstable();
+                idx.dedup();
+                let mut deltas = Vec::new();
+                let mut last = 0;
+                for i in idx {
+                    deltas.push(&text[last..i]);
+                    last = i;
+                }
+                deltas.push(&text[last..]);
+                prop_assert_eq!(run(&deltas), whole);
+            }
+
+            /// No complete tag ever reaches the text, and at most one code is reported.
+            #[test]
+            fn tags_never_leak(text in output()) {
+                let out = run(&[text.as_str()]);
+                prop_assert!(out.iter().filter(|p| matches!(p, Piece::Stage(_))).count() <= 1);
+                for p in &out {
+                    if let Piece::Text(t) = p {
+                        // Closing tags are always dropped, so no complete tag can be in the text.
+                        prop_assert!(!t.contains(CLOSE), "{:?}", t);
+                    }
+                }
+            }
+        }
     }
 }
