@@ -57,7 +57,8 @@ pub fn sanitize_filename(name: &str) -> String {
     let base = name.rsplit(['/', '\\']).next().unwrap_or("");
     let cleaned: String =
         base.chars().filter(|c| !c.is_control() && !matches!(c, ':' | '*' | '?' | '"' | '<' | '>' | '|')).collect();
-    let cleaned = cleaned.trim().trim_start_matches('.').trim();
+    // Dots and spaces in any mix (`. . .`) must not leave a name that starts with a dot.
+    let cleaned = cleaned.trim_start_matches(|c: char| c == '.' || c.is_whitespace()).trim_end();
     if cleaned.is_empty() {
         return "file".into();
     }
@@ -150,6 +151,8 @@ mod tests {
         assert_eq!(sanitize_filename("C:\\Windows\\evil.exe"), "evil.exe");
         assert_eq!(sanitize_filename("..."), "file");
         assert_eq!(sanitize_filename(".hidden"), "hidden");
+        assert_eq!(sanitize_filename("  ...      ...  "), "file", "dots and spaces in any mix");
+        assert_eq!(sanitize_filename(". . .x.txt"), "x.txt");
         assert_eq!(sanitize_filename("a\u{0}b\nc.txt"), "abc.txt");
         let long = format!("{}.png", "x".repeat(300));
         let s = sanitize_filename(&long);
