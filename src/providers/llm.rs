@@ -85,6 +85,10 @@ pub struct Usage {
 pub enum LlmEvent {
     Content(String),
     Reasoning(String),
+    /// A `tool_calls` delta, exactly as the provider sent it (an array of partial calls).
+    ToolCalls(Value),
+    /// The answer's `finish_reason` (`stop`, `length`, `tool_calls`…).
+    Finish(String),
     Usage(Usage),
 }
 
@@ -94,13 +98,20 @@ pub struct Completion {
     pub content: String,
     pub reasoning: String,
     pub usage: Option<Usage>,
+    /// The message's `tool_calls`, exactly as the provider sent them.
+    pub tool_calls: Option<Value>,
+    pub finish_reason: Option<String>,
 }
 
 /// What to ask. `messages` are OpenAI chat messages (content may be a string or parts).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct ChatRequest {
     pub model: String,
     pub messages: Vec<Value>,
+    /// Request parameters sent as they are (`temperature`, `tools`, `stop`…), checked by the
+    /// caller; they never replace `model`, `messages`, `stream` or `stream_options`. A request's
+    /// `max_tokens`/`max_completion_tokens` and `temperature` win over the provider's defaults.
+    pub params: serde_json::Map<String, Value>,
 }
 
 pub struct OpenAiProvider {
@@ -149,11 +160,17 @@ impl OpenAiProvider {
         if stream {
             body["stream_options"] = json!({"include_usage": true});
         }
-        if let Some(m) = self.max_tokens {
+        let asks = |k: &str| req.params.contains_key(k);
+        if let Some(m) = self.max_tokens.filter(|_| !asks("max_tokens") && !asks("max_completion_tokens")) {
             body["max_tokens"] = json!(m);
         }
-        if let Some(t) = self.temperature {
+        if let Some(t) = self.temperature.filter(|_| !asks("temperature")) {
             body["temperature"] = json!(t);
+        }
+        for (k, v) in &req.params {
+            if !matches!(k.as_str(), "model" | "messages" | "stream" | "stream_options") {
+                body[k.as_str()] = v.clone();
+            }
         }
         body
     }
@@ -213,6 +230,8 @@ impl OpenAiProvider {
             content: msg["content"].as_str().unwrap_or_default().to_string(),
             reasoning: reasoning_of(msg).unwrap_or_default().to_string(),
             usage: v.get("usage").and_then(parse_usage),
+            tool_calls: msg.get("tool_calls").filter(|t| !t.is_null()).cloned(),
+            finish_reason: v["choices"][0]["finish_reason"].as_str().map(str::to_string),
         })
     }
 }
@@ -316,8 +335,12 @@ impl ChatStream {
             if let Some(c) = d.content.filter(|c| !c.is_empty()) {
                 self.pending.push_back(LlmEvent::Content(c.into_owned()));
             }
-            if choice.finish_reason.is_some() {
+            if let Some(t) = d.tool_calls.filter(|t| !t.is_null()) {
+                self.pending.push_back(LlmEvent::ToolCalls(t));
+            }
+            if let Some(f) = choice.finish_reason {
                 self.finished_reason = true;
+                self.pending.push_back(LlmEvent::Finish(f.into_owned()));
             }
         }
         if let Some(u) = chunk.usage {
@@ -346,8 +369,8 @@ struct ChoiceRaw<'a> {
     #[serde(default, borrow)]
     delta: DeltaRaw<'a>,
     /// Present and not null once the answer is complete.
-    #[serde(default)]
-    finish_reason: Option<serde::de::IgnoredAny>,
+    #[serde(default, borrow)]
+    finish_reason: Option<std::borrow::Cow<'a, str>>,
 }
 
 #[derive(serde::Deserialize, Default)]
@@ -358,6 +381,9 @@ struct DeltaRaw<'a> {
     reasoning_content: Option<std::borrow::Cow<'a, str>>,
     #[serde(default, borrow)]
     reasoning: Option<std::borrow::Cow<'a, str>>,
+    /// Rare (tool use only), so an owned value costs nothing on ordinary chunks.
+    #[serde(default)]
+    tool_calls: Option<Value>,
 }
 
 #[derive(serde::Deserialize)]
