@@ -106,9 +106,15 @@ pub enum Content {
 pub enum ContentPart {
     Text(String),
     /// `image_url`: a base64 `data:image/…` URL or an `https://` URL.
-    Image { url: String, detail: Option<Value> },
+    Image {
+        url: String,
+        detail: Option<Value>,
+    },
     /// `file` naming an astrgate attachment by `file_id`.
-    Attachment { file_id: String, filename: Option<String> },
+    Attachment {
+        file_id: String,
+        filename: Option<String>,
+    },
     /// Other parts (`input_audio`, `file` with inline `file_data`), sent unchanged.
     Other(Value),
 }
@@ -449,7 +455,8 @@ impl CompletionStream {
 mod tests {
     use super::*;
 
-    const PNG_1X1: &str = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8BQDwAEhQGAhKmMIQAAAABJRU5ErkJggg==";
+    const PNG_1X1: &str =
+        "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8BQDwAEhQGAhKmMIQAAAABJRU5ErkJggg==";
 
     #[test]
     fn image_urls() {

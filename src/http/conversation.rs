@@ -76,10 +76,8 @@ pub async fn admit_large_body(
     state: &AppState,
     headers: &axum::http::HeaderMap,
 ) -> Result<Option<tokio::sync::OwnedSemaphorePermit>, ()> {
-    let len = headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse::<u64>().ok());
+    let len =
+        headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.trim().parse::<u64>().ok());
     if len.is_some_and(|l| l <= LARGE_BODY) {
         return Ok(None);
     }

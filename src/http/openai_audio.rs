@@ -12,8 +12,8 @@
 //! max_audio_bytes`, decoded length capped by `[live] max_utterance_secs`; `model` accepted,
 //! `response_format` `json` (default) or `text`; `language`, `prompt` and `temperature` ignored.
 
-use axum::extract::multipart::{Field, Multipart, MultipartError, MultipartRejection};
 use axum::extract::State;
+use axum::extract::multipart::{Field, Multipart, MultipartError, MultipartRejection};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use bytes::{Bytes, BytesMut};
@@ -68,7 +68,10 @@ async fn speak(state: &AppState, body: Value) -> Result<Response, OpenAiError> {
         return Err(OpenAiError::invalid(Some("input"), "you must provide the input text"));
     }
     if input.chars().count() > MAX_INPUT_CHARS {
-        return Err(OpenAiError::invalid(Some("input"), format!("input is too long (max {MAX_INPUT_CHARS} characters)")));
+        return Err(OpenAiError::invalid(
+            Some("input"),
+            format!("input is too long (max {MAX_INPUT_CHARS} characters)"),
+        ));
     }
     for key in ["model", "voice", "instructions"] {
         optional_str(&obj, key)?;
@@ -112,8 +115,12 @@ struct Upload {
     declared: Option<AudioFormat>,
 }
 
-async fn transcribe(state: &AppState, multipart: Result<Multipart, MultipartRejection>) -> Result<Response, OpenAiError> {
-    let mut mp = multipart.map_err(|e| OpenAiError::invalid(None, format!("Invalid multipart body: {}", e.body_text())))?;
+async fn transcribe(
+    state: &AppState,
+    multipart: Result<Multipart, MultipartRejection>,
+) -> Result<Response, OpenAiError> {
+    let mut mp =
+        multipart.map_err(|e| OpenAiError::invalid(None, format!("Invalid multipart body: {}", e.body_text())))?;
     let max = state.config.openai.max_audio_bytes;
     let mut upload: Option<Upload> = None;
     let mut format = "json".to_string();

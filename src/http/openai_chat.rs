@@ -65,9 +65,7 @@ impl Kind {
             Kind::Object => v.is_object(),
             Kind::Array => v.is_array(),
             Kind::StringOrObject => v.is_string() || v.is_object(),
-            Kind::Stop => {
-                v.is_string() || v.as_array().is_some_and(|a| a.len() <= 4 && a.iter().all(Value::is_string))
-            }
+            Kind::Stop => v.is_string() || v.as_array().is_some_and(|a| a.len() <= 4 && a.iter().all(Value::is_string)),
         }
     }
 
@@ -170,18 +168,17 @@ fn message(i: usize, v: Value) -> Result<ChatMessage, OpenAiError> {
         return Err(expected(&format!("messages[{i}]"), "an object"));
     };
     let role = match fields.remove("role") {
-        Some(Value::String(r)) => Role::parse(&r).ok_or_else(|| {
-            OpenAiError::invalid(Some(&format!("messages[{i}].role")), format!("unknown role: {r}"))
-        })?,
+        Some(Value::String(r)) => Role::parse(&r)
+            .ok_or_else(|| OpenAiError::invalid(Some(&format!("messages[{i}].role")), format!("unknown role: {r}")))?,
         _ => return Err(OpenAiError::invalid(Some(&format!("messages[{i}].role")), "each message needs a role")),
     };
     let content = match fields.remove("content") {
         None => Content::Absent,
         Some(Value::Null) => Content::Null,
         Some(Value::String(s)) => Content::Text(s),
-        Some(Value::Array(parts)) => Content::Parts(
-            parts.into_iter().enumerate().map(|(j, p)| part(i, j, p)).collect::<Result<_, _>>()?,
-        ),
+        Some(Value::Array(parts)) => {
+            Content::Parts(parts.into_iter().enumerate().map(|(j, p)| part(i, j, p)).collect::<Result<_, _>>()?)
+        }
         Some(_) => return Err(expected(&format!("messages[{i}].content"), "a string or an array of parts")),
     };
     let needs_content = !matches!(role, Role::Assistant);
