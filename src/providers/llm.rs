@@ -484,6 +484,52 @@ mod tests {
     use super::*;
 
     #[test]
+    fn tool_call_deltas_and_the_finish_reason_are_read() {
+        let mut s = ChatStream {
+            inner: Box::pin(futures_util::stream::empty()),
+            pending: VecDeque::new(),
+            deadline: None,
+            first: true,
+            first_timeout: Duration::from_secs(1),
+            idle_timeout: Duration::from_secs(1),
+            done: false,
+            finished_reason: false,
+        };
+        let calls = json!([{"index": 0, "id": "call_1", "function": {"name": "f", "arguments": "{\"a\""}}]);
+        let chunk = json!({"choices": [{"delta": {"content": "x", "tool_calls": calls}, "finish_reason": null}]});
+        s.absorb(serde_json::from_str(&chunk.to_string()).unwrap());
+        let fin = r#"{"choices":[{"delta":{},"finish_reason":"tool_calls"}]}"#;
+        s.absorb(serde_json::from_str(fin).unwrap());
+        let got: Vec<LlmEvent> = s.pending.drain(..).collect();
+        assert_eq!(
+            got,
+            vec![LlmEvent::Content("x".into()), LlmEvent::ToolCalls(calls), LlmEvent::Finish("tool_calls".into())]
+        );
+        assert!(s.finished_reason);
+    }
+
+    #[test]
+    fn params_pass_but_never_replace_the_request() {
+        crate::util::install_crypto_provider();
+        let cfg: crate::config::Config = crate::config::Config::from_toml(
+            "[[providers]]\nid = \"p\"\nbase_url = \"http://127.0.0.1:1/v1\"\nmodel = \"m\"\nmax_tokens = 9\ntemperature = 0.5\n",
+        )
+        .unwrap();
+        let p = OpenAiProvider::new(&cfg.providers[0]).unwrap();
+        let mut params = serde_json::Map::new();
+        params.insert("max_completion_tokens".into(), json!(3));
+        params.insert("model".into(), json!("sneaky"));
+        params.insert("tools".into(), json!([]));
+        let req = ChatRequest { model: "m".into(), messages: vec![], params };
+        let body = p.body(&req, true);
+        assert_eq!(body["model"], "m");
+        assert_eq!(body["stream_options"]["include_usage"], true);
+        assert_eq!((body.get("max_tokens"), body["max_completion_tokens"].as_u64()), (None, Some(3)));
+        assert_eq!(body["temperature"], json!(0.5f32));
+        assert_eq!(body["tools"], json!([]));
+    }
+
+    #[test]
     fn error_bodies_are_read_like_openai() {
         assert_eq!(error_message(r#"{"error":{"message":"quota exceeded","type":"x"}}"#, 429), "quota exceeded");
         assert_eq!(error_message("upstream exploded", 500), "upstream exploded");

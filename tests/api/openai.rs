@@ -495,3 +495,19 @@ async fn thirty_two_concurrent_streams_do_not_mix() {
     }
     assert_eq!(app.state.agent.runs.stateless(), 0);
 }
+
+#[tokio::test]
+async fn shutdown_ends_an_open_stream_with_an_error_chunk() {
+    let (app, fake, key) = openai_app("").await;
+    fake.push(Reply::HangAfter(text("thinking")));
+    let body = json!({"model": "default", "stream": true, "messages": [{"role": "user", "content": "hi"}]});
+    let res = app.http.post(app.url("/v1/chat/completions")).bearer_auth(&key).json(&body).send().await.unwrap();
+    let mut sse = SseReader::new(res);
+    sse.next().await.unwrap();
+    assert_eq!(sse.next().await.unwrap().data["choices"][0]["delta"]["content"], "thinking");
+    app.state.shutdown.cancel();
+    let last = sse.next().await.expect("an error chunk");
+    assert_eq!(last.data["error"]["code"], "shutting_down", "{:?}", last.data);
+    assert!(sse.next().await.is_none(), "the stream ends, without [DONE]");
+    assert!(fake.wait_abandoned(Duration::from_secs(2)).await, "the upstream request was dropped");
+}
