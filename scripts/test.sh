@@ -17,10 +17,12 @@ command -v chromium >/dev/null 2>&1 || missing+=(chromium)
 command -v node >/dev/null 2>&1 || missing+=(nodejs)
 command -v npm >/dev/null 2>&1 || missing+=(npm)
 python3 -m pip --version >/dev/null 2>&1 || missing+=(python3-pip)
+# The OpenAI SDK test (tests/api/openai_sdk.rs) runs the official `openai` package from a virtualenv.
+python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || missing+=(python3-venv)
 # shellcheck source=scripts/deps.sh
 source scripts/deps.sh
 build_deps
-install_missing "the build, voice, PDF or browser tests"
+install_missing "the build, voice, PDF, browser or OpenAI SDK tests"
 
 # AstrBot 4.29.3's WebUI build, from its wheel on PyPI (downloaded once, never committed).
 webui="target/astrbot-webui"
@@ -37,6 +39,16 @@ PY
 fi
 export ASTRBOT_WEBUI_DIST="$PWD/$webui/astrbot/dashboard/dist"
 [ -d tests/browser/node_modules/playwright-core ] || npm ci --prefix tests/browser --no-audit --no-fund --silent
+
+# The official OpenAI Python SDK, pinned, in a virtualenv of its own (never committed). The variable
+# must not start with ASTRGATE_, which the config loader reads.
+pyenv="target/pyenv"
+openai_sdk="1.109.1"
+if ! "$pyenv/bin/python" -c "import openai, sys; sys.exit(openai.__version__ != '$openai_sdk')" >/dev/null 2>&1; then
+  python3 -m venv "$pyenv"
+  "$pyenv/bin/python" -m pip install --quiet --disable-pip-version-check "openai==$openai_sdk"
+fi
+export OPENAI_SDK_PYTHON="$PWD/$pyenv/bin/python"
 
 cargo fmt --all -- --check
 cargo clippy --locked --workspace --all-targets -- -D warnings

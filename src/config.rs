@@ -73,6 +73,8 @@ pub struct Config {
     pub compat: CompatConfig,
     #[serde(default)]
     pub stage: StageConfig,
+    #[serde(default)]
+    pub openai: OpenAiConfig,
 }
 
 fn default_listen() -> SocketAddr {
@@ -500,6 +502,24 @@ impl Default for CompatConfig {
     }
 }
 
+/// `[openai]`: the OpenAI-compatible front door (`/v1/chat/completions`, `/v1/audio/*`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OpenAiConfig {
+    /// Largest `/v1/chat/completions` body (images arrive base64-encoded in the JSON). Requests
+    /// over 1 MiB share `[compat] max_concurrent_large_bodies` with `/v1/conversation`.
+    pub max_body_bytes: usize,
+    /// Largest audio file `/v1/audio/transcriptions` takes (OpenAI's limit is 25 MB); its
+    /// decoded length is capped by `[live] max_utterance_secs`.
+    pub max_audio_bytes: usize,
+}
+
+impl Default for OpenAiConfig {
+    fn default() -> Self {
+        Self { max_body_bytes: 16 * 1024 * 1024, max_audio_bytes: 25 * 1024 * 1024 }
+    }
+}
+
 /// `[stage]`: the stage-code table of the `/chat` API.
 #[derive(Debug, Clone, Deserialize, Default)]
 #[serde(deny_unknown_fields, default)]
@@ -566,6 +586,9 @@ impl Config {
             && !dir.join("index.html").is_file()
         {
             return bad(format!("dashboard.webui_dir {} has no index.html", dir.display()));
+        }
+        if self.openai.max_body_bytes < 1024 || self.openai.max_audio_bytes < 1024 {
+            return bad("openai.max_body_bytes and openai.max_audio_bytes must be at least 1024".into());
         }
         if !matches!(self.logging.format.as_str(), "text" | "json") {
             return bad(format!("logging.format must be \"text\" or \"json\", got {:?}", self.logging.format));

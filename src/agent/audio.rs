@@ -81,6 +81,18 @@ impl AudioCodecs {
         self.run(move || codec::transcode(&audio, None, to, MAX_SPOKEN_SECS).map(Bytes::from)).await
     }
 
+    /// Converts synthesised speech to headerless 16-bit little-endian mono PCM at `rate` Hz (what
+    /// OpenAI's `pcm` response format is, at 24 kHz).
+    pub async fn speech_to_pcm(&self, audio: Bytes, rate: u32) -> Result<Bytes, AudioError> {
+        self.run(move || {
+            let wav_bytes = codec::transcode(&audio, None, AudioFormat::Wav, MAX_SPOKEN_SECS)?;
+            let parsed = wav::parse(&wav_bytes)
+                .map_err(|e| CodecError::Encoder { format: AudioFormat::Pcm16, detail: e.to_string() })?;
+            Ok(Bytes::from(wav::samples_to_bytes(&wav::to_mono(&parsed, rate))))
+        })
+        .await
+    }
+
     /// Runs `work` on the blocking pool once a slot is free. The slot travels with the work, so
     /// a caller that goes away while it runs does not free the slot early.
     async fn run<T: Send + 'static>(
@@ -151,6 +163,8 @@ mod tests {
         let parsed = wav::parse(&wav16).unwrap();
         assert_eq!((parsed.sample_rate, parsed.channels), (16_000, 1));
         assert!((parsed.duration_secs() - 1.0).abs() < 0.1, "{}", parsed.duration_secs());
+        let pcm = codecs.speech_to_pcm(tone_wav(22_050, 1.0), 24_000).await.unwrap();
+        assert_eq!(pcm.len(), 24_000 * 2, "one second of 16-bit samples at 24 kHz");
         let same = tone_wav(16_000, 0.5);
         assert_eq!(codecs.encode_speech(same.clone(), AudioFormat::Wav).await.unwrap(), same);
     }

@@ -1,6 +1,7 @@
 //! The agent: the turn service every front door calls ([`turn`]), the run task and its replay
 //! log ([`runs`], [`pipeline`]), sessions ([`sessions`]), proactive messages ([`proactive`]),
-//! the Live turn ([`live`]), speech in and out ([`stt`], [`audio`]), and what they are made of
+//! the Live turn ([`live`]), stateless completions, speech and transcription ([`completion`],
+//! [`stateless_audio`]), speech in and out ([`stt`], [`audio`]), and what they are made of
 //! (profiles, input, prompts, history).
 //! Nothing here imports axum or knows a wire format; front doors render [`events::AgentEvent`]
 //! and map the typed [`errors`].
@@ -9,6 +10,7 @@ pub mod audio;
 pub mod chatui;
 pub mod checkpoint;
 pub mod compat;
+pub mod completion;
 pub mod errors;
 pub mod events;
 pub mod history;
@@ -22,6 +24,7 @@ pub mod prompt;
 pub mod runs;
 pub mod session;
 pub mod sessions;
+pub mod stateless_audio;
 pub mod stt;
 pub mod turn;
 

@@ -155,6 +155,7 @@ async fn drive(agent: &Agent, turn: &mut Turn, h: &Arc<RunHandle>, ckpt: &mut Ch
         model: turn.model.clone(),
         // Moved, not copied: the input can hold megabytes of inline media.
         messages: model_messages(&turn.system_prompt, &history, std::mem::take(&mut turn.model_input)),
+        params: serde_json::Map::new(),
     };
 
     let start_wall = now_micros();
@@ -377,6 +378,8 @@ async fn generate(
                 }
             }
             LlmEvent::Usage(u) => p.usage = Some(u),
+            // Chat turns send no tools, and the end of the stream is the end of the answer.
+            LlmEvent::ToolCalls(_) | LlmEvent::Finish(_) => {}
         }
     }
 }

@@ -190,32 +190,69 @@ impl Subscription {
 struct Inner {
     runs: HashMap<String, Arc<RunHandle>>,
     by_session: HashMap<String, String>,
+    /// Stateless requests in progress (see [`ActiveSlot`]).
+    stateless: usize,
 }
 
-/// The active runs, by id and by session (one active run per session).
+fn lock_inner(m: &Mutex<Inner>) -> std::sync::MutexGuard<'_, Inner> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// The active runs, by id and by session (one active run per session), and the stateless
+/// requests counted with them against `[runs] max_active`.
 #[derive(Default)]
 pub struct RunRegistry {
-    inner: Mutex<Inner>,
+    inner: Arc<Mutex<Inner>>,
+}
+
+/// A stateless request (an OpenAI-compatible completion, speech or transcription) counted among
+/// the active runs for as long as it is held: such a request has no run and no session, but it
+/// holds an upstream request just the same.
+pub struct ActiveSlot {
+    inner: Arc<Mutex<Inner>>,
+}
+
+impl Drop for ActiveSlot {
+    fn drop(&mut self) {
+        let mut inner = lock_inner(&self.inner);
+        inner.stateless = inner.stateless.saturating_sub(1);
+    }
 }
 
 impl RunRegistry {
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
-        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+        lock_inner(&self.inner)
     }
 
     /// Registers a run; fails when its session already has an active one, or when `max_active`
-    /// runs are registered.
+    /// runs (and stateless requests) are active.
     pub fn register(&self, h: Arc<RunHandle>, max_active: usize) -> Result<(), StartError> {
         let mut inner = self.lock();
         if inner.by_session.contains_key(&h.session_id) {
             return Err(StartError::Busy);
         }
-        if inner.runs.len() >= max_active {
+        if inner.runs.len() + inner.stateless >= max_active {
             return Err(StartError::TooMany);
         }
         inner.by_session.insert(h.session_id.clone(), h.run_id.clone());
         inner.runs.insert(h.run_id.clone(), h);
         Ok(())
+    }
+
+    /// Counts a stateless request among the active runs until the slot is dropped; fails when
+    /// `max_active` runs and stateless requests are active.
+    pub fn admit(&self, max_active: usize) -> Result<ActiveSlot, StartError> {
+        let mut inner = self.lock();
+        if inner.runs.len() + inner.stateless >= max_active {
+            return Err(StartError::TooMany);
+        }
+        inner.stateless += 1;
+        Ok(ActiveSlot { inner: self.inner.clone() })
+    }
+
+    /// Stateless requests in progress.
+    pub fn stateless(&self) -> usize {
+        self.lock().stateless
     }
 
     pub fn get(&self, run_id: &str) -> Option<Arc<RunHandle>> {
@@ -321,6 +358,19 @@ mod tests {
         reg.register(handle(10), 10).unwrap();
         let other = Arc::new(RunHandle::new("r2".into(), "s2".into(), "u".into(), CancellationToken::new(), 10, 10));
         assert_eq!(reg.register(other, 1), Err(StartError::TooMany));
+    }
+
+    #[test]
+    fn stateless_slots_count_against_max_active() {
+        let reg = RunRegistry::default();
+        let slot = reg.admit(2).unwrap();
+        reg.register(handle(10), 2).unwrap();
+        assert!(matches!(reg.admit(2), Err(StartError::TooMany)));
+        let other = Arc::new(RunHandle::new("r2".into(), "s2".into(), "u".into(), CancellationToken::new(), 10, 10));
+        assert_eq!(reg.register(other, 2), Err(StartError::TooMany));
+        drop(slot);
+        assert_eq!(reg.stateless(), 0);
+        assert!(reg.admit(2).is_ok());
     }
 
     #[test]

@@ -170,6 +170,38 @@ pub enum Requirement {
     Scope(Scope),
     /// Dashboard JWT only (API-key management): API keys get 403 without being looked up.
     Dashboard,
+    /// Any valid key, whatever its scopes (or a dashboard JWT).
+    AnyKey,
+}
+
+/// Why a request was not authorised, before a front door shows it (AstrBot's texts as
+/// `Display`; [`ApiError`] is the envelope's rendering, other front doors map the variants).
+#[derive(Debug, thiserror::Error)]
+pub enum AuthFailure {
+    #[error("{}", texts::MISSING_API_KEY)]
+    Missing,
+    /// Unknown, expired or revoked key.
+    #[error("{}", texts::INVALID_API_KEY)]
+    InvalidKey,
+    #[error("{}", texts::TOKEN_EXPIRED)]
+    TokenExpired,
+    #[error("{}", texts::INVALID_TOKEN)]
+    InvalidToken,
+    #[error("{}", texts::INSUFFICIENT_SCOPE)]
+    InsufficientScope,
+    /// The key store failed.
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+}
+
+impl From<AuthFailure> for ApiError {
+    fn from(e: AuthFailure) -> Self {
+        match e {
+            AuthFailure::InsufficientScope => ApiError::forbidden(e.to_string()),
+            AuthFailure::Store(e) => ApiError::internal(e),
+            _ => ApiError::unauthorized(e.to_string()),
+        }
+    }
 }
 
 /// A credential found on the request, before it is checked.
@@ -237,42 +269,51 @@ pub async fn authenticate(
     query: Option<&str>,
     req: Requirement,
 ) -> Result<Caller, ApiError> {
+    Ok(authorize(state, headers, query, req).await?)
+}
+
+/// [`authenticate`] with the failure typed, for front doors that show it in their own shape.
+pub async fn authorize(
+    state: &AuthState,
+    headers: &HeaderMap,
+    query: Option<&str>,
+    req: Requirement,
+) -> Result<Caller, AuthFailure> {
     let q = Some((query_param(query, "api_key"), query_param(query, "key")));
     let Some(cred) = find_credential(headers, &q) else {
-        return Err(ApiError::unauthorized(texts::MISSING_API_KEY));
+        return Err(AuthFailure::Missing);
     };
     match cred {
         Credential::ApiKey(raw) => check_key(state, raw, req).await,
         Credential::Bearer(token) => match state.dashboard.decode(token) {
             Ok(c) => Ok(Caller::Dashboard { username: c.username }),
-            Err(JwtError::Expired) => Err(ApiError::unauthorized(texts::TOKEN_EXPIRED)),
+            Err(JwtError::Expired) => Err(AuthFailure::TokenExpired),
             // Ours, but naming nobody: AstrBot's `Invalid token`, not a retry as an API key.
-            Err(JwtError::NoUsername | JwtError::Rejected) => Err(ApiError::unauthorized(texts::INVALID_TOKEN)),
+            Err(JwtError::NoUsername | JwtError::Rejected) => Err(AuthFailure::InvalidToken),
             // Not a JWT of ours: `Authorization: Bearer abk_…` is an API key.
             Err(JwtError::Invalid) => check_key(state, token, req).await,
         },
         Credential::Cookie(token) => match state.dashboard.decode(token) {
             Ok(c) => Ok(Caller::Dashboard { username: c.username }),
-            Err(JwtError::Expired) => Err(ApiError::unauthorized(texts::TOKEN_EXPIRED)),
-            Err(JwtError::Invalid | JwtError::NoUsername | JwtError::Rejected) => {
-                Err(ApiError::unauthorized(texts::INVALID_TOKEN))
-            }
+            Err(JwtError::Expired) => Err(AuthFailure::TokenExpired),
+            Err(JwtError::Invalid | JwtError::NoUsername | JwtError::Rejected) => Err(AuthFailure::InvalidToken),
         },
     }
 }
 
-async fn check_key(state: &AuthState, raw: &str, req: Requirement) -> Result<Caller, ApiError> {
+async fn check_key(state: &AuthState, raw: &str, req: Requirement) -> Result<Caller, AuthFailure> {
     let scope = match req {
         // Key management is never open to API keys, whatever the key.
-        Requirement::Dashboard => return Err(ApiError::forbidden(texts::INSUFFICIENT_SCOPE)),
-        Requirement::Scope(s) => s,
+        Requirement::Dashboard => return Err(AuthFailure::InsufficientScope),
+        Requirement::Scope(s) => Some(s),
+        Requirement::AnyKey => None,
     };
     let Some(rec) = state.keys.verify(raw).await? else {
-        return Err(ApiError::unauthorized(texts::INVALID_API_KEY));
+        return Err(AuthFailure::InvalidKey);
     };
     let scopes = api_key::granted_scopes(&rec);
-    if !scopes.contains(&scope) {
-        return Err(ApiError::forbidden(texts::INSUFFICIENT_SCOPE));
+    if scope.is_some_and(|s| !scopes.contains(&s)) {
+        return Err(AuthFailure::InsufficientScope);
     }
     let reserved = (!scopes.contains(&Scope::ChatAdmin)).then(|| state.dashboard.username());
     Ok(Caller::ApiKey { key_id: rec.key_id, scopes, username: rec.username, reserved })
@@ -352,6 +393,29 @@ pub async fn require_scope(
     tracing::Span::current().record("caller", tracing::field::display(caller.label()));
     req.extensions_mut().insert(Authorized(caller));
     Ok(next.run(req).await)
+}
+
+/// A route layer that shows refusals in its front door's own shape (the OpenAI-compatible
+/// routes). The dashboard cookie is not a credential here: these routes are for programs, and
+/// a browser page of another origin could otherwise spend the cookie on them.
+#[derive(Clone)]
+pub struct Guard {
+    pub auth: AuthState,
+    pub requirement: Requirement,
+    pub reject: fn(AuthFailure) -> Response,
+}
+
+pub async fn require_guard(State(g): State<Guard>, mut req: Request, next: Next) -> Response {
+    let mut headers = req.headers().clone();
+    headers.remove(axum::http::header::COOKIE);
+    match authorize(&g.auth, &headers, req.uri().query(), g.requirement).await {
+        Ok(caller) => {
+            tracing::Span::current().record("caller", tracing::field::display(caller.label()));
+            req.extensions_mut().insert(Authorized(caller));
+            next.run(req).await
+        }
+        Err(e) => (g.reject)(e),
+    }
 }
 
 /// The dashboard token a request carries: the Bearer header, else the cookie (`true`).

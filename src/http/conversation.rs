@@ -57,16 +57,7 @@ pub async fn limit_large_bodies(
     req: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> Response {
-    let len = req
-        .headers()
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse::<u64>().ok());
-    if len.is_some_and(|l| l <= LARGE_BODY) {
-        return next.run(req).await;
-    }
-    let wait = tokio::time::timeout(std::time::Duration::from_secs(10), state.large_bodies.clone().acquire_owned());
-    let Ok(Ok(permit)) = wait.await else {
+    let Ok(permit) = admit_large_body(&state, req.headers()).await else {
         let mut res = axum::response::IntoResponse::into_response(ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "Too many large requests in progress; try again shortly",
@@ -77,6 +68,24 @@ pub async fn limit_large_bodies(
     let res = next.run(req).await;
     drop(permit);
     res
+}
+
+/// A place among the large requests (`None`: the request is small), waiting up to 10 s;
+/// `Err` when none became free. Shared with the OpenAI-compatible front door.
+pub async fn admit_large_body(
+    state: &AppState,
+    headers: &axum::http::HeaderMap,
+) -> Result<Option<tokio::sync::OwnedSemaphorePermit>, ()> {
+    let len =
+        headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.trim().parse::<u64>().ok());
+    if len.is_some_and(|l| l <= LARGE_BODY) {
+        return Ok(None);
+    }
+    let wait = tokio::time::timeout(std::time::Duration::from_secs(10), state.large_bodies.clone().acquire_owned());
+    match wait.await {
+        Ok(Ok(permit)) => Ok(Some(permit)),
+        _ => Err(()),
+    }
 }
 
 pub async fn converse(

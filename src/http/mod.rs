@@ -19,6 +19,11 @@ pub mod health;
 pub mod im;
 pub mod legacy_chat;
 pub mod live_ws;
+pub mod openai;
+pub mod openai_audio;
+pub mod openai_chat;
+pub mod openai_errors;
+pub mod openai_stream;
 pub mod params;
 pub mod sessions;
 pub mod spa;
@@ -165,6 +170,8 @@ pub fn router(state: AppState) -> Router {
         .route("/delete_session", delete(stage::delete_session))
         .route_layer(from_fn_with_state(state.auth(), require_compat));
     app = app.merge(compat);
+    // The OpenAI-compatible front door, with its own error objects.
+    app = app.merge(openai::routes(&state));
 
     for (path, req, route) in v1_routes(&state) {
         app = app.route(path, route.route_layer(from_fn_with_state((state.auth(), req), require_scope)));
@@ -249,20 +256,25 @@ mod tests {
     /// callers and keys without the scope, so a route cannot be added without both.
     #[test]
     fn every_mounted_path_is_documented_with_its_auth() {
-        let src = include_str!("mod.rs");
-        let src = &src[..src.find("#[cfg(test)]").unwrap_or(src.len())];
-        let mounted: BTreeSet<&str> = src
-            .split('"')
-            .skip(1)
-            .step_by(2)
-            .filter(|s| s.starts_with('/') && !s.contains(' ') && s.len() > 1 && !s.starts_with("//"))
-            .collect();
+        let mut mounted: BTreeSet<String> = BTreeSet::new();
+        for src in [include_str!("mod.rs"), include_str!("openai.rs")] {
+            let src = &src[..src.find("#[cfg(test)]").unwrap_or(src.len())];
+            mounted.extend(
+                src.split('"')
+                    .skip(1)
+                    .step_by(2)
+                    .filter(|s| s.starts_with('/') && !s.contains(' ') && s.len() > 1 && !s.starts_with("//"))
+                    // A catch-all `{*name}` is documented as `{name}`.
+                    .map(|s| s.replace("{*", "{")),
+            );
+        }
         let spec: serde_json::Value = serde_json::from_str(include_str!("../../openapi.json")).unwrap();
         let paths = spec["paths"].as_object().unwrap();
-        let documented: BTreeSet<&str> = paths.keys().map(String::as_str).collect();
+        let documented: BTreeSet<String> = paths.keys().cloned().collect();
         assert_eq!(mounted, documented, "mounted paths and openapi.json differ");
         for (path, item) in paths {
-            if path.starts_with("/api/v1/") && !path.starts_with("/api/v1/auth/") {
+            let openai = path.starts_with("/v1/") && path != "/v1/conversation";
+            if openai || (path.starts_with("/api/v1/") && !path.starts_with("/api/v1/auth/")) {
                 for (method, op) in item.as_object().unwrap() {
                     assert!(op.get("x-astrgate-auth").is_some(), "{method} {path} lacks x-astrgate-auth");
                 }

@@ -85,6 +85,10 @@ pub struct Usage {
 pub enum LlmEvent {
     Content(String),
     Reasoning(String),
+    /// A `tool_calls` delta, exactly as the provider sent it (an array of partial calls).
+    ToolCalls(Value),
+    /// The answer's `finish_reason` (`stop`, `length`, `tool_calls`…).
+    Finish(String),
     Usage(Usage),
 }
 
@@ -94,13 +98,20 @@ pub struct Completion {
     pub content: String,
     pub reasoning: String,
     pub usage: Option<Usage>,
+    /// The message's `tool_calls`, exactly as the provider sent them.
+    pub tool_calls: Option<Value>,
+    pub finish_reason: Option<String>,
 }
 
 /// What to ask. `messages` are OpenAI chat messages (content may be a string or parts).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct ChatRequest {
     pub model: String,
     pub messages: Vec<Value>,
+    /// Request parameters sent as they are (`temperature`, `tools`, `stop`…), checked by the
+    /// caller; they never replace `model`, `messages`, `stream` or `stream_options`. A request's
+    /// `max_tokens`/`max_completion_tokens` and `temperature` win over the provider's defaults.
+    pub params: serde_json::Map<String, Value>,
 }
 
 pub struct OpenAiProvider {
@@ -149,11 +160,17 @@ impl OpenAiProvider {
         if stream {
             body["stream_options"] = json!({"include_usage": true});
         }
-        if let Some(m) = self.max_tokens {
+        let asks = |k: &str| req.params.contains_key(k);
+        if let Some(m) = self.max_tokens.filter(|_| !asks("max_tokens") && !asks("max_completion_tokens")) {
             body["max_tokens"] = json!(m);
         }
-        if let Some(t) = self.temperature {
+        if let Some(t) = self.temperature.filter(|_| !asks("temperature")) {
             body["temperature"] = json!(t);
+        }
+        for (k, v) in &req.params {
+            if !matches!(k.as_str(), "model" | "messages" | "stream" | "stream_options") {
+                body[k.as_str()] = v.clone();
+            }
         }
         body
     }
@@ -213,6 +230,8 @@ impl OpenAiProvider {
             content: msg["content"].as_str().unwrap_or_default().to_string(),
             reasoning: reasoning_of(msg).unwrap_or_default().to_string(),
             usage: v.get("usage").and_then(parse_usage),
+            tool_calls: msg.get("tool_calls").filter(|t| !t.is_null()).cloned(),
+            finish_reason: v["choices"][0]["finish_reason"].as_str().map(str::to_string),
         })
     }
 }
@@ -316,8 +335,12 @@ impl ChatStream {
             if let Some(c) = d.content.filter(|c| !c.is_empty()) {
                 self.pending.push_back(LlmEvent::Content(c.into_owned()));
             }
-            if choice.finish_reason.is_some() {
+            if let Some(t) = d.tool_calls.filter(|t| !t.is_null()) {
+                self.pending.push_back(LlmEvent::ToolCalls(t));
+            }
+            if let Some(f) = choice.finish_reason {
                 self.finished_reason = true;
+                self.pending.push_back(LlmEvent::Finish(f.into_owned()));
             }
         }
         if let Some(u) = chunk.usage {
@@ -346,8 +369,8 @@ struct ChoiceRaw<'a> {
     #[serde(default, borrow)]
     delta: DeltaRaw<'a>,
     /// Present and not null once the answer is complete.
-    #[serde(default)]
-    finish_reason: Option<serde::de::IgnoredAny>,
+    #[serde(default, borrow)]
+    finish_reason: Option<std::borrow::Cow<'a, str>>,
 }
 
 #[derive(serde::Deserialize, Default)]
@@ -358,6 +381,9 @@ struct DeltaRaw<'a> {
     reasoning_content: Option<std::borrow::Cow<'a, str>>,
     #[serde(default, borrow)]
     reasoning: Option<std::borrow::Cow<'a, str>>,
+    /// Rare (tool use only), so an owned value costs nothing on ordinary chunks.
+    #[serde(default)]
+    tool_calls: Option<Value>,
 }
 
 #[derive(serde::Deserialize)]
@@ -456,6 +482,52 @@ fn describe(e: reqwest::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tool_call_deltas_and_the_finish_reason_are_read() {
+        let mut s = ChatStream {
+            inner: Box::pin(futures_util::stream::empty()),
+            pending: VecDeque::new(),
+            deadline: None,
+            first: true,
+            first_timeout: Duration::from_secs(1),
+            idle_timeout: Duration::from_secs(1),
+            done: false,
+            finished_reason: false,
+        };
+        let calls = json!([{"index": 0, "id": "call_1", "function": {"name": "f", "arguments": "{\"a\""}}]);
+        let chunk = json!({"choices": [{"delta": {"content": "x", "tool_calls": calls}, "finish_reason": null}]});
+        s.absorb(serde_json::from_str(&chunk.to_string()).unwrap());
+        let fin = r#"{"choices":[{"delta":{},"finish_reason":"tool_calls"}]}"#;
+        s.absorb(serde_json::from_str(fin).unwrap());
+        let got: Vec<LlmEvent> = s.pending.drain(..).collect();
+        assert_eq!(
+            got,
+            vec![LlmEvent::Content("x".into()), LlmEvent::ToolCalls(calls), LlmEvent::Finish("tool_calls".into())]
+        );
+        assert!(s.finished_reason);
+    }
+
+    #[test]
+    fn params_pass_but_never_replace_the_request() {
+        crate::util::install_crypto_provider();
+        let cfg: crate::config::Config = crate::config::Config::from_toml(
+            "[[providers]]\nid = \"p\"\nbase_url = \"http://127.0.0.1:1/v1\"\nmodel = \"m\"\nmax_tokens = 9\ntemperature = 0.5\n",
+        )
+        .unwrap();
+        let p = OpenAiProvider::new(&cfg.providers[0]).unwrap();
+        let mut params = serde_json::Map::new();
+        params.insert("max_completion_tokens".into(), json!(3));
+        params.insert("model".into(), json!("sneaky"));
+        params.insert("tools".into(), json!([]));
+        let req = ChatRequest { model: "m".into(), messages: vec![], params };
+        let body = p.body(&req, true);
+        assert_eq!(body["model"], "m");
+        assert_eq!(body["stream_options"]["include_usage"], true);
+        assert_eq!((body.get("max_tokens"), body["max_completion_tokens"].as_u64()), (None, Some(3)));
+        assert_eq!(body["temperature"], json!(0.5f32));
+        assert_eq!(body["tools"], json!([]));
+    }
 
     #[test]
     fn error_bodies_are_read_like_openai() {

@@ -19,6 +19,8 @@ use tokio::sync::Notify;
 pub enum Chunk {
     Content(String),
     Reasoning(String),
+    /// A `tool_calls` delta (an array of partial calls), sent as it is.
+    ToolCalls(Value),
 }
 
 #[derive(Clone, Debug)]
@@ -156,6 +158,7 @@ fn chunk_json(c: &Chunk) -> String {
     let delta = match c {
         Chunk::Content(t) => json!({"content": t}),
         Chunk::Reasoning(t) => json!({"reasoning_content": t}),
+        Chunk::ToolCalls(v) => json!({"tool_calls": v}),
     };
     format!(
         "data: {}\n\n",
@@ -206,8 +209,12 @@ async fn completions(State(inner): State<Arc<Inner>>, headers: axum::http::Heade
         Reply::CutAfter(chunks) => (chunks, Duration::ZERO, Duration::ZERO, Some(Step::Fail)),
         Reply::HangAfter(chunks) => (chunks, Duration::ZERO, Duration::ZERO, Some(Step::Hang)),
     };
+    let finish = if chunks.iter().any(|c| matches!(c, Chunk::ToolCalls(_))) { "tool_calls" } else { "stop" };
     if !stream {
+        // A client that gives up while the answer is being "generated" counts as abandoned.
+        let mut guard = Guard { inner: inner.clone(), finished: false };
         tokio::time::sleep(first_delay).await;
+        guard.finished = true;
         let content: String =
             chunks.iter().filter_map(|c| if let Chunk::Content(t) = c { Some(t.as_str()) } else { None }).collect();
         let reasoning: String =
@@ -216,7 +223,38 @@ async fn completions(State(inner): State<Arc<Inner>>, headers: axum::http::Heade
         if !reasoning.is_empty() {
             message["reasoning_content"] = json!(reasoning);
         }
-        return axum::Json(json!({"id": "c1", "object": "chat.completion", "model": "fake-model", "choices": [{"index": 0, "message": message, "finish_reason": "stop"}], "usage": usage_of(&chunks)})).into_response();
+        // The deltas merged into whole calls, as OpenAI answers them unstreamed.
+        let mut calls: Vec<Value> = Vec::new();
+        for piece in
+            chunks.iter().filter_map(|c| if let Chunk::ToolCalls(Value::Array(a)) = c { Some(a) } else { None })
+        {
+            for d in piece {
+                let i = d["index"].as_u64().unwrap_or(0) as usize;
+                if calls.len() <= i {
+                    calls.resize(i + 1, json!({"function": {"arguments": ""}}));
+                }
+                let call = &mut calls[i];
+                for k in ["id", "type"] {
+                    if let Some(v) = d.get(k) {
+                        call[k] = v.clone();
+                    }
+                }
+                if let Some(n) = d["function"].get("name") {
+                    call["function"]["name"] = n.clone();
+                }
+                let args = format!(
+                    "{}{}",
+                    call["function"]["arguments"].as_str().unwrap_or(""),
+                    d["function"]["arguments"].as_str().unwrap_or("")
+                );
+                call["function"]["arguments"] = json!(args);
+            }
+        }
+        if !calls.is_empty() {
+            message["content"] = Value::Null;
+            message["tool_calls"] = json!(calls);
+        }
+        return axum::Json(json!({"id": "c1", "object": "chat.completion", "model": "fake-model", "choices": [{"index": 0, "message": message, "finish_reason": finish}], "usage": usage_of(&chunks)})).into_response();
     }
     let mut steps: VecDeque<Step> = VecDeque::new();
     for (i, c) in chunks.iter().enumerate() {
@@ -225,10 +263,16 @@ async fn completions(State(inner): State<Arc<Inner>>, headers: axum::http::Heade
     match tail {
         Some(t) => steps.push_back(t),
         None => {
-            let fin = json!({"id": "c1", "object": "chat.completion.chunk", "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]});
-            let usage =
-                json!({"id": "c1", "object": "chat.completion.chunk", "choices": [], "usage": usage_of(&chunks)});
-            steps.push_back(Step::Send(format!("data: {fin}\n\ndata: {usage}\n\ndata: [DONE]\n\n"), Duration::ZERO));
+            let fin = json!({"id": "c1", "object": "chat.completion.chunk", "choices": [{"index": 0, "delta": {}, "finish_reason": finish}]});
+            // Usage only when asked for, as OpenAI does.
+            let usage = if body["stream_options"]["include_usage"] == json!(true) {
+                let u =
+                    json!({"id": "c1", "object": "chat.completion.chunk", "choices": [], "usage": usage_of(&chunks)});
+                format!("data: {u}\n\n")
+            } else {
+                String::new()
+            };
+            steps.push_back(Step::Send(format!("data: {fin}\n\n{usage}data: [DONE]\n\n"), Duration::ZERO));
         }
     }
     let guard = Guard { inner: inner.clone(), finished: false };

@@ -55,6 +55,9 @@ enum Cmd {
         concurrency: usize,
         #[arg(short, long, default_value_t = 10)]
         duration: u64,
+        /// Also the same load through astrgate's OpenAI-compatible `/v1/chat/completions`.
+        #[arg(long)]
+        openai: bool,
     },
     /// Store write path alone: the writes of one chat turn, sequentially and concurrently.
     Store {
@@ -105,6 +108,7 @@ fn row(r: &mut sse::Report) -> String {
         match r.target {
             sse::Target::Direct => "upstream direct",
             sse::Target::Astrgate => "through astrgate",
+            sse::Target::OpenAi => "through astrgate, `/v1/chat/completions`",
         },
         r.concurrency,
         r.rps(),
@@ -153,6 +157,28 @@ async fn sse_pair(
     )
     .await;
     Ok((d, a))
+}
+
+/// The same load through astrgate's OpenAI-compatible `/v1/chat/completions` (stateless: no
+/// session, nothing stored).
+async fn sse_openai(
+    astrgate: &str,
+    provider: Option<&str>,
+    key: &str,
+    c: usize,
+    secs: u64,
+) -> anyhow::Result<sse::Report> {
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    Ok(sse::run(
+        sse::client(c)?,
+        sse::Target::OpenAi,
+        format!("{astrgate}/v1/chat/completions"),
+        key.to_string(),
+        provider.map(str::to_string),
+        c,
+        Duration::from_secs(secs),
+    )
+    .await)
 }
 
 fn sh(cmd: &str) -> String {
@@ -243,7 +269,7 @@ async fn main() -> anyhow::Result<()> {
             );
             Ok(())
         }
-        Cmd::Sse { astrgate, upstream, key, provider, concurrency, duration } => {
+        Cmd::Sse { astrgate, upstream, key, provider, concurrency, duration, openai } => {
             let (mut d, mut a) =
                 sse_pair(&astrgate, &upstream, provider.as_deref(), &key, concurrency, duration).await?;
             println!("{SSE_HEADER}\n{}\n{}", row(&mut d), row(&mut a));
@@ -252,6 +278,15 @@ async fn main() -> anyhow::Result<()> {
                 a.rps() / d.rps(),
                 a.total.pct_ms(99.0) - d.total.pct_ms(99.0)
             );
+            if openai {
+                let mut o = sse_openai(&astrgate, provider.as_deref(), &key, concurrency, duration).await?;
+                println!("{}", row(&mut o));
+                println!(
+                    "/v1/chat/completions: throughput ratio {:.2}, added p99 {:.2} ms",
+                    o.rps() / d.rps(),
+                    o.total.pct_ms(99.0) - d.total.pct_ms(99.0)
+                );
+            }
             Ok(())
         }
         Cmd::All {
@@ -281,6 +316,7 @@ async fn main() -> anyhow::Result<()> {
             let au = auth::measure(&sse::client(4)?, &astrgate, &key, &jwt).await?;
             let mut sse_rows = Vec::new();
             let mut ratios = Vec::new();
+            let mut openai_ratios = Vec::new();
             for c in [1usize, 64, 512] {
                 eprintln!("SSE c={c}…");
                 let (mut d, mut a) = sse_pair(&astrgate, &upstream, None, &key, c, duration).await?;
@@ -290,9 +326,18 @@ async fn main() -> anyhow::Result<()> {
                     a.total.pct_ms(99.0) - d.total.pct_ms(99.0),
                     a.total.pct_ms(50.0) - d.total.pct_ms(50.0),
                 ));
+                eprintln!("SSE c={c}, /v1/chat/completions…");
+                let mut o = sse_openai(&astrgate, None, &key, c, duration).await?;
+                openai_ratios.push((
+                    c,
+                    o.rps() / d.rps(),
+                    o.total.pct_ms(99.0) - d.total.pct_ms(99.0),
+                    o.total.pct_ms(50.0) - d.total.pct_ms(50.0),
+                ));
                 sse_rows.push(row(&mut d));
                 sse_rows.push(row(&mut a));
-                eprintln!("{}\n{}", sse_rows[sse_rows.len() - 2], sse_rows[sse_rows.len() - 1]);
+                sse_rows.push(row(&mut o));
+                eprintln!("{}", sse_rows[sse_rows.len() - 3..].join("\n"));
             }
             let mut paced = None;
             if let Some(up) = &paced_upstream {
@@ -393,10 +438,13 @@ async fn main() -> anyhow::Result<()> {
                 md,
                 "How these numbers were reached, what changed on the way, and why the missed targets are missed: [performance.md](performance.md).\n"
             )?;
-            writeln!(md, "## SSE chat: `POST /api/v1/chat` vs the upstream directly\n")?;
             writeln!(
                 md,
-                "Closed loop: `c` workers each send a chat, read its SSE stream to the end, and send the next, for {duration} s. Each astrgate request is a new session of one of `c` users, 20 tokens streamed by the fake upstream with no delay, and everything persisted (session, user message, reply, run log). \"First token\" is the first content delta (`plain` event through astrgate, first `content` chunk directly); \"first event\" through astrgate is the `session_id` event.\n"
+                "## SSE chat: `POST /api/v1/chat` and `POST /v1/chat/completions` vs the upstream directly\n"
+            )?;
+            writeln!(
+                md,
+                "Closed loop: `c` workers each send a chat, read its SSE stream to the end, and send the next, for {duration} s. Each astrgate request is a new session of one of `c` users, 20 tokens streamed by the fake upstream with no delay, and everything persisted (session, user message, reply, run log). Each `/v1/chat/completions` request is stateless (nothing stored) with the whole conversation in it. \"First token\" is the first content delta (`plain` event through `/api/v1/chat`, the first `content` chunk directly and through `/v1/chat/completions`); \"first event\" is the `session_id` event through `/api/v1/chat`, the role chunk through `/v1/chat/completions`.\n"
             )?;
             writeln!(md, "{SSE_HEADER}")?;
             for r in &sse_rows {
@@ -408,6 +456,17 @@ async fn main() -> anyhow::Result<()> {
                 "| c | throughput ratio (astrgate / direct) | added p50 ms | added p99 ms |\n|---|---|---|---|"
             )?;
             for (c, ratio, p99, p50) in &ratios {
+                writeln!(md, "| {c} | {ratio:.2} | {p50:.2} | {p99:.2} |")?;
+            }
+            writeln!(
+                md,
+                "\nThe OpenAI-compatible `/v1/chat/completions` under the same load (streamed, `include_usage`, the default profile; stateless, so nothing is stored, and a first-token mark on the first `content` delta):\n"
+            )?;
+            writeln!(
+                md,
+                "| c | throughput ratio (`/v1/chat/completions` / direct) | added p50 ms | added p99 ms |\n|---|---|---|---|"
+            )?;
+            for (c, ratio, p99, p50) in &openai_ratios {
                 writeln!(md, "| {c} | {ratio:.2} | {p50:.2} | {p99:.2} |")?;
             }
             if let Some((d_row, a_row, ratio, p50, p99)) = &paced {

@@ -15,6 +15,8 @@ pub enum Target {
     Direct,
     /// `POST <astrgate>/api/v1/chat` (AstrBot SSE).
     Astrgate,
+    /// `POST <astrgate>/v1/chat/completions` (OpenAI SSE, stateless).
+    OpenAi,
 }
 
 pub struct Report {
@@ -58,6 +60,12 @@ async fn one(
             Some(p) => json!({"username": user, "message": "Hello", "selected_provider": p}),
             None => json!({"username": user, "message": "Hello"}),
         }),
+        // The default profile, or any model on the chosen provider (the fake ignores it).
+        Target::OpenAi => client.post(url).bearer_auth(key).json(&json!({
+            "model": provider.map(|p| format!("{p}/bench")).unwrap_or_else(|| "default".into()),
+            "stream": true, "stream_options": {"include_usage": true},
+            "messages": [{"role": "user", "content": "Hello"}],
+        })),
     };
     let mut res = req.send().await?;
     anyhow::ensure!(res.status().is_success(), "HTTP {}", res.status());
@@ -75,13 +83,15 @@ async fn one(
             let token_marker: &[u8] = match target {
                 Target::Direct => b"\"content\"",
                 Target::Astrgate => b"\"type\":\"plain\"",
+                // Not the first chunk, `{"role":"assistant","content":""}`.
+                Target::OpenAi => b"\"delta\":{\"content\"",
             };
             if tail.windows(token_marker.len()).any(|w| w == token_marker) {
                 first_token = Some(now);
             }
         }
         let end_marker: &[u8] = match target {
-            Target::Direct => b"[DONE]",
+            Target::Direct | Target::OpenAi => b"[DONE]",
             Target::Astrgate => b"\"type\":\"end\"",
         };
         if tail.windows(end_marker.len()).any(|w| w == end_marker) {
