@@ -11,6 +11,7 @@ mod browser;
 mod chat;
 mod cli;
 mod compat;
+mod console;
 mod dashboard;
 mod dashboard_chat;
 mod documents;
