@@ -11,6 +11,7 @@
 // parseMarkdown() is pure (the unit tests run it in Node); renderMarkdown() needs a document.
 
 const MAX_DEPTH = 8;
+const MAX_LINK = 1024;
 const SAFE_URL = /^https?:\/\//i;
 
 /** The URL if it is an absolute http(s) URL, else null. */
@@ -40,11 +41,13 @@ function findClosing(s, delim, from) {
   return -1;
 }
 
-/** `[text](url "title")` at `i` (pointing at `[`): {text, url, end} or null. */
+/** `[text](url "title")` at `i` (pointing at `[`): {text, url, end} or null. Link texts and
+ * URLs are bounded (MAX_LINK), so a reply full of `[` costs linear time, not quadratic. */
 function parseLink(s, i) {
   let depth = 0;
   let j = i;
-  for (; j < s.length; j++) {
+  const stop = Math.min(s.length, i + MAX_LINK);
+  for (; j < stop; j++) {
     if (s[j] === '\\') {
       j++;
       continue;
@@ -55,9 +58,13 @@ function parseLink(s, i) {
       if (depth === 0) break;
     } else if (s[j] === '\n' && s[j + 1] === '\n') return null;
   }
-  if (j >= s.length || s[j + 1] !== '(') return null;
-  const close = s.indexOf(')', j + 2);
+  if (j >= stop || s[j + 1] !== '(') return null;
+  const close = s.slice(j + 2, j + 2 + MAX_LINK).indexOf(')');
   if (close < 0) return null;
+  return linkParts(s, i, j, j + 2 + close);
+}
+
+function linkParts(s, i, j, close) {
   const inner = s.slice(j + 2, close).trim();
   const url = inner.replace(/\s+("[^"]*"|'[^']*')$/, '').replace(/^<(.*)>$/, '$1');
   if (/\s/.test(url)) return null;
@@ -72,10 +79,20 @@ function isWordChar(c) {
 export function parseInline(s, depth = 0) {
   const out = [];
   let buf = '';
+  // Where a closing delimiter was last looked for and not found: none follows that point either,
+  // so no later search for it needs to run (this keeps unclosed `**`, `_`, `~~` linear).
+  const missing = new Map();
+  const closing = (delim, from) => {
+    if (from >= (missing.get(delim) ?? Infinity)) return -1;
+    const end = findClosing(s, delim, from);
+    if (end < 0) missing.set(delim, from);
+    return end;
+  };
   const flush = () => {
     if (buf) out.push({ t: 'text', v: buf });
     buf = '';
   };
+  const lastLinkMiddle = s.lastIndexOf('](');
   for (let i = 0; i < s.length;) {
     const c = s[i];
     if (c === '\\' && i + 1 < s.length && ESCAPABLE.includes(s[i + 1])) {
@@ -105,7 +122,7 @@ export function parseInline(s, depth = 0) {
       i += n;
       continue;
     }
-    if ((c === '[' || (c === '!' && s[i + 1] === '[')) && depth < MAX_DEPTH) {
+    if ((c === '[' || (c === '!' && s[i + 1] === '[')) && depth < MAX_DEPTH && i < lastLinkMiddle) {
       const image = c === '!';
       const link = parseLink(s, image ? i + 1 : i);
       if (link) {
@@ -127,7 +144,7 @@ export function parseInline(s, depth = 0) {
       // `_` only opens at a word boundary, so snake_case stays as typed.
       const canOpen = c !== '_' || !isWordChar(prev);
       if (double && canOpen && s[i + 2] !== undefined && !/\s/.test(s[i + 2])) {
-        const end = findClosing(s, two, i + 3);
+        const end = closing(two, i + 3);
         if (end > 0 && (c !== '_' || !isWordChar(s[end + 2]))) {
           flush();
           out.push({ t: c === '~' ? 'del' : 'strong', c: parseInline(s.slice(i + 2, end), depth + 1) });
@@ -135,7 +152,7 @@ export function parseInline(s, depth = 0) {
           continue;
         }
       } else if (!double && c !== '~' && canOpen && s[i + 1] !== undefined && !/\s/.test(s[i + 1])) {
-        const end = findClosing(s, c, i + 2);
+        const end = closing(c, i + 2);
         if (end > 0 && s[end + 1] !== c && (c !== '_' || !isWordChar(s[end + 1]))) {
           flush();
           out.push({ t: 'em', c: parseInline(s.slice(i + 1, end), depth + 1) });
