@@ -20,7 +20,7 @@ function attachmentView(kind, id, name) {
     return h('figure', { class: 'attachment' }, h('audio', { controls: true, preload: 'none', src: fileUrl(id) }),
       h('figcaption', { text: label }));
   }
-  return h('a', { href: fileUrl(id), download: label, class: 'attachment file', text: `📎 ${label}` });
+  return h('a', { href: fileUrl(id), download: label, class: 'attachment file', text: label });
 }
 
 function partsOf(content) {

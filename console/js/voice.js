@@ -96,11 +96,18 @@ export function mountVoice(root, ctx) {
     refresh();
   }
 
+  /** Marks the current answer interrupted; its sentences not yet heard to the end were cut. */
+  function cut() {
+    if (!turn) return;
+    turn.el.dataset.state = 'interrupted';
+    for (const s of turn.sentences.querySelectorAll('.sentence:not([data-played="true"])')) s.dataset.played = 'cut';
+  }
+
   /** Stops the answer: the server cancels the model and TTS; queued audio is dropped here. */
   function interrupt(reason) {
     player.clear();
     if (answering) send({ t: 'interrupt' });
-    if (turn) turn.el.dataset.state = 'interrupted';
+    cut();
     setStatus(reason);
     refresh();
   }
@@ -147,7 +154,7 @@ export function mountVoice(root, ctx) {
       }
       case 'stop_play':
         player.clear();
-        if (turn) turn.el.dataset.state = 'interrupted';
+        cut();
         refresh();
         break;
       case 'end':

@@ -12,6 +12,7 @@ mod chat;
 mod cli;
 mod compat;
 mod console;
+mod console_browser;
 mod dashboard;
 mod dashboard_chat;
 mod documents;
