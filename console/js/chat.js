@@ -33,9 +33,11 @@ export function mountChat(root, ctx) {
   const alert = alertBox();
   const userField = field('Username', { name: 'chat-user', autocomplete: 'off', value: user, maxlength: 255 });
   const userForm = h('form', { class: 'user-form' }, userField.row, h('button', { type: 'submit', text: 'Show sessions' }));
-  const sessionList = h('ul', { class: 'session-list' });
+  // A listbox, not buttons or links: a session's title is whatever its first message said, and
+  // must not be mistaken for the page's own controls.
+  const sessionList = h('ul', { class: 'session-list', role: 'listbox', 'aria-label': 'Sessions' });
   const newChat = h('button', { type: 'button', class: 'primary', text: 'New chat' });
-  const aside = h('aside', { class: 'sessions card', 'aria-label': 'Sessions' }, userForm, newChat, h('h2', { text: 'Sessions' }), sessionList);
+  const aside = h('aside', { class: 'sessions card', 'aria-label': 'Sessions of the user' }, userForm, newChat, h('h2', { text: 'Sessions' }), sessionList);
 
   const heading = h('h2', { class: 'conv-title', text: 'New chat' });
   const deleteSession = h('button', { type: 'button', class: 'quiet', text: 'Delete session', hidden: true });
@@ -49,9 +51,8 @@ export function mountChat(root, ctx) {
   const stop = h('button', { type: 'button', text: 'Stop', disabled: true });
   const composer = h('form', { class: 'composer' }, chips, message.row,
     h('div', { class: 'row' }, fileInput, attachLabel, h('span', { class: 'spacer' }), stop, send));
-  const conversation = h('section', { class: 'conversation card', 'aria-labelledby': 'conv-title' },
+  const conversation = h('section', { class: 'conversation card', 'aria-label': 'Conversation' },
     h('div', { class: 'row' }, heading, h('span', { class: 'spacer' }), deleteSession), older, log, alert.el, composer);
-  heading.id = 'conv-title';
   root.append(h('h1', { text: 'Chat' }), h('div', { class: 'chat' }, aside, conversation));
 
   function remember() {
@@ -72,16 +73,17 @@ export function mountChat(root, ctx) {
       const data = await api(`/api/v1/chat/sessions${query({ username: user, page: 1, page_size: 100 })}`);
       if (!alive) return;
       clear(sessionList);
-      if (!data.sessions.length) sessionList.append(h('li', { class: 'empty', text: `No sessions for ${user} yet.` }));
-      for (const s of data.sessions) {
+      if (!data.sessions.length) sessionList.append(h('li', { class: 'empty', role: 'presentation', text: `No sessions for ${user} yet.` }));
+      const items = data.sessions.map((s) => {
         const current = s.session_id === session;
-        sessionList.append(h('li', {},
-          h('button', {
-            type: 'button', class: 'session', 'aria-current': current ? 'true' : false, dataset: { sessionId: s.session_id },
-            onclick: () => open(s.session_id),
-          }, h('span', { class: 'title', text: sessionTitle(s) }), h('span', { class: 'hint', text: `${s.platform_id} · ${when(s.updated_at)}` }))));
         if (current) heading.textContent = sessionTitle(s);
-      }
+        return h('li', {
+          role: 'option', class: 'session', 'aria-selected': current ? 'true' : 'false', tabindex: current ? 0 : -1,
+          dataset: { sessionId: s.session_id }, onclick: () => open(s.session_id),
+        }, h('span', { class: 'title', text: sessionTitle(s) }), h('span', { class: 'hint', text: `${s.platform_id} · ${when(s.updated_at)}` }));
+      });
+      if (items.length && !items.some((li) => li.tabIndex === 0)) items[0].tabIndex = 0;
+      sessionList.append(...items);
     } catch (err) {
       if (alive) alert.show(`Could not load the sessions: ${err.message}`);
     }
@@ -254,6 +256,25 @@ export function mountChat(root, ctx) {
     } else loadSessions();
   });
   newChat.addEventListener('click', () => open(null));
+  // The listbox's keys: arrows move, Enter or Space opens.
+  sessionList.addEventListener('keydown', (e) => {
+    const items = [...sessionList.querySelectorAll('[role=option]')];
+    const at = items.indexOf(document.activeElement);
+    if (at < 0) return;
+    let next = null;
+    if (e.key === 'ArrowDown') next = items[Math.min(at + 1, items.length - 1)];
+    else if (e.key === 'ArrowUp') next = items[Math.max(at - 1, 0)];
+    else if (e.key === 'Home') next = items[0];
+    else if (e.key === 'End') next = items.at(-1);
+    else if (e.key === 'Enter' || e.key === ' ') {
+      e.preventDefault();
+      open(items[at].dataset.sessionId);
+      return;
+    } else return;
+    e.preventDefault();
+    for (const it of items) it.tabIndex = it === next ? 0 : -1;
+    next.focus();
+  });
   older.addEventListener('click', () => {
     page += 1;
     open(session, { keepPage: true });

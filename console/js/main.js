@@ -105,6 +105,9 @@ logout.addEventListener('click', async () => {
 });
 
 window.addEventListener('hashchange', () => route());
+// The stored name says someone signed in here; check that the login still holds (it may have
+// expired, or been revoked by a logout elsewhere). A 401 brings the login form back.
+if (signedInUser()) api('/api/v1/stats/version').catch(() => {});
 // A login or logout in another tab.
 window.addEventListener('storage', (e) => {
   if (e.key === USER_KEY) route(true);

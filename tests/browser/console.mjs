@@ -150,7 +150,9 @@ async function mainScenario(page, ctx) {
   await page.reload();
   await waitReply(page, 0, 'done');
   check(await page.getByLabel('Username').inputValue() === 'alice', 'the username was lost');
-  await page.getByRole('button', { name: 'Show me markdown' }).waitFor();
+  const listed = page.getByRole('option', { name: 'Show me markdown' });
+  await listed.waitFor();
+  check(await listed.getAttribute('aria-selected') === 'true', 'the session is not the selected one');
   check(await replies(page).first().locator('strong', { hasText: 'bold' }).count() === 1, 'history lost the markdown');
   await shot(page, 'chat');
 
