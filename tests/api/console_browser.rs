@@ -89,7 +89,7 @@ async fn the_console_in_chromium() {
     // reload, the reply that is stopped (it hangs after two pieces), then the echo of the
     // question with an attachment.
     fake.push(slow(MARKDOWN, 150));
-    fake.push(slow(COUNT, 250));
+    fake.push(slow(COUNT, 300));
     fake.push(Reply::HangAfter(tokens(&["Thinking about it", " very slowly"])));
     let app = spawn_toml(&fake.provider_toml("fake")).await;
     let summary = node(&app, &["console.mjs", "main", &app.base]).await;
