@@ -11,8 +11,8 @@ command -v pocketsphinx_continuous >/dev/null 2>&1 || missing+=(pocketsphinx)
 # PDF text extraction (src/documents/pdf.rs) runs pdftotext (under prlimit, from util-linux);
 # the PDF tests need it too.
 command -v pdftotext >/dev/null 2>&1 || missing+=(poppler-utils)
-# The browser test (tests/api/browser.rs) drives AstrBot's WebUI in Debian's Chromium with Node's
-# playwright-core (Node 20 or later).
+# The browser tests (tests/api/browser.rs, tests/api/console_browser.rs) drive AstrBot's WebUI and
+# astrgate's console in Debian's Chromium with Node's playwright-core (Node 20 or later).
 command -v chromium >/dev/null 2>&1 || missing+=(chromium)
 command -v node >/dev/null 2>&1 || missing+=(nodejs)
 command -v npm >/dev/null 2>&1 || missing+=(npm)
@@ -39,6 +39,8 @@ PY
 fi
 export ASTRBOT_WEBUI_DIST="$PWD/$webui/astrbot/dashboard/dist"
 [ -d tests/browser/node_modules/playwright-core ] || npm ci --prefix tests/browser --no-audit --no-fund --silent
+# The web console's browser tests (tests/api/console_browser.rs) need only what is installed above.
+export CONSOLE_BROWSER_TESTS=1
 
 # The official OpenAI Python SDK, pinned, in a virtualenv of its own (never committed). The variable
 # must not start with ASTRGATE_, which the config loader reads.

@@ -25,6 +25,12 @@ fn token_version(jwt: &JwtKeys, username: &str, material: &str, epoch: u64) -> S
     jwt.digest(&[b"token-version", username.as_bytes(), material.as_bytes(), &epoch.to_le_bytes()])
 }
 
+/// The `use` claim of socket tokens.
+pub const SOCKET_PURPOSE: &str = "socket";
+
+/// How long a socket token opens a socket (the socket itself may then stay open).
+pub const SOCKET_TOKEN_TTL_SECS: i64 = 60;
+
 /// The file the generated password goes to when stderr is not a terminal.
 pub const PASSWORD_FILE: &str = "dashboard-password.txt";
 
@@ -261,13 +267,39 @@ impl DashboardAuth {
         self.jwt.encode_versioned(username, exp, &self.account().token_version)
     }
 
-    /// Checks a dashboard token: signature, expiry, username, and the current token version.
+    /// Checks a dashboard token for an HTTP request: signature, expiry, username, the current
+    /// token version, and that it is a login token (a socket token is refused here).
     pub fn decode(&self, token: &str) -> Result<super::jwt::Claims, super::jwt::JwtError> {
+        let claims = self.decode_any(token)?;
+        if claims.purpose.is_some() {
+            return Err(super::jwt::JwtError::Rejected);
+        }
+        Ok(claims)
+    }
+
+    /// Checks a token given to a `?token=` WebSocket: a login token or a socket token.
+    pub fn decode_socket(&self, token: &str) -> Result<super::jwt::Claims, super::jwt::JwtError> {
+        let claims = self.decode_any(token)?;
+        match claims.purpose.as_deref() {
+            None | Some(SOCKET_PURPOSE) => Ok(claims),
+            Some(_) => Err(super::jwt::JwtError::Rejected),
+        }
+    }
+
+    fn decode_any(&self, token: &str) -> Result<super::jwt::Claims, super::jwt::JwtError> {
         let claims = self.jwt.decode(token, chrono::Utc::now().timestamp())?;
         if claims.tv.as_deref() != Some(self.account().token_version.as_str()) {
             return Err(super::jwt::JwtError::Rejected);
         }
         Ok(claims)
+    }
+
+    /// A token that opens the `?token=` WebSockets for [`SOCKET_TOKEN_TTL_SECS`] and is refused by
+    /// every HTTP route. Why: a socket token travels in a URL, where proxies may log it; the
+    /// console therefore never puts its long-lived login token there.
+    pub fn issue_socket(&self, username: &str) -> String {
+        let exp = chrono::Utc::now().timestamp() + SOCKET_TOKEN_TTL_SECS;
+        self.jwt.encode_for(username, exp, &self.account().token_version, SOCKET_PURPOSE)
     }
 
     /// Logs out: every token issued so far stops working (there is one account; its tokens are

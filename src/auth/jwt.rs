@@ -35,6 +35,9 @@ pub struct Claims {
     pub exp: i64,
     /// The token version it was issued under.
     pub tv: Option<String>,
+    /// What the token may be used for (`use`); absent on login tokens, which are good for
+    /// everything. `socket` tokens open the `?token=` WebSockets and nothing else.
+    pub purpose: Option<String>,
 }
 
 #[derive(Clone)]
@@ -81,6 +84,11 @@ impl JwtKeys {
         self.encode_claims(&json!({"username": username, "exp": exp, "tv": tv}))
     }
 
+    /// A token carrying the token version `tv`, restricted to `purpose` (the `use` claim).
+    pub fn encode_for(&self, username: &str, exp: i64, tv: &str, purpose: &str) -> String {
+        self.encode_claims(&json!({"username": username, "exp": exp, "tv": tv, "use": purpose}))
+    }
+
     /// A keyed digest of `parts`, hex: derives token versions that cannot be forged or reversed
     /// without the secret.
     pub fn digest(&self, parts: &[&[u8]]) -> String {
@@ -115,8 +123,14 @@ impl JwtKeys {
             return Err(JwtError::Expired);
         }
         let tv = payload.get("tv").and_then(Value::as_str).map(str::to_string);
+        let purpose = match payload.get("use") {
+            None => None,
+            Some(Value::String(p)) => Some(p.clone()),
+            // A `use` we cannot read restricts the token to nothing we know.
+            Some(_) => return Err(JwtError::Rejected),
+        };
         match payload.get("username").and_then(Value::as_str) {
-            Some(u) if !u.is_empty() => Ok(Claims { username: u.to_string(), exp, tv }),
+            Some(u) if !u.is_empty() => Ok(Claims { username: u.to_string(), exp, tv, purpose }),
             _ => Err(JwtError::NoUsername),
         }
     }
@@ -130,7 +144,7 @@ mod tests {
     fn round_trip_and_expiry() {
         let k = JwtKeys::new(b"secret");
         let t = k.encode("alice", 1000);
-        assert_eq!(k.decode(&t, 999), Ok(Claims { username: "alice".into(), exp: 1000, tv: None }));
+        assert_eq!(k.decode(&t, 999), Ok(Claims { username: "alice".into(), exp: 1000, tv: None, purpose: None }));
         let v = k.encode_versioned("alice", 1000, "abc");
         assert_eq!(k.decode(&v, 0).map(|c| c.tv), Ok(Some("abc".into())));
         assert_eq!(k.decode(&t, 1000), Err(JwtError::Expired));
@@ -156,5 +170,14 @@ mod tests {
         assert_eq!(k.decode(&k.encode_claims(&json!({"username": "bob"})), 0), Err(JwtError::Rejected));
         assert_eq!(k.decode(&k.encode_claims(&json!({"username": "", "exp": 10})), 0), Err(JwtError::NoUsername));
         assert_eq!(k.decode(&k.encode_claims(&json!({"sub": "bob", "exp": 10})), 0), Err(JwtError::NoUsername));
+    }
+
+    #[test]
+    fn purpose_is_read_and_an_unreadable_one_refused() {
+        let k = JwtKeys::new(b"s");
+        let t = k.encode_for("bob", 10, "v", "socket");
+        assert_eq!(k.decode(&t, 0).map(|c| c.purpose), Ok(Some("socket".into())));
+        let odd = k.encode_claims(&json!({"username": "bob", "exp": 10, "use": ["socket"]}));
+        assert_eq!(k.decode(&odd, 0), Err(JwtError::Rejected));
     }
 }

@@ -1,7 +1,8 @@
 //! The dashboard account beyond login: `GET /api/auth/setup-status` (and `/api/v1/…`),
 //! `POST /api/auth/logout` (and `/api/v1/…`), and changing the username and password
 //! (`PATCH /api/v1/auth/account`, `PATCH /api/auth/account`, `POST /api/auth/account/edit`).
-//! Shapes and texts are AstrBot 4.29.3's.
+//! Shapes and texts are AstrBot 4.29.3's. Also astrgate's `POST /api/v1/auth/socket-token`, which
+//! the web console calls before it opens a `?token=` socket.
 
 use axum::extract::{Request, State};
 use axum::http::{HeaderValue, header};
@@ -41,6 +42,20 @@ pub async fn logout(State(state): State<AppState>, req: Request) -> Response {
         HeaderValue::from_static("astrbot_dashboard_jwt=; HttpOnly; Max-Age=0; Path=/; SameSite=Strict"),
     );
     res
+}
+
+/// `POST /api/v1/auth/socket-token` (dashboard only): `{token, expires_in}`, a token that opens the
+/// `?token=` WebSockets for a minute and is refused by every HTTP route. The console reaches it
+/// with its HttpOnly cookie (same-origin JSON only, as every cookie-carried write), so the page
+/// never holds the login token and only a short-lived, socket-only one ever goes into a URL.
+pub async fn socket_token(State(state): State<AppState>, caller: Caller) -> ApiResult<Response> {
+    let Some(username) = caller.dashboard_username() else {
+        return Err(ApiError::forbidden(crate::auth::texts::INSUFFICIENT_SCOPE));
+    };
+    let token = state.dashboard.issue_socket(username);
+    let mut res = ok(json!({"token": token, "expires_in": crate::auth::dashboard::SOCKET_TOKEN_TTL_SECS}));
+    res.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    Ok(res)
 }
 
 fn field<'a>(body: &'a Value, key: &str) -> Option<&'a str> {

@@ -123,7 +123,8 @@ fn jwt_socket(
         Err(e) => return e.into_response(),
     };
     let token = query_param(uri.query(), "token").filter(|t| !t.is_empty());
-    let claims = token.map(|t| state.dashboard.decode(&t));
+    // A login token, or a short-lived socket token (`POST /api/v1/auth/socket-token`).
+    let claims = token.map(|t| state.dashboard.decode_socket(&t));
     // The socket's whole life is tracked, so shutdown waits for its close.
     let tasks = state.tasks.clone();
     ws.on_upgrade(move |socket| {

@@ -9,6 +9,7 @@ pub mod chat_mux;
 pub mod chat_ws;
 pub mod chatui;
 pub mod configs;
+pub mod console;
 pub mod conversation;
 pub mod conversation_input;
 pub mod dashboard;
@@ -82,6 +83,7 @@ fn v1_routes(state: &AppState) -> Vec<(&'static str, Requirement, MethodRouter<A
         ("/api/v1/api-keys/{key_id}/revoke", Dashboard, post(api_keys::revoke)),
         ("/api/v1/api-keys/{key_id}", Dashboard, delete(api_keys::delete)),
         ("/api/v1/auth/account", Dashboard, axum::routing::patch(account::edit_account)),
+        ("/api/v1/auth/socket-token", Dashboard, post(account::socket_token)),
         // What AstrBot's WebUI loads on every page and for its onboarding check.
         ("/api/v1/stats/version", Dashboard, get(webui::version)),
         ("/api/v1/stats/first-notice", Dashboard, get(webui::first_notice)),
@@ -128,7 +130,11 @@ pub fn router(state: AppState) -> Router {
         .route("/api/live_chat/ws", get(live_ws::live_chat_jwt))
         .route("/api/v1/live-chat/ws", get(live_ws::live_chat_jwt))
         .route("/api/unified_chat/ws", get(live_ws::unified_chat_jwt))
-        .route("/api/v1/unified-chat/ws", get(live_ws::unified_chat_jwt));
+        .route("/api/v1/unified-chat/ws", get(live_ws::unified_chat_jwt))
+        // The web console's static files (public: the data behind them needs the dashboard login).
+        .route("/console", get(console::redirect))
+        .route("/console/", get(console::index))
+        .route("/console/{*path}", get(console::file));
 
     let legacy_dashboard = Router::new()
         .route("/api/apikey/list", get(api_keys::list))

@@ -1,4 +1,5 @@
 //! Serving a built single-page dashboard (`[dashboard] webui_dir`, e.g. AstrBot's WebUI) at `/`.
+//! Without one, `/` redirects to astrgate's own console (`console.rs`, always at `/console/`).
 //! This is the router's fallback, so every API route wins. API-looking paths that matched no
 //! route stay JSON 404s; other GETs get the file if it exists, else `index.html` for a
 //! client-side route (a path whose last segment has no extension). Files are read by
@@ -7,7 +8,7 @@
 use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::http::{HeaderValue, Method, StatusCode, header};
-use axum::response::{IntoResponse, Response};
+use axum::response::{IntoResponse, Redirect, Response};
 use tower::ServiceExt;
 use tower_http::services::{ServeDir, ServeFile};
 
@@ -29,6 +30,10 @@ fn is_api(path: &str) -> bool {
 pub async fn fallback(State(state): State<AppState>, req: Request) -> Response {
     let path = req.uri().path().to_string();
     let Some(dir) = state.config.dashboard.webui_dir.clone().filter(|_| !is_api(&path)) else {
+        // Without a WebUI, `/` is astrgate's own console (which always lives at `/console/`).
+        if path == "/" && matches!(*req.method(), Method::GET | Method::HEAD) {
+            return Redirect::temporary(super::console::BASE).into_response();
+        }
         return ApiError::new(StatusCode::NOT_FOUND, "Not Found").into_response();
     };
     if !matches!(*req.method(), Method::GET | Method::HEAD) {
@@ -63,14 +68,20 @@ pub async fn fallback(State(state): State<AppState>, req: Request) -> Response {
     with_page_headers(res, page)
 }
 
-/// The headers every served file carries; pages are never cached (they name the hashed assets
-/// of the current build), other files are revalidated.
-pub fn with_page_headers(mut res: Response, page: bool) -> Response {
+/// The headers every served file of the WebUI carries; pages are never cached (they name the
+/// hashed assets of the current build), other files are revalidated.
+pub fn with_page_headers(res: Response, page: bool) -> Response {
+    with_security_headers(res, PAGE_CSP, if page { "no-store" } else { "no-cache" })
+}
+
+/// The headers of every page and file we serve, the WebUI's and the console's alike: no
+/// sniffing, no framing, no referrer, this content security policy and cache policy.
+pub fn with_security_headers(mut res: Response, csp: &'static str, cache: &'static str) -> Response {
     let h = res.headers_mut();
     h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
     h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
     h.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
-    h.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(PAGE_CSP));
-    h.insert(header::CACHE_CONTROL, HeaderValue::from_static(if page { "no-store" } else { "no-cache" }));
+    h.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(csp));
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static(cache));
     res
 }

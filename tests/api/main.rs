@@ -11,6 +11,8 @@ mod browser;
 mod chat;
 mod cli;
 mod compat;
+mod console;
+mod console_browser;
 mod dashboard;
 mod dashboard_chat;
 mod documents;

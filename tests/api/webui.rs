@@ -285,10 +285,15 @@ async fn a_webui_build_is_served_at_the_root_and_api_routes_win() {
 }
 
 #[tokio::test]
-async fn without_a_webui_dir_the_root_is_a_json_404_and_a_bad_dir_stops_the_start() {
+async fn without_a_webui_dir_the_root_is_the_console_and_a_bad_dir_stops_the_start() {
     let app = spawn_app().await;
-    let (s, b) = send(app.http.get(app.url("/"))).await;
-    assert_error(s, &b, 404, "Not Found");
+    let plain = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+    let res = plain.get(app.url("/")).send().await.unwrap();
+    assert_eq!((res.status().as_u16(), res.headers()["location"].to_str().unwrap()), (307, "/console/"));
+    for path in ["/index.html", "/assets/x.js", "/settings"] {
+        let (s, b) = send(app.http.get(app.url(path))).await;
+        assert_error(s, &b, 404, "Not Found");
+    }
     let mut cfg = astrgate::config::Config::from_toml("").unwrap();
     cfg.dashboard.webui_dir = Some(std::path::PathBuf::from("/nonexistent-webui"));
     let err = cfg.validate().unwrap_err().to_string();
