@@ -99,11 +99,15 @@ pub async fn run(agent: Arc<Agent>, mut turn: Turn, h: Arc<RunHandle>) {
         &turn.platform_id,
         &checkpoint,
         turn.persist_events,
+        agent.instance_id(),
     );
     drive(&agent, &mut turn, &h, &mut ckpt, &checkpoint).await;
     // The reply is saved. Free the session *before* `End` is visible, so a client that sees
     // `end` can start its next turn at once.
     agent.runs.release_session(&h.run_id);
+    if let Some(c) = &agent.cluster {
+        c.release(&h.session_id, &h.run_id).await;
+    }
     h.push(AgentEvent::End);
     h.finish();
     if turn.persist_events {

@@ -169,7 +169,7 @@ impl Agent {
         // Everything is valid. A run of this session that was just stopped may still be saving
         // its partial reply: let it finish, then the session must be free.
         self.settle(&plan.session_id, SETTLE).await;
-        if self.runs.active_for_session(&plan.session_id).is_some() {
+        if self.session_busy(&plan.session_id).await {
             return Err(SessionError::Busy.into());
         }
         let fresh = self.write_session(&session, &username, &plan, title).await?;
@@ -204,7 +204,7 @@ impl Agent {
             parent_cancel: None,
         };
         let turn = self.settings_for(kind, streaming, &profile, base);
-        let run = self.start(turn)?;
+        let run = self.start(turn).await?;
         Ok(Started { run, profile, model })
     }
 
@@ -335,11 +335,11 @@ impl Agent {
     }
 
     /// Fails early — before any decoding, STT or storage — when a compat turn could not start.
-    pub fn precheck_compat(&self, session_id: &str) -> Result<(), TurnError> {
+    pub async fn precheck_compat(&self, session_id: &str) -> Result<(), TurnError> {
         if self.profiles.provider_for(self.compat_profile(), &self.providers).is_none() {
             return Err(TurnError::NoProvider);
         }
-        if self.runs.active_for_session(session_id).is_some() {
+        if self.session_busy(session_id).await {
             return Err(SessionError::Busy.into());
         }
         Ok(())
