@@ -292,3 +292,48 @@ async fn copy_db_sqlite_to_postgres_and_back() {
     let Some(pg2) = fresh_postgres("copy_db_postgres_to_sqlite").await else { return };
     check_copy(store::connect(&pg2.url).await.unwrap(), sqlite(&d2).await).await;
 }
+
+/// The real binary: `astrgate migrate` on PostgreSQL, then `copy-db` from SQLite into it, with
+/// the password kept out of what it prints.
+#[tokio::test]
+async fn migrate_and_copy_db_commands() {
+    let Some(pg) = fresh_postgres("migrate_and_copy_db_commands").await else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let bin = crate::cli::BIN;
+    let src = format!("sqlite://{}", dir.path().join("old.db").display());
+    {
+        let s = store::connect(&src).await.unwrap();
+        populate(s.as_ref()).await;
+        s.close().await;
+    }
+    let with_password = pg.url.replacen("astrgate@", "astrgate:secret-pw@", 1);
+    let out = tokio::process::Command::new(bin)
+        .arg("migrate")
+        .env("ASTRGATE_DATABASE_URL", &with_password)
+        .env("ASTRGATE_DATA_DIR", dir.path())
+        .output()
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("migrations applied to postgres://***@") && !stdout.contains("secret-pw"), "{stdout}");
+    let out = tokio::process::Command::new(bin)
+        .args(["copy-db", "--from", &src, "--to", &with_password])
+        .env("ASTRGATE_DATA_DIR", dir.path())
+        .output()
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("row counts match") && !stdout.contains("secret-pw"), "{stdout}");
+    assert!(stdout.lines().any(|l| l.split_whitespace().collect::<Vec<_>>() == ["messages", "90", "90"]), "{stdout}");
+    // Copying again is refused: the destination is not empty.
+    let out = tokio::process::Command::new(bin)
+        .args(["copy-db", "--from", &src, "--to", &pg.url])
+        .env("ASTRGATE_DATA_DIR", dir.path())
+        .output()
+        .await
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("already holds data"));
+}
