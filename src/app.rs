@@ -104,7 +104,12 @@ impl AppState {
             Arc::new(DashboardAuth::init(&config.dashboard, store.clone(), &config.data_dir, shared).await?);
         let profiles = Arc::new(Profiles::from_config(&config));
         let providers = Arc::new(Providers::from_config(&config)?);
-        let prompt = Arc::new(PromptBuilder::new(config.data_dir.join("attachments"), &config.files));
+        let blobs = Arc::new(if config.attachments_in_database() {
+            crate::attachments::Blobs::Database { store: store.clone(), tmp: config.data_dir.join("tmp") }
+        } else {
+            crate::attachments::Blobs::Local(config.data_dir.join("attachments"))
+        });
+        let prompt = Arc::new(PromptBuilder::new(blobs.clone(), &config.files));
         let platforms: std::collections::HashMap<_, _> = config
             .platforms
             .iter()
@@ -125,7 +130,7 @@ impl AppState {
             max_log_bytes: config.runs.max_log_bytes,
             max_active: config.runs.max_active,
             audio: crate::agent::audio::AudioCodecs::new(config.live.max_utterance_secs),
-            attachments_dir: config.data_dir.join("attachments"),
+            blobs,
             tasks: tasks.clone(),
             shutdown: shutdown.clone(),
         });

@@ -47,6 +47,10 @@ pub enum Command {
         /// Destination database URL; it must hold no data yet (migrations are applied).
         #[arg(long)]
         to: String,
+        /// A local attachments directory (`<data_dir>/attachments`) whose files move into the
+        /// destination database (for `[files] storage = "database"`, PostgreSQL's default).
+        #[arg(long)]
+        attachments_dir: Option<PathBuf>,
     },
     /// Load and validate the configuration, then print a summary.
     CheckConfig,
@@ -121,7 +125,7 @@ async fn run(command: Option<Command>, config: Config, config_path: Option<PathB
             println!("migrations applied to {}", crate::store::redact_url(&url));
             Ok(())
         }
-        Some(Command::CopyDb { from, to }) => copy_db(&from, &to).await,
+        Some(Command::CopyDb { from, to, attachments_dir }) => copy_db(&from, &to, attachments_dir.as_deref()).await,
         Some(Command::CheckConfig) => {
             println!(
                 "config ok ({})",
@@ -138,7 +142,7 @@ async fn run(command: Option<Command>, config: Config, config_path: Option<PathB
     }
 }
 
-async fn copy_db(from: &str, to: &str) -> anyhow::Result<()> {
+async fn copy_db(from: &str, to: &str, attachments_dir: Option<&std::path::Path>) -> anyhow::Result<()> {
     use crate::store::redact_url;
     use anyhow::Context;
     let source = crate::store::connect_with(from, 4).await.with_context(|| format!("opening {}", redact_url(from)))?;
@@ -150,9 +154,15 @@ async fn copy_db(from: &str, to: &str) -> anyhow::Result<()> {
     })
     .await;
     source.close().await;
-    dest.close().await;
     result?;
     println!("row counts match");
+    if let Some(dir) = attachments_dir {
+        let moved = crate::attachments::Blobs::import_dir(&dest, dir)
+            .await
+            .with_context(|| format!("moving attachments from {}", dir.display()))?;
+        println!("attachment files moved into the database: {moved}");
+    }
+    dest.close().await;
     Ok(())
 }
 

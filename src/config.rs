@@ -392,6 +392,10 @@ pub struct FilesConfig {
     /// Documents read at once across the server (each PDF is a process of up to 512 MiB of
     /// address space); more wait up to `document_timeout_secs`, then get 503.
     pub document_max_concurrent: usize,
+    /// Where attachment bytes live: `local` (`<data_dir>/attachments`) or `database` (chunks
+    /// in the database: any instance serves any attachment). Unset: `local` with SQLite,
+    /// `database` with PostgreSQL.
+    pub storage: Option<String>,
 }
 
 impl Default for FilesConfig {
@@ -403,6 +407,7 @@ impl Default for FilesConfig {
             document_max_bytes: 64 * 1024 * 1024,
             document_timeout_secs: 30,
             document_max_concurrent: 2,
+            storage: None,
         }
     }
 }
@@ -577,6 +582,15 @@ impl Config {
         Ok(cfg)
     }
 
+    /// Whether attachment bytes are kept in the database (`[files] storage`, by default with
+    /// PostgreSQL).
+    pub fn attachments_in_database(&self) -> bool {
+        match self.files.storage.as_deref() {
+            Some(s) => s == "database",
+            None => crate::store::Backend::of(&self.database_url()) == Some(crate::store::Backend::Postgres),
+        }
+    }
+
     /// The effective database URL.
     pub fn database_url(&self) -> String {
         match &self.database_url {
@@ -611,6 +625,11 @@ impl Config {
             {
                 return bad("cluster: key_prefix must not be empty, lease_ttl_secs at least 3, run_stream_ttl_secs and max_remote_followers at least 1".into());
             }
+        }
+        if let Some(st) = &self.files.storage
+            && !matches!(st.as_str(), "local" | "database")
+        {
+            return bad(format!("files.storage must be \"local\" or \"database\", got {st:?}"));
         }
         if self.database_max_connections == 0 {
             return bad("database_max_connections must be at least 1".into());

@@ -63,8 +63,8 @@ pub struct Agent {
     pub max_active: usize,
     /// Decoding voice for STT and encoding speech, on a bounded blocking pool.
     pub audio: audio::AudioCodecs,
-    /// Where generated media (spoken replies) is saved.
-    pub attachments_dir: std::path::PathBuf,
+    /// Where attachment bytes live (generated media, such as spoken replies, included).
+    pub blobs: Arc<crate::attachments::Blobs>,
     pub tasks: TaskTracker,
     /// Runs hold child tokens: shutdown cancels them all.
     pub shutdown: CancellationToken,

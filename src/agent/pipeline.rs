@@ -291,7 +291,7 @@ async fn speak_reply(
     let ext = if tts.mime() == "audio/mpeg" { "mp3" } else { "wav" };
     match crate::attachments::save_bytes(
         agent.store.as_ref(),
-        &agent.attachments_dir,
+        &agent.blobs,
         owner,
         &format!("reply.{ext}"),
         tts.mime(),

@@ -81,8 +81,7 @@ impl Agent {
         {
             return Err(UserError::BoundToAnother.into());
         }
-        let resolved =
-            input::resolve(self.store.as_ref(), &self.prompt.attachments_dir, caller, &session_id, parts).await?;
+        let resolved = input::resolve(self.store.as_ref(), &self.blobs, caller, &session_id, parts).await?;
         let content = input::stored_user_content(&resolved);
         let message = content["message"].clone();
         let text = input::message_text(&content);

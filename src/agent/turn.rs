@@ -150,8 +150,8 @@ impl Agent {
         let model = model.or_else(|| profile.model.clone()).unwrap_or_else(|| provider.model.clone());
         let (stored, model_input, title) = match input {
             TurnInput::Parts(parts) => {
-                let dir = &self.prompt.attachments_dir;
-                let resolved = input::resolve(self.store.as_ref(), dir, &caller, &plan.session_id, parts).await?;
+                let resolved =
+                    input::resolve(self.store.as_ref(), &self.blobs, &caller, &plan.session_id, parts).await?;
                 let transcripts = self.transcribe_records(&resolved).await?;
                 // The provider is known: it decides whether PDFs go as text or as files.
                 let model_input = self.prompt.user_content(&resolved, &transcripts, provider.pdf_input).await.map_err(

@@ -311,3 +311,50 @@ async fn redis_going_away_and_coming_back() {
     let rest = sse.collect().await;
     assert_eq!(types(&rest).last().map(String::as_str), Some("end"));
 }
+
+#[tokio::test]
+async fn attachments_are_served_by_any_instance_without_a_shared_disk() {
+    let fake = FakeLlm::start().await;
+    let Some(p) = spawn_pair("cluster attachments", &fake.provider_toml("fake")).await else { return };
+    let key = p.a.key(&["chat", "file"]).await;
+    // Larger than one stored chunk (256 KiB), so it streams in and out in pieces.
+    let big: Vec<u8> = (0..700_000u32).map(|i| (i % 251) as u8).collect();
+    let (s, b) = crate::files::upload(&p.a, &key, "data.bin", "application/octet-stream", big.clone()).await;
+    assert_eq!(s, 200, "{b}");
+    let id = b["data"]["attachment_id"].as_str().unwrap().to_string();
+    assert!(!p.a.dir.path().join("attachments").exists(), "PostgreSQL mode writes no attachment files");
+    let res =
+        p.b.http.get(p.b.url(&format!("/api/v1/file?attachment_id={id}"))).bearer_auth(&key).send().await.unwrap();
+    assert_eq!(res.status(), 200);
+    assert_eq!(res.headers()["content-length"], "700000");
+    assert_eq!(res.bytes().await.unwrap().as_ref(), &big[..], "the other instance serves every byte");
+    // A range across a chunk boundary.
+    let res =
+        p.b.http
+            .get(p.b.url(&format!("/api/v1/file?attachment_id={id}")))
+            .bearer_auth(&key)
+            .header("Range", "bytes=262000-262300")
+            .send()
+            .await
+            .unwrap();
+    assert_eq!(res.status(), 206);
+    assert_eq!(res.bytes().await.unwrap().as_ref(), &big[262_000..=262_300]);
+
+    // A text file uploaded to B reaches the model in a chat on A.
+    let (s, b) =
+        crate::files::upload(&p.b, &key, "notes.txt", "text/plain", b"the secret word is cobalt".to_vec()).await;
+    assert_eq!(s, 200, "{b}");
+    let notes = b["data"]["attachment_id"].as_str().unwrap().to_string();
+    fake.push(Reply::Chunks { chunks: tokens(&["ok"]), delay: Duration::ZERO, first_delay: Duration::ZERO });
+    let frames = chat(
+        &p.a,
+        &key,
+        json!({"username": "u", "message": [{"type": "plain", "text": "read"}, {"type": "file", "attachment_id": notes}]}),
+    )
+    .await
+    .collect()
+    .await;
+    assert_eq!(types(&frames).last().map(String::as_str), Some("end"));
+    let asked = fake.requests().last().cloned().unwrap();
+    assert!(asked.to_string().contains("the secret word is cobalt"), "{asked}");
+}

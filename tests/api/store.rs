@@ -306,6 +306,26 @@ async fn migrate_and_copy_db_commands() {
         populate(s.as_ref()).await;
         s.close().await;
     }
+    // An attachment whose bytes are a file in the old data dir.
+    {
+        let s = store::connect(&src).await.unwrap();
+        let rec = AttachmentRecord {
+            attachment_id: "a2".into(),
+            stored_name: "20260101_beef_voice.wav".into(),
+            original_name: "voice.wav".into(),
+            kind: "record".into(),
+            mime_type: "audio/wav".into(),
+            size: 300_000,
+            sha256: "x".into(),
+            created_at: now_micros(),
+            owner: None,
+        };
+        s.insert_attachment(&rec).await.unwrap();
+        s.close().await;
+    }
+    let file: Vec<u8> = (0..300_000u32).map(|i| (i % 7) as u8).collect();
+    std::fs::create_dir_all(dir.path().join("attachments")).unwrap();
+    std::fs::write(dir.path().join("attachments/20260101_beef_voice.wav"), &file).unwrap();
     let with_password = pg.url.replacen("astrgate@", "astrgate:secret-pw@", 1);
     let out = tokio::process::Command::new(bin)
         .arg("migrate")
@@ -317,8 +337,10 @@ async fn migrate_and_copy_db_commands() {
     let stdout = String::from_utf8_lossy(&out.stdout).to_string();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(stdout.contains("migrations applied to postgres://***@") && !stdout.contains("secret-pw"), "{stdout}");
+    let attachments = dir.path().join("attachments");
     let out = tokio::process::Command::new(bin)
-        .args(["copy-db", "--from", &src, "--to", &with_password])
+        .args(["copy-db", "--from", &src, "--to", &with_password, "--attachments-dir"])
+        .arg(&attachments)
         .env("ASTRGATE_DATA_DIR", dir.path())
         .output()
         .await
@@ -327,6 +349,12 @@ async fn migrate_and_copy_db_commands() {
     assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
     assert!(stdout.contains("row counts match") && !stdout.contains("secret-pw"), "{stdout}");
     assert!(stdout.lines().any(|l| l.split_whitespace().collect::<Vec<_>>() == ["messages", "90", "90"]), "{stdout}");
+    assert!(stdout.contains("attachment files moved into the database: 1"), "{stdout}");
+    let pgs = store::connect(&pg.url).await.unwrap();
+    let mut moved = pgs.get_chunk("a2", 0).await.unwrap().unwrap();
+    moved.extend(pgs.get_chunk("a2", 1).await.unwrap().unwrap());
+    assert_eq!(moved, file);
+    pgs.close().await;
     // Copying again is refused: the destination is not empty.
     let out = tokio::process::Command::new(bin)
         .args(["copy-db", "--from", &src, "--to", &pg.url])
