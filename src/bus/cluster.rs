@@ -35,6 +35,9 @@ use tokio_util::task::TaskTracker;
 use super::Push;
 use super::scripts;
 
+mod streams;
+pub use streams::StreamEvent;
+
 /// How long one Redis command may take before it counts as a failure.
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(1);
 /// How often the heartbeat runs (it is also the liveness probe behind `/healthz`).
@@ -101,14 +104,6 @@ pub struct Holder {
     pub stopping: bool,
 }
 
-/// One run event as it travels through Redis.
-pub struct StreamEvent {
-    pub seq: u64,
-    pub json: String,
-    /// The run's last event.
-    pub last: bool,
-}
-
 struct OwnLease {
     run_id: String,
     stopping: bool,
@@ -133,6 +128,8 @@ pub struct Cluster {
     unreleased: Mutex<Vec<(String, String)>>,
     /// Bumped when Redis comes back: the subscriber starts over.
     recovered: watch::Sender<u64>,
+    /// When the leases were last renewed (every third of their TTL, not every heartbeat).
+    renewed_at: Mutex<Option<tokio::time::Instant>>,
     followers: Arc<tokio::sync::Semaphore>,
     heartbeat: redis::Script,
     release: redis::Script,
@@ -168,6 +165,7 @@ impl Cluster {
             leases: Mutex::new(HashMap::new()),
             unreleased: Mutex::new(Vec::new()),
             recovered: watch::channel(0).0,
+            renewed_at: Mutex::new(None),
             heartbeat: redis::Script::new(scripts::HEARTBEAT),
             release: redis::Script::new(scripts::RELEASE),
             refresh: redis::Script::new(scripts::REFRESH),
@@ -238,8 +236,20 @@ impl Cluster {
                     }
                     self.logged_at.store(0, Ordering::Relaxed);
                     self.recovered.send_modify(|g| *g += 1);
+                    // Back after a gap: leases may have lapsed meanwhile.
+                    *self.renewed_at.lock().unwrap_or_else(|p| p.into_inner()) = None;
                 }
-                self.refresh_leases().await;
+                let due = {
+                    let mut at = self.renewed_at.lock().unwrap_or_else(|p| p.into_inner());
+                    let due = at.is_none_or(|t| t.elapsed() >= self.settings.lease_ttl / 3);
+                    if due {
+                        *at = Some(tokio::time::Instant::now());
+                    }
+                    due
+                };
+                if due {
+                    self.refresh_leases().await;
+                }
                 self.retry_releases().await;
             }
             Err(e) => {
@@ -463,45 +473,6 @@ impl Cluster {
         }
     }
 
-    /// Appends a run's events to its stream (idempotent: a retried batch adds nothing twice).
-    pub async fn append_events(&self, run_id: &str, meta: &str, events: &[StreamEvent]) -> redis::RedisResult<()> {
-        let mut inv = self.append.key(self.key(&format!("run:{run_id}")));
-        inv.key(self.key(&format!("runmeta:{run_id}")));
-        inv.arg(self.settings.run_stream_ttl.as_millis() as u64).arg(meta);
-        for e in events {
-            inv.arg(format!("0-{}", e.seq + 1)).arg(&e.json).arg(if e.last { "1" } else { "0" });
-        }
-        let mut conn = self.conn.clone();
-        timeout(tokio::time::timeout(COMMAND_TIMEOUT * 3, inv.invoke_async::<i64>(&mut conn)).await).map(|_| ())
-    }
-
-    /// Follows a run's stream from event `from` on: its meta JSON and a receiver of event
-    /// batches, ending after the run's last event (or when the stream expires, or Redis stays
-    /// away). `Ok(None)`: no such stream. The follower holds a connection of its own (its reads
-    /// block) and stops when `cancel` is cancelled or the receiver is dropped.
-    pub async fn follow_run(
-        self: &Arc<Self>,
-        run_id: &str,
-        from: u64,
-        tasks: &TaskTracker,
-        cancel: CancellationToken,
-    ) -> redis::RedisResult<Option<(String, mpsc::Receiver<Vec<StreamEvent>>)>> {
-        let mut conn = self.conn.clone();
-        let meta: Option<String> =
-            timeout(tokio::time::timeout(COMMAND_TIMEOUT, conn.get(self.key(&format!("runmeta:{run_id}")))).await)?;
-        let Some(meta) = meta else { return Ok(None) };
-        let Ok(permit) = self.followers.clone().try_acquire_owned() else {
-            return Err(redis::RedisError::from((redis::ErrorKind::Client, "too many remote followers")));
-        };
-        let (tx, rx) = mpsc::channel(8);
-        let (client, key) = (self.client.clone(), self.key(&format!("run:{run_id}")));
-        tasks.spawn(async move {
-            let _permit = permit;
-            follow(client, key, from, tx, cancel).await;
-        });
-        Ok(Some((meta, rx)))
-    }
-
     /// A shared token bucket (see [`scripts::BUCKET`]): `Some((taken, tokens left))`, or `None`
     /// while Redis is away.
     pub async fn take_bucket(&self, name: &str, burst: f64, per_sec: f64, delta: f64) -> Option<(bool, f64)> {
@@ -523,84 +494,6 @@ impl Cluster {
             Err(e) => {
                 tracing::warn!(error = %e, "Redis unreachable: login limits are this instance's own");
                 None
-            }
-        }
-    }
-}
-
-/// Reads a run stream after `0-<from>` and forwards batches until the last event.
-async fn follow(
-    client: redis::Client,
-    key: String,
-    from: u64,
-    tx: mpsc::Sender<Vec<StreamEvent>>,
-    cancel: CancellationToken,
-) {
-    use redis::streams::{StreamReadOptions, StreamReadReply};
-    let config = redis::AsyncConnectionConfig::new()
-        .set_connection_timeout(Some(COMMAND_TIMEOUT))
-        .set_response_timeout(Some(Duration::from_millis(FOLLOW_BLOCK_MS as u64) + COMMAND_TIMEOUT * 2));
-    let mut last = format!("0-{from}");
-    let mut failures = 0u32;
-    let mut conn = None;
-    loop {
-        if cancel.is_cancelled() || tx.is_closed() {
-            return;
-        }
-        let c = match conn.as_mut() {
-            Some(c) => c,
-            None => match client.get_multiplexed_async_connection_with_config(&config).await {
-                Ok(c) => conn.insert(c),
-                Err(_) => {
-                    failures += 1;
-                    if failures > 30 {
-                        return;
-                    }
-                    tokio::select! { _ = cancel.cancelled() => return, _ = tokio::time::sleep(Duration::from_secs(1)) => continue }
-                }
-            },
-        };
-        let opts = StreamReadOptions::default().count(256).block(FOLLOW_BLOCK_MS);
-        let (keys, ids) = ([key.as_str()], [last.as_str()]);
-        let r: redis::RedisResult<Option<StreamReadReply>> = tokio::select! {
-            _ = cancel.cancelled() => return,
-            r = c.xread_options(&keys, &ids, &opts) => r,
-        };
-        match r {
-            Ok(Some(reply)) => {
-                failures = 0;
-                let mut batch = Vec::new();
-                let mut done = false;
-                for id in reply.keys.into_iter().flat_map(|k| k.ids) {
-                    let seq =
-                        id.id.strip_prefix("0-").and_then(|n| n.parse::<u64>().ok()).and_then(|n| n.checked_sub(1));
-                    let (Some(seq), Some(json)) = (seq, id.get::<String>("e")) else { continue };
-                    let is_last = id.contains_key("x");
-                    last = id.id.clone();
-                    batch.push(StreamEvent { seq, json, last: is_last });
-                    done |= is_last;
-                }
-                if !batch.is_empty() && tx.send(batch).await.is_err() {
-                    return;
-                }
-                if done {
-                    return;
-                }
-            }
-            Ok(None) => {
-                // Nothing new for a while: the stream may have expired (its run's instance died).
-                let exists: redis::RedisResult<bool> = c.exists(&key).await;
-                if let Ok(false) = exists {
-                    return;
-                }
-            }
-            Err(_) => {
-                failures += 1;
-                conn = None;
-                if failures > 30 {
-                    return;
-                }
-                tokio::select! { _ = cancel.cancelled() => return, _ = tokio::time::sleep(Duration::from_secs(1)) => {} }
             }
         }
     }

@@ -358,3 +358,71 @@ async fn attachments_are_served_by_any_instance_without_a_shared_disk() {
     let asked = fake.requests().last().cloned().unwrap();
     assert!(asked.to_string().contains("the secret word is cobalt"), "{asked}");
 }
+
+#[tokio::test]
+async fn recovery_closes_only_what_instances_that_are_gone_left() {
+    use astrgate::store::{NewMessage, RunRecord, SessionRecord, now_micros};
+    let fake = FakeLlm::start().await;
+    let Some(p) = spawn_pair("cluster recovery", &fake.provider_toml("fake")).await else { return };
+    let key = p.a.key(&["chat"]).await;
+    // A live run on A, long enough to be saved as `running` with a streaming reply.
+    let words: Vec<String> = (0..60).map(|i| format!("l{i} ")).collect();
+    fake.push(slow(&words, 80));
+    let sse = chat(&p.a, &key, json!({"message": "q", "username": "u", "session_id": "live"})).await;
+    // What a crashed instance left: a run and a streaming reply, last saved a minute ago.
+    let store = p.a.state.store.clone();
+    store.create_session(&SessionRecord::new("ghost-s", "webchat", "u")).await.unwrap();
+    let (mid, _) = store
+        .insert_message(&NewMessage {
+            session_id: "ghost-s".into(),
+            platform_id: "webchat".into(),
+            sender_id: "bot".into(),
+            sender_name: "bot".into(),
+            content: json!({"type": "bot", "message": [{"type": "plain", "text": "half"}], "streaming": true, "instance": "ghost"}),
+            llm_checkpoint_id: Some("ck".into()),
+        })
+        .await
+        .unwrap();
+    let old = now_micros() - 60_000_000;
+    store
+        .insert_run(&RunRecord {
+            run_id: "ghost-run".into(),
+            session_id: "ghost-s".into(),
+            username: "u".into(),
+            status: "running".into(),
+            events: r#"[{"event":"session_id","session_id":"ghost-s"},"half"]"#.into(),
+            created_at: old,
+            finished_at: old,
+            message_id: Some(mid),
+            instance_id: Some("ghost".into()),
+        })
+        .await
+        .unwrap();
+    // Wait until A has saved its own run as running.
+    let a_run = eventually(|| async {
+        let (runs, _) = store.in_flight().await.unwrap();
+        runs.into_iter().find(|r| r.instance_id.as_deref() == Some("a"))
+    })
+    .await;
+    // The ghost's reply was last saved more than a lease TTL (3 s here) ago; A's is saved every
+    // second while it streams.
+    tokio::time::sleep(Duration::from_millis(3200)).await;
+    // A third instance starts: it closes the ghost's run, and leaves A's alone.
+    let c = p.spawn_another("c").await;
+    let ghost = store.get_run("ghost-run").await.unwrap().unwrap();
+    assert_eq!(ghost.status, "interrupted");
+    let m = store.get_message(mid).await.unwrap().unwrap();
+    assert_eq!((m.content["interrupted"].as_bool(), m.content.get("streaming")), (Some(true), None), "{}", m.content);
+    assert_eq!(
+        store.get_run(&a_run.run_id).await.unwrap().unwrap().status,
+        "running",
+        "A is alive: its run is not closed"
+    );
+    // A's run ends normally, whole and not interrupted.
+    let frames = sse.collect().await;
+    let text: String = frames.iter().filter(|f| f.ty() == "plain").map(|f| f.data["data"].as_str().unwrap()).collect();
+    assert_eq!(text, words.concat());
+    let h = history(&c, &key, "live").await;
+    assert_eq!(h[1]["content"]["message"][0]["text"], words.concat().as_str());
+    assert!(h[1]["content"].get("interrupted").is_none() && h[1]["content"].get("instance").is_none(), "{}", h[1]);
+}

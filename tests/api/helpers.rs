@@ -409,9 +409,11 @@ impl RedisProxy {
 pub struct Pair {
     pub a: TestApp,
     pub b: TestApp,
-    /// Kept so that the database lives (and is dropped) with the pair.
-    pub _db: PgDb,
     pub proxy: RedisProxy,
+    /// Kept so that the database lives (and is dropped) with the pair.
+    pub db: PgDb,
+    prefix: String,
+    extra: Config,
 }
 
 pub async fn spawn_pair(test: &str, toml: &str) -> Option<Pair> {
@@ -423,27 +425,33 @@ pub async fn spawn_pair(test: &str, toml: &str) -> Option<Pair> {
     let proxy = RedisProxy::start(&redis).await;
     let prefix = format!("t{}", uuid::Uuid::new_v4().simple());
     let extra = Config::from_toml(toml).unwrap();
-    let mut apps = Vec::new();
-    for name in ["a", "b"] {
-        let (extra, url, redis_url, prefix) = (extra.clone(), db.url.clone(), proxy.url.clone(), prefix.clone());
-        apps.push(
-            spawn_with(move |c| {
-                let (data_dir, dashboard, server) = (c.data_dir.clone(), c.dashboard.clone(), c.server.clone());
-                *c = extra;
-                c.data_dir = data_dir;
-                c.dashboard = dashboard;
-                c.server.shutdown_grace_secs = server.shutdown_grace_secs;
-                c.database_url = Some(url);
-                c.database_max_connections = 4;
-                c.redis_url = Some(redis_url);
-                c.cluster.key_prefix = prefix;
-                c.cluster.instance_id = Some(name.to_string());
-                c.cluster.lease_ttl_secs = 3;
-            })
-            .await,
-        );
+    let a = spawn_member(&extra, &db.url, &proxy.url, &prefix, "a").await;
+    let b = spawn_member(&extra, &db.url, &proxy.url, &prefix, "b").await;
+    Some(Pair { a, b, proxy, db, prefix, extra })
+}
+
+impl Pair {
+    /// One more instance of the same cluster.
+    pub async fn spawn_another(&self, name: &str) -> TestApp {
+        spawn_member(&self.extra, &self.db.url, &self.proxy.url, &self.prefix, name).await
     }
-    let b = apps.pop().unwrap();
-    let a = apps.pop().unwrap();
-    Some(Pair { a, b, _db: db, proxy })
+}
+
+async fn spawn_member(extra: &Config, db_url: &str, redis_url: &str, prefix: &str, name: &str) -> TestApp {
+    let (extra, url, redis_url, prefix, name) =
+        (extra.clone(), db_url.to_string(), redis_url.to_string(), prefix.to_string(), name.to_string());
+    spawn_with(move |c| {
+        let (data_dir, dashboard, server) = (c.data_dir.clone(), c.dashboard.clone(), c.server.clone());
+        *c = extra;
+        c.data_dir = data_dir;
+        c.dashboard = dashboard;
+        c.server.shutdown_grace_secs = server.shutdown_grace_secs;
+        c.database_url = Some(url);
+        c.database_max_connections = 4;
+        c.redis_url = Some(redis_url);
+        c.cluster.key_prefix = prefix;
+        c.cluster.instance_id = Some(name);
+        c.cluster.lease_ttl_secs = 3;
+    })
+    .await
 }
