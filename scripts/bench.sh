@@ -4,11 +4,25 @@
 # upstream that paces its tokens, which does not saturate the machine), 5,000 idle WebSockets,
 # one Live turn's own overhead, authentication cost, idle RSS, and the unauthenticated attacks
 # of the hardening audit (a login flood, silent connections). Takes a few minutes after the
-# release build. Usage: scripts/bench.sh [seconds-per-SSE-run (default 10)]
+# release build. Then the scale-out scenarios (issue 14), appended to docs/benchmarks.md: SSE chat
+# at c = 64 on one instance with SQLite and with PostgreSQL, and through nginx in front of two
+# instances in cluster mode (PostgreSQL + Redis), each started here on loopback with temporary
+# data (PostgreSQL, Redis and nginx are installed from Debian's packages when missing).
+# Usage: scripts/bench.sh [seconds-per-SSE-run (default 10)]
+#        BENCH_ONLY=scale scripts/bench.sh 2     # only the scale-out scenarios (a quick smoke run)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SECS="${1:-10}"
 ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
+ONLY="${BENCH_ONLY:-all}"
+missing=()
+pg_bindir() { find /usr/lib/postgresql -maxdepth 2 -name bin -type d 2>/dev/null | sort -V | tail -n 1; }
+[ -x "$(pg_bindir)/initdb" ] || missing+=(postgresql)
+command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
+command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || missing+=(nginx-light)
+# shellcheck source=scripts/deps.sh
+source scripts/deps.sh
+install_missing "the scale-out benchmark"
 
 cargo build --release --locked -p astrgate -p astrgate-bench
 TARGET="${CARGO_TARGET_DIR:-$PWD/target}"
@@ -26,8 +40,12 @@ for port in $UP_PORT $GW_PORT $PACED_PORT; do
   fi
 done
 PIDS=()
+PG_CTL=""
+AS_PG=()
 cleanup() {
   for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+  [ -n "$PG_CTL" ] && "${AS_PG[@]}" "$PG_CTL" -D "$WORK/pg" -m fast -w stop >/dev/null 2>&1 || true
+  [ -f "$WORK/redis.pid" ] && kill "$(cat "$WORK/redis.pid")" 2>/dev/null || true
   wait 2>/dev/null || true
   rm -rf "$WORK"
 }
@@ -81,10 +99,101 @@ IDLE_RSS=$(awk '/VmRSS/ {print $2}' /proc/$GW_PID/status)
 KEY=$("$BIN" --config "$WORK/astrgate.toml" keys create --name bench | tail -n 1)
 JWT=$(curl -s "http://127.0.0.1:$GW_PORT/api/auth/login" -H 'Content-Type: application/json' \
   -d '{"username":"astrgate","password":"bench-password-1"}' | sed -E 's/.*"token":"([^"]+)".*/\1/')
+if [ "$ONLY" = all ]; then
 "$BENCH" all \
   --astrgate "http://127.0.0.1:$GW_PORT" --upstream "http://127.0.0.1:$UP_PORT/v1" \
   --key "$KEY" --jwt "$JWT" --pid "$GW_PID" --idle-rss-kib "$IDLE_RSS" --fixed-provider-ms 40 \
   --paced-upstream "http://127.0.0.1:$PACED_PORT/v1" --paced-token-ms 5 \
   --duration "$SECS" --out docs/benchmarks.md
+fi
 echo "astrgate log lines: $(wc -l <"$WORK/astrgate.log")"
-cat docs/benchmarks.md
+
+# ---- Scale-out: SQLite vs PostgreSQL on one instance, two instances behind nginx (c = 64) ----
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+PG_CTL="$(pg_bindir)/pg_ctl"
+if [ "$(id -u)" -eq 0 ]; then AS_PG=(runuser -u postgres --); chown postgres "$WORK"; chmod 755 "$WORK"; fi
+PG_PORT=$(free_port)
+"${AS_PG[@]}" "$(pg_bindir)/initdb" -D "$WORK/pg" -U astrgate --auth=trust -E UTF8 >"$WORK/initdb.log"
+# Durable commits, as in production; sized for the pools of two instances.
+"${AS_PG[@]}" "$PG_CTL" -D "$WORK/pg" -l "$WORK/pg.log" -w start \
+  -o "-p $PG_PORT -k $WORK -c listen_addresses=127.0.0.1 -c max_connections=100 -c shared_buffers=256MB" >/dev/null
+"$(pg_bindir)/createdb" -h 127.0.0.1 -p "$PG_PORT" -U astrgate astrgate
+REDIS_PORT=$(free_port)
+redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save '' --appendonly no --daemonize yes \
+  --pidfile "$WORK/redis.pid" --logfile "$WORK/redis.log" --dir "$WORK"
+PG_URL="postgres://astrgate@127.0.0.1:$PG_PORT/astrgate"
+
+# An instance on port $1 with data dir $2 and extra top-level TOML $3 (before any section).
+start_instance() {
+  local port=$1 dir=$2 extra=$3
+  mkdir -p "$dir"
+  { echo "listen = \"127.0.0.1:$port\""; echo "data_dir = \"$dir/data\""; echo "$extra"
+    sed -e '/^listen = /d' -e '/^data_dir = /d' "$WORK/astrgate.toml"; } >"$dir/astrgate.toml"
+  "$BIN" --config "$dir/astrgate.toml" serve 2>"$dir/astrgate.log" &
+  PIDS+=($!)
+  for _ in $(seq 100); do curl -sf "http://127.0.0.1:$port/healthz" >/dev/null && return 0; sleep 0.1; done
+  echo "bench: the instance on port $port did not start" >&2; cat "$dir/astrgate.log" >&2; exit 1
+}
+# Runs the c = 64 SSE scenario against $1 with key $2; prints the astrgate row.
+sse64() {
+  "$BENCH" sse --astrgate "$1" --upstream "http://127.0.0.1:$UP_PORT/v1" --key "$2" -c 64 -d "$SECS" | sed -n 4p
+}
+SQLITE_ROW=$(sse64 "http://127.0.0.1:$GW_PORT" "$KEY")
+kill "$GW_PID" 2>/dev/null || true
+
+PG1_PORT=$(free_port)
+start_instance "$PG1_PORT" "$WORK/pg1" "database_url = \"$PG_URL\""
+PG_KEY=$("$BIN" --config "$WORK/pg1/astrgate.toml" keys create --name bench | tail -n 1)
+PG_ROW=$(sse64 "http://127.0.0.1:$PG1_PORT" "$PG_KEY")
+kill "${PIDS[-1]}"; wait "${PIDS[-1]}" 2>/dev/null || true
+
+A_PORT=$(free_port); B_PORT=$(free_port); LB_PORT=$(free_port)
+CLUSTER="database_url = \"$PG_URL\"
+redis_url = \"redis://127.0.0.1:$REDIS_PORT\""
+start_instance "$A_PORT" "$WORK/a" "$CLUSTER"
+start_instance "$B_PORT" "$WORK/b" "$CLUSTER"
+mkdir -p "$WORK/nginx"
+cat >"$WORK/nginx/nginx.conf" <<NGINX
+worker_processes 1;
+daemon off;
+pid $WORK/nginx/nginx.pid;
+error_log $WORK/nginx/error.log warn;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  client_body_temp_path $WORK/nginx/body;
+  proxy_temp_path $WORK/nginx/proxy;
+  upstream astrgate { least_conn; server 127.0.0.1:$A_PORT; server 127.0.0.1:$B_PORT; keepalive 128; }
+  server {
+    listen 127.0.0.1:$LB_PORT;
+    location / {
+      proxy_pass http://astrgate;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_buffering off;
+      proxy_read_timeout 300s;
+    }
+  }
+}
+NGINX
+NGINX_BIN=$(command -v nginx || echo /usr/sbin/nginx)
+"$NGINX_BIN" -p "$WORK/nginx" -c "$WORK/nginx/nginx.conf" 2>"$WORK/nginx/stderr.log" &
+PIDS+=($!)
+for _ in $(seq 50); do curl -sf "http://127.0.0.1:$LB_PORT/healthz" >/dev/null && break; sleep 0.1; done
+LB_ROW=$(sse64 "http://127.0.0.1:$LB_PORT" "$PG_KEY")
+
+{
+  echo
+  echo "## Scale-out: SQLite vs PostgreSQL, and two instances behind nginx"
+  echo
+  echo "SSE chat at c = 64 for ${SECS} s, the same fake upstream (20 tokens at once) and the same persistence (session, question, reply, run log), on this one machine: one instance on SQLite; one instance on PostgreSQL $("$(pg_bindir)/postgres" --version | awk '{print $3}') (over loopback TCP, default durability); two instances in cluster mode (PostgreSQL + Redis $(redis-server --version | awk '{print $3}' | cut -d= -f2)) behind nginx $("$NGINX_BIN" -v 2>&1 | cut -d/ -f2) (\`least_conn\`, \`proxy_buffering off\`). Two instances on one two-core machine share its cores with PostgreSQL, Redis, nginx and the load generator, so this row measures the cost of the extra hops, not the gain of a second machine."
+  echo
+  echo "| target | c | req/s | errors | first token p50 ms | first token p99 ms | complete p50 ms | complete p90 ms | complete p99 ms | first event p50 ms |"
+  echo "|---|---|---|---|---|---|---|---|---|---|"
+  echo "${SQLITE_ROW/through astrgate/one instance, SQLite}"
+  echo "${PG_ROW/through astrgate/one instance, PostgreSQL}"
+  echo "${LB_ROW/through astrgate/two instances (cluster) behind nginx}"
+} >"$WORK/scale.md"
+if [ "$ONLY" = all ]; then cat "$WORK/scale.md" >>docs/benchmarks.md; fi
+cat "$WORK/scale.md"
+[ "$ONLY" = all ] && cat docs/benchmarks.md || true

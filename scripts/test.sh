@@ -19,6 +19,11 @@ command -v npm >/dev/null 2>&1 || missing+=(npm)
 python3 -m pip --version >/dev/null 2>&1 || missing+=(python3-pip)
 # The OpenAI SDK test (tests/api/openai_sdk.rs) runs the official `openai` package from a virtualenv.
 python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || missing+=(python3-venv)
+# The store suite on PostgreSQL and the two-instance tests (PostgreSQL + Redis) need both
+# servers; they are started below on loopback ports with temporary data directories.
+pg_bindir() { find /usr/lib/postgresql -maxdepth 2 -name bin -type d 2>/dev/null | sort -V | tail -n 1; }
+[ -x "$(pg_bindir)/initdb" ] || missing+=(postgresql)
+command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
 # shellcheck source=scripts/deps.sh
 source scripts/deps.sh
 build_deps
@@ -51,6 +56,35 @@ if ! "$pyenv/bin/python" -c "import openai, sys; sys.exit(openai.__version__ != 
   "$pyenv/bin/python" -m pip install --quiet --disable-pip-version-check "openai==$openai_sdk"
 fi
 export OPENAI_SDK_PYTHON="$PWD/$pyenv/bin/python"
+
+# PostgreSQL and Redis, for this run only: temporary data, loopback, free ports, stopped on exit.
+# Their URLs go in TEST_* variables (ASTRGATE_* would be read by the config loader); tests that
+# need them print "skipped: ..." when they are unset, as under a bare `cargo test`.
+services=$(mktemp -d /tmp/astrgate-test-services.XXXXXX)
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+pg=$(pg_bindir)
+as_pg=()
+if [ "$(id -u)" -eq 0 ]; then
+  # initdb refuses to run as root: the server runs as Debian's postgres user.
+  as_pg=(runuser -u postgres --)
+  chown postgres "$services"
+fi
+stop_services() {
+  [ -f "$services/pg/postmaster.pid" ] && "${as_pg[@]}" "$pg/pg_ctl" -D "$services/pg" -m fast -w stop >/dev/null 2>&1 || true
+  [ -f "$services/redis.pid" ] && kill "$(cat "$services/redis.pid")" 2>/dev/null || true
+  rm -rf "$services"
+}
+trap stop_services EXIT
+pg_port=$(free_port)
+"${as_pg[@]}" "$pg/initdb" -D "$services/pg" -U astrgate --auth=trust -E UTF8 --no-sync >"$services/initdb.log"
+"${as_pg[@]}" "$pg/pg_ctl" -D "$services/pg" -l "$services/pg.log" -w start \
+  -o "-p $pg_port -k $services -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=300" >/dev/null
+export TEST_POSTGRES_URL="postgres://astrgate@127.0.0.1:$pg_port/postgres"
+redis_port=$(free_port)
+redis-server --port "$redis_port" --bind 127.0.0.1 --save '' --appendonly no --daemonize yes \
+  --pidfile "$services/redis.pid" --logfile "$services/redis.log" --dir "$services"
+export TEST_REDIS_URL="redis://127.0.0.1:$redis_port"
+for _ in $(seq 50); do redis-cli -p "$redis_port" ping >/dev/null 2>&1 && break; sleep 0.1; done
 
 cargo fmt --all -- --check
 cargo clippy --locked --workspace --all-targets -- -D warnings

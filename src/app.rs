@@ -24,6 +24,8 @@ use crate::config::Config;
 use crate::providers::Providers;
 use crate::store::{self, Store};
 
+mod cluster;
+
 /// Shared state handed to every handler. Cheap to clone.
 #[derive(Clone)]
 pub struct AppState {
@@ -78,18 +80,36 @@ impl AppState {
         std::fs::create_dir_all(&config.data_dir)
             .with_context(|| format!("creating data dir {}", config.data_dir.display()))?;
         let url = config.database_url();
-        let store =
-            store::connect(&url).await.with_context(|| format!("opening database {}", store::redact_url(&url)))?;
-        // Runs a crash left in flight are closed before anything else can touch their sessions.
-        if let Err(e) = crate::agent::checkpoint::recover(store.as_ref()).await {
-            tracing::error!(error = %e, "closing runs left in flight failed");
-        }
-        let keys = Arc::new(ApiKeys::new(store.clone(), Duration::from_secs(config.api_keys.cache_ttl_secs)));
-        let dashboard = Arc::new(DashboardAuth::init(&config.dashboard, store.clone(), &config.data_dir).await?);
+        let store = store::connect_with(&url, config.database_max_connections)
+            .await
+            .with_context(|| format!("opening database {}", store::redact_url(&url)))?;
+        let tasks = TaskTracker::new();
+        let cluster = match &config.redis_url {
+            Some(url) => Some(cluster::open(url, &config)?),
+            None => None,
+        };
+        let notices = match &cluster {
+            Some(c) => Some(c.start(&tasks, shutdown.clone()).await),
+            None => None,
+        };
+        // Runs a crash left in flight are closed before anything else can touch their sessions
+        // (in cluster mode: only those of instances that are gone).
+        cluster::recover(store.as_ref(), cluster.as_deref(), config.cluster.lease_ttl_secs).await;
+        let shared = cluster.as_ref().map(|c| Arc::new(cluster::AuthShared(c.clone())) as Arc<dyn crate::auth::Shared>);
+        let keys = Arc::new(
+            ApiKeys::new(store.clone(), Duration::from_secs(config.api_keys.cache_ttl_secs))
+                .with_shared(shared.clone()),
+        );
+        let dashboard =
+            Arc::new(DashboardAuth::init(&config.dashboard, store.clone(), &config.data_dir, shared).await?);
         let profiles = Arc::new(Profiles::from_config(&config));
         let providers = Arc::new(Providers::from_config(&config)?);
-        let tasks = TaskTracker::new();
-        let prompt = Arc::new(PromptBuilder::new(config.data_dir.join("attachments"), &config.files));
+        let blobs = Arc::new(if config.attachments_in_database() {
+            crate::attachments::Blobs::Database { store: store.clone(), tmp: config.data_dir.join("tmp") }
+        } else {
+            crate::attachments::Blobs::Local(config.data_dir.join("attachments"))
+        });
+        let prompt = Arc::new(PromptBuilder::new(blobs.clone(), &config.files));
         let platforms: std::collections::HashMap<_, _> = config
             .platforms
             .iter()
@@ -102,6 +122,7 @@ impl AppState {
             profiles,
             prompt,
             bus: Arc::default(),
+            cluster: cluster.clone(),
             platforms: Arc::new(platforms),
             compat_profile_id: config.compat.profile.clone(),
             min_sentence_chars: config.live.min_sentence_chars,
@@ -109,7 +130,7 @@ impl AppState {
             max_log_bytes: config.runs.max_log_bytes,
             max_active: config.runs.max_active,
             audio: crate::agent::audio::AudioCodecs::new(config.live.max_utterance_secs),
-            attachments_dir: config.data_dir.join("attachments"),
+            blobs,
             tasks: tasks.clone(),
             shutdown: shutdown.clone(),
         });
@@ -119,6 +140,10 @@ impl AppState {
             max_connections: config.server.max_connections,
             max_connections_per_ip: config.server.max_connections_per_ip,
         });
+        if let (Some(rx), Some(c)) = (notices, &cluster) {
+            cluster::spawn_dispatcher(rx, agent.clone(), keys.clone(), dashboard.clone(), &tasks, shutdown.clone());
+            cluster::spawn_sweeper(c.clone(), store.clone(), config.cluster.lease_ttl_secs, &tasks, shutdown.clone());
+        }
         Ok(AppState {
             config,
             store,

@@ -1,4 +1,4 @@
-//! Command line: `serve` (default), `keys create|list|revoke`, `migrate`, `check-config`.
+//! Command line: `serve` (default), `keys create|list|revoke`, `migrate`, `copy-db`, `check-config`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -38,6 +38,20 @@ pub enum Command {
     },
     /// Apply database migrations and exit.
     Migrate,
+    /// Copy an installation into another, empty database (e.g. SQLite → PostgreSQL), then
+    /// compare the row counts of every table.
+    CopyDb {
+        /// Source database URL (sqlite://… or postgres://…).
+        #[arg(long)]
+        from: String,
+        /// Destination database URL; it must hold no data yet (migrations are applied).
+        #[arg(long)]
+        to: String,
+        /// A local attachments directory (`<data_dir>/attachments`) whose files move into the
+        /// destination database (for `[files] storage = "database"`, PostgreSQL's default).
+        #[arg(long)]
+        attachments_dir: Option<PathBuf>,
+    },
     /// Load and validate the configuration, then print a summary.
     CheckConfig,
 }
@@ -107,10 +121,11 @@ async fn run(command: Option<Command>, config: Config, config_path: Option<PathB
         None | Some(Command::Serve { .. }) => crate::app::run(config).await,
         Some(Command::Migrate) => {
             let url = config.database_url();
-            crate::store::connect(&url).await?;
+            crate::store::connect_with(&url, 1).await?;
             println!("migrations applied to {}", crate::store::redact_url(&url));
             Ok(())
         }
+        Some(Command::CopyDb { from, to, attachments_dir }) => copy_db(&from, &to, attachments_dir.as_deref()).await,
         Some(Command::CheckConfig) => {
             println!(
                 "config ok ({})",
@@ -125,6 +140,30 @@ async fn run(command: Option<Command>, config: Config, config_path: Option<PathB
         }
         Some(Command::Keys { command }) => keys(command, config).await,
     }
+}
+
+async fn copy_db(from: &str, to: &str, attachments_dir: Option<&std::path::Path>) -> anyhow::Result<()> {
+    use crate::store::redact_url;
+    use anyhow::Context;
+    let source = crate::store::connect_with(from, 4).await.with_context(|| format!("opening {}", redact_url(from)))?;
+    let dest = crate::store::connect_with(to, 4).await.with_context(|| format!("opening {}", redact_url(to)))?;
+    println!("copying {} → {}", redact_url(from), redact_url(to));
+    println!("{:<18} {:>10} {:>12}", "table", "source", "destination");
+    let result = crate::store::copy::copy_all(source.as_ref(), dest.as_ref(), |c| {
+        println!("{:<18} {:>10} {:>12}", c.table.name(), c.source, c.destination);
+    })
+    .await;
+    source.close().await;
+    result?;
+    println!("row counts match");
+    if let Some(dir) = attachments_dir {
+        let moved = crate::attachments::Blobs::import_dir(&dest, dir)
+            .await
+            .with_context(|| format!("moving attachments from {}", dir.display()))?;
+        println!("attachment files moved into the database: {moved}");
+    }
+    dest.close().await;
+    Ok(())
 }
 
 async fn keys(command: KeysCommand, config: Config) -> anyhow::Result<()> {

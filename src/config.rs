@@ -42,9 +42,19 @@ pub struct Config {
     /// Directory for the SQLite database, attachments and temporary files.
     #[serde(default = "default_data_dir")]
     pub data_dir: PathBuf,
-    /// Database URL; defaults to `sqlite://<data_dir>/astrgate.db`.
+    /// Database URL: `sqlite://…` (the default, `sqlite://<data_dir>/astrgate.db`) or
+    /// `postgres://user:password@host/db` (several instances can share it).
     #[serde(default)]
     pub database_url: Option<String>,
+    /// Connections each instance keeps to PostgreSQL at most (SQLite ignores it).
+    #[serde(default = "default_db_connections")]
+    pub database_max_connections: u32,
+    /// `redis://[:password@]host:port[/db]`: turns on cluster mode (several instances sharing a
+    /// PostgreSQL `database_url`). Env `ASTRGATE_REDIS_URL`.
+    #[serde(default)]
+    pub redis_url: Option<String>,
+    #[serde(default)]
+    pub cluster: ClusterConfig,
     #[serde(default)]
     pub dashboard: DashboardConfig,
     #[serde(default)]
@@ -77,11 +87,45 @@ pub struct Config {
     pub openai: OpenAiConfig,
 }
 
+fn default_db_connections() -> u32 {
+    16
+}
+
 fn default_listen() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], 6185))
 }
 fn default_data_dir() -> PathBuf {
     PathBuf::from("./data")
+}
+
+/// `[cluster]`: cluster mode, with `redis_url`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClusterConfig {
+    /// Every Redis key starts with this (several installations can share one Redis).
+    pub key_prefix: String,
+    /// This instance's name among the others; a random one per start when unset.
+    pub instance_id: Option<String>,
+    /// A session's lease (its one active run) lapses this long after its instance stops
+    /// renewing it (the instance died); also how long an instance counts as alive after its
+    /// last heartbeat.
+    pub lease_ttl_secs: u64,
+    /// A run's events stay in Redis, for resuming from any instance, this long after the last one.
+    pub run_stream_ttl_secs: u64,
+    /// Clients following a run of another instance at once (each holds a Redis connection).
+    pub max_remote_followers: usize,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        Self {
+            key_prefix: "astrgate".into(),
+            instance_id: None,
+            lease_ttl_secs: 15,
+            run_stream_ttl_secs: 600,
+            max_remote_followers: 256,
+        }
+    }
 }
 
 /// `[dashboard]`: the single dashboard account and its JWTs.
@@ -350,6 +394,10 @@ pub struct FilesConfig {
     /// Documents read at once across the server (each PDF is a process of up to 512 MiB of
     /// address space); more wait up to `document_timeout_secs`, then get 503.
     pub document_max_concurrent: usize,
+    /// Where attachment bytes live: `local` (`<data_dir>/attachments`) or `database` (chunks
+    /// in the database: any instance serves any attachment). Unset: `local` with SQLite,
+    /// `database` with PostgreSQL.
+    pub storage: Option<String>,
 }
 
 impl Default for FilesConfig {
@@ -361,6 +409,7 @@ impl Default for FilesConfig {
             document_max_bytes: 64 * 1024 * 1024,
             document_timeout_secs: 30,
             document_max_concurrent: 2,
+            storage: None,
         }
     }
 }
@@ -553,6 +602,15 @@ impl Config {
         Ok(cfg)
     }
 
+    /// Whether attachment bytes are kept in the database (`[files] storage`, by default with
+    /// PostgreSQL).
+    pub fn attachments_in_database(&self) -> bool {
+        match self.files.storage.as_deref() {
+            Some(s) => s == "database",
+            None => crate::store::Backend::of(&self.database_url()) == Some(crate::store::Backend::Postgres),
+        }
+    }
+
     /// The effective database URL.
     pub fn database_url(&self) -> String {
         match &self.database_url {
@@ -564,6 +622,38 @@ impl Config {
     /// Cross-field checks that serde cannot express.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let bad = |m: String| Err(ConfigError::Invalid(m));
+        if crate::store::Backend::of(&self.database_url()).is_none() {
+            return bad(format!(
+                "database_url must start with sqlite:// or postgres://, got {}",
+                crate::store::redact_url(&self.database_url())
+            ));
+        }
+        if let Some(url) = &self.redis_url {
+            if !url.starts_with("redis://") {
+                return bad(format!("redis_url must start with redis://, got {}", crate::store::redact_url(url)));
+            }
+            if crate::store::Backend::of(&self.database_url()) != Some(crate::store::Backend::Postgres) {
+                return bad(
+                    "redis_url (cluster mode) needs a postgres:// database_url that every instance shares".into()
+                );
+            }
+            let c = &self.cluster;
+            if c.key_prefix.is_empty()
+                || c.lease_ttl_secs < 3
+                || c.run_stream_ttl_secs == 0
+                || c.max_remote_followers == 0
+            {
+                return bad("cluster: key_prefix must not be empty, lease_ttl_secs at least 3, run_stream_ttl_secs and max_remote_followers at least 1".into());
+            }
+        }
+        if let Some(st) = &self.files.storage
+            && !matches!(st.as_str(), "local" | "database")
+        {
+            return bad(format!("files.storage must be \"local\" or \"database\", got {st:?}"));
+        }
+        if self.database_max_connections == 0 {
+            return bad("database_max_connections must be at least 1".into());
+        }
         if self.dashboard.username.trim().is_empty() {
             return bad("dashboard.username must not be empty".into());
         }

@@ -92,7 +92,15 @@ impl Agent {
                     "content": {"type": "bot", "message": [{"type": "plain", "text": text}]},
                 })]
             }
-            None => Vec::new(),
+            // Running on another instance (cluster mode): what the lease says.
+            None => match self.remote_holder(session_id).await {
+                Some(h) => vec![json!({
+                    "run_id": h.run_id, "session_id": session_id, "llm_checkpoint_id": null,
+                    "status": "running", "revision": 0,
+                    "content": {"type": "bot", "message": [{"type": "plain", "text": ""}]},
+                })],
+                None => Vec::new(),
+            },
         };
         Ok(Detail { session, history, total: p.total, has_more, active_runs })
     }
@@ -175,7 +183,7 @@ impl Agent {
         if m.llm_checkpoint_id.is_none() {
             return Err(ChatUiError::Invalid("This message is not linked to LLM history and cannot be edited"));
         }
-        if self.runs.active_for_session(session_id).is_some() {
+        if self.session_busy(session_id).await {
             return Err(SessionError::Busy.into());
         }
         let checkpoint = uuid::Uuid::new_v4().to_string();
@@ -212,7 +220,7 @@ impl Agent {
         if self.latest_user_message(session_id).await?.map(|l| l.id) != Some(question.id) {
             return Err(ChatUiError::Invalid("Regenerating older turns requires branching"));
         }
-        if self.runs.active_for_session(session_id).is_some() {
+        if self.session_busy(session_id).await {
             return Err(SessionError::Busy.into());
         }
         self.store.delete_messages_after(session_id, question.id).await?;

@@ -38,6 +38,9 @@ pub struct Checkpointer {
     platform_id: String,
     checkpoint: String,
     persist_events: bool,
+    /// This instance's id in cluster mode: written on the run and on the streaming reply, so
+    /// that recovery closes only what an instance that is gone left behind.
+    instance: Option<String>,
     /// The reply message, once written: (id, created_at).
     pub message: Option<(i64, Micros)>,
     /// The first insert of the message, when the run was cancelled while it was under way: its
@@ -54,6 +57,7 @@ impl Checkpointer {
         platform_id: &str,
         checkpoint: &str,
         persist_events: bool,
+        instance: Option<String>,
     ) -> Self {
         Self {
             store,
@@ -62,6 +66,7 @@ impl Checkpointer {
             platform_id: platform_id.to_string(),
             checkpoint: checkpoint.to_string(),
             persist_events,
+            instance,
             message: None,
             pending: None,
             saved_len: 0,
@@ -79,6 +84,9 @@ impl Checkpointer {
         self.saved_len = len;
         let mut content = bot_content(text, reasoning);
         content["streaming"] = json!(true);
+        if let Some(i) = &self.instance {
+            content["instance"] = json!(i);
+        }
         if let Err(e) = self.save_message(&content).await {
             tracing::warn!(run.id = %self.run.run_id, error = %e, "saving the partial reply failed");
             return;
@@ -141,6 +149,7 @@ impl Checkpointer {
             created_at: self.run.created_at,
             finished_at: now_micros(),
             message_id: self.message.map(|m| m.0),
+            instance_id: self.instance.clone(),
         };
         if let Err(e) = self.store.insert_run(&rec).await {
             tracing::warn!(run.id = %self.run.run_id, error = %e, "saving the run log failed");
@@ -148,11 +157,48 @@ impl Checkpointer {
     }
 }
 
-/// At start: closes what a crash left in flight. Replies still flagged `streaming` become
-/// `interrupted`; each `running` run gets the end a stopped run would have had (`complete` with
-/// the saved text, `message_saved`, `end`) and the status `interrupted`, so it can be resumed.
-pub async fn recover(store: &dyn Store) -> crate::store::StoreResult<usize> {
-    let (runs, replies) = store.recover_interrupted().await?;
+/// Which in-flight work [`recover`] may close.
+pub enum Scope<'a> {
+    /// Everything (one instance, at start: nothing of its own is running yet).
+    All,
+    /// Cluster mode: only what instances outside `live` left, and only once it has not been
+    /// saved since `idle_before` (a live instance saves a streaming reply every second).
+    DeadInstances { live: &'a std::collections::HashSet<String>, idle_before: Micros },
+}
+
+impl Scope<'_> {
+    fn closes(&self, instance: Option<&str>, saved_at: Micros) -> bool {
+        match self {
+            Scope::All => true,
+            Scope::DeadInstances { live, idle_before } => {
+                instance.is_none_or(|i| !live.contains(i)) && saved_at < *idle_before
+            }
+        }
+    }
+}
+
+/// Closes what a crash left in flight. Replies still flagged `streaming` become `interrupted`;
+/// each `running` run gets the end a stopped run would have had (`complete` with the saved text,
+/// `message_saved`, `end`) and the status `interrupted`, so it can be resumed. Returns how many
+/// runs were closed.
+pub async fn recover(store: &dyn Store, scope: Scope<'_>) -> crate::store::StoreResult<usize> {
+    let (runs, messages) = store.in_flight().await?;
+    let mut replies = 0;
+    for m in messages {
+        let instance = m.content.get("instance").and_then(Value::as_str);
+        if !scope.closes(instance, m.updated_at) {
+            continue;
+        }
+        let mut content = m.content.clone();
+        if let Some(map) = content.as_object_mut() {
+            map.shift_remove("streaming");
+            map.shift_remove("instance");
+            map.insert("interrupted".into(), json!(true));
+        }
+        store.update_message(m.id, &content).await?;
+        replies += 1;
+    }
+    let runs: Vec<_> = runs.into_iter().filter(|r| scope.closes(r.instance_id.as_deref(), r.finished_at)).collect();
     for mut run in runs.iter().cloned() {
         let mut events = super::events::decode_log(&run.events).unwrap_or_default();
         events.retain(|e| !e.is_end());
@@ -180,7 +226,7 @@ pub async fn recover(store: &dyn Store) -> crate::store::StoreResult<usize> {
         tracing::warn!(
             runs = runs.len(),
             replies,
-            "closed runs left in flight by an earlier stop (marked interrupted)"
+            "closed runs left in flight by an instance that stopped (marked interrupted)"
         );
     }
     Ok(runs.len())

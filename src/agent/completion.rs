@@ -342,9 +342,8 @@ impl Agent {
         filename: Option<String>,
     ) -> Result<Value, TurnError> {
         let part = Part::Attachment { declared: "file".into(), attachment_id: file_id, filename };
-        let dir = &self.prompt.attachments_dir;
         // No session: there is nothing a `reply` could quote, and none is parsed here.
-        let resolved = input::resolve(self.store.as_ref(), dir, caller, "", vec![part]).await?;
+        let resolved = input::resolve(self.store.as_ref(), &self.blobs, caller, "", vec![part]).await?;
         let transcripts = self.transcribe_records(&resolved).await?;
         self.prompt.user_content(&resolved, &transcripts, target.provider.pdf_input).await.map_err(|e| match e {
             PromptError::Invalid(m) => TurnError::Invalid(m),

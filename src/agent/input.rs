@@ -150,11 +150,11 @@ pub enum Resolved {
 /// Checks replies (same session only) and attachments against the store.
 /// Looks up every referenced message and attachment. An attachment another caller owns is
 /// `attachment not found: <id>` exactly like an unknown one, so ids reveal nothing. An
-/// attachment whose file is gone from `attachments_dir` is `file not found: <stored name>`
+/// attachment whose bytes are gone is `file not found: <stored name>`
 /// (AstrBot names the full path; we do not reveal server paths).
 pub async fn resolve(
     store: &dyn Store,
-    attachments_dir: &std::path::Path,
+    blobs: &crate::attachments::Blobs,
     caller: &Caller,
     session_id: &str,
     parts: Vec<Part>,
@@ -183,7 +183,7 @@ pub async fn resolve(
                 let Some(rec) = rec else {
                     return Err(InputError::NotFound(format!("attachment not found: {attachment_id}")));
                 };
-                if !tokio::fs::try_exists(attachments_dir.join(&rec.stored_name)).await.unwrap_or(false) {
+                if !blobs.exists(&rec).await {
                     return Err(InputError::NotFound(format!("file not found: {}", rec.stored_name)));
                 }
                 let filename = filename.filter(|f| !f.trim().is_empty()).unwrap_or_else(|| rec.original_name.clone());

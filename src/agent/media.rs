@@ -30,15 +30,9 @@ impl Agent {
     ) -> Result<Vec<AttachmentRecord>, TurnError> {
         let mut saved = Vec::with_capacity(media.len());
         for m in media {
-            let rec = crate::attachments::save_bytes(
-                self.store.as_ref(),
-                &self.attachments_dir,
-                owner,
-                &m.name,
-                &m.mime,
-                &m.bytes,
-            )
-            .await;
+            let rec =
+                crate::attachments::save_bytes(self.store.as_ref(), &self.blobs, owner, &m.name, &m.mime, &m.bytes)
+                    .await;
             match rec {
                 Ok(rec) => {
                     if let Some(part) = stored_parts.get_mut(m.index) {
@@ -60,7 +54,7 @@ impl Agent {
     /// Removes attachments saved for a request that failed after all.
     pub async fn discard_media(&self, saved: &[AttachmentRecord]) {
         for rec in saved {
-            crate::attachments::discard(self.store.as_ref(), &self.attachments_dir, rec).await;
+            crate::attachments::discard(self.store.as_ref(), &self.blobs, rec).await;
         }
     }
 

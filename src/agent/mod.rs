@@ -9,6 +9,7 @@
 pub mod audio;
 pub mod chatui;
 pub mod checkpoint;
+pub mod cluster;
 pub mod compat;
 pub mod completion;
 pub mod errors;
@@ -49,6 +50,9 @@ pub struct Agent {
     pub prompt: Arc<prompt::PromptBuilder>,
     /// Live subscribers of sessions (proactive pushes).
     pub bus: Arc<crate::bus::SessionBus>,
+    /// Cluster mode (`redis_url`): session leases, run streams and notices shared with the
+    /// other instances; `None` for a single instance.
+    pub cluster: Option<Arc<crate::bus::cluster::Cluster>>,
     /// Configured outbound platforms by id.
     pub platforms: Arc<std::collections::HashMap<String, crate::platforms::webhook::Webhook>>,
     /// `[compat] profile`.
@@ -62,18 +66,28 @@ pub struct Agent {
     pub max_active: usize,
     /// Decoding voice for STT and encoding speech, on a bounded blocking pool.
     pub audio: audio::AudioCodecs,
-    /// Where generated media (spoken replies) is saved.
-    pub attachments_dir: std::path::PathBuf,
+    /// Where attachment bytes live (generated media, such as spoken replies, included).
+    pub blobs: Arc<crate::attachments::Blobs>,
     pub tasks: TaskTracker,
     /// Runs hold child tokens: shutdown cancels them all.
     pub shutdown: CancellationToken,
 }
 
 impl Agent {
+    /// This instance's id in cluster mode; `None` for a single instance.
+    pub fn instance_id(&self) -> Option<String> {
+        self.cluster.as_ref().map(|c| c.instance_id().to_string())
+    }
+
     /// Waits (up to `limit`) while the session's active run is one that was cancelled and is
     /// only saving what it had; a run still answering leaves the session busy at once.
     pub async fn settle(&self, session_id: &str, limit: std::time::Duration) {
-        let Some(run) = self.runs.active_for_session(session_id) else { return };
+        let Some(run) = self.runs.active_for_session(session_id) else {
+            if self.cluster.is_some() {
+                self.settle_remote(session_id, limit).await;
+            }
+            return;
+        };
         if !run.cancel.is_cancelled() {
             return;
         }
@@ -87,9 +101,9 @@ impl Agent {
         .await;
     }
 
-    /// Registers and starts a run; fails when the session already has one or too many runs
-    /// are active.
-    pub fn start(self: &Arc<Self>, turn: Turn) -> Result<Arc<RunHandle>, StartError> {
+    /// Registers and starts a run; fails when the session already has one (on any instance,
+    /// in cluster mode) or too many runs are active.
+    pub async fn start(self: &Arc<Self>, turn: Turn) -> Result<Arc<RunHandle>, StartError> {
         let handle = Arc::new(RunHandle::new(
             turn.run_id.clone(),
             turn.session_id.clone(),
@@ -99,6 +113,16 @@ impl Agent {
             self.max_log_bytes,
         ));
         self.runs.register(handle.clone(), self.max_active)?;
+        if let Some(c) = &self.cluster {
+            // This instance's registry is checked first (no round trip when it is busy here).
+            if c.acquire(&turn.session_id, &turn.run_id).await == crate::bus::cluster::Lease::Busy {
+                self.runs.remove(&turn.run_id);
+                return Err(StartError::Busy);
+            }
+            if turn.persist_events {
+                self.publish_events(c, &handle);
+            }
+        }
         handle.push(events::AgentEvent::SessionId { session_id: turn.session_id.clone() });
         let agent = self.clone();
         let h = handle.clone();

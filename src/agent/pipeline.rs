@@ -99,11 +99,15 @@ pub async fn run(agent: Arc<Agent>, mut turn: Turn, h: Arc<RunHandle>) {
         &turn.platform_id,
         &checkpoint,
         turn.persist_events,
+        agent.instance_id(),
     );
     drive(&agent, &mut turn, &h, &mut ckpt, &checkpoint).await;
     // The reply is saved. Free the session *before* `End` is visible, so a client that sees
     // `end` can start its next turn at once.
     agent.runs.release_session(&h.run_id);
+    if let Some(c) = &agent.cluster {
+        c.release(&h.session_id, &h.run_id).await;
+    }
     h.push(AgentEvent::End);
     h.finish();
     if turn.persist_events {
@@ -288,7 +292,7 @@ async fn speak_reply(
     let ext = if tts.mime() == "audio/mpeg" { "mp3" } else { "wav" };
     match crate::attachments::save_bytes(
         agent.store.as_ref(),
-        &agent.attachments_dir,
+        &agent.blobs,
         owner,
         &format!("reply.{ext}"),
         tts.mime(),

@@ -81,8 +81,7 @@ impl Agent {
         {
             return Err(UserError::BoundToAnother.into());
         }
-        let resolved =
-            input::resolve(self.store.as_ref(), &self.prompt.attachments_dir, caller, &session_id, parts).await?;
+        let resolved = input::resolve(self.store.as_ref(), &self.blobs, caller, &session_id, parts).await?;
         let content = input::stored_user_content(&resolved);
         let message = content["message"].clone();
         let text = input::message_text(&content);
@@ -178,13 +177,12 @@ impl Agent {
         if let Some(run) = self.runs.active_for_session(&session.session_id) {
             let _ = run.try_push(AgentEvent::Proactive { text: text.clone(), message_id: id });
         }
-        let delivered = self.bus.publish(Push {
-            session_id: session.session_id.clone(),
-            message_id: id,
-            created_at,
-            content,
-            text,
-        });
+        let push = Push { session_id: session.session_id.clone(), message_id: id, created_at, content, text };
+        if let Some(c) = &self.cluster {
+            // Sockets bound to the session, and its open stream, on the other instances.
+            c.notify(crate::bus::cluster::Notice::Push { push: push.clone() }).await;
+        }
+        let delivered = self.bus.publish(push);
         tracing::info!(session.id = %session.session_id, subscribers = delivered, "proactive message saved");
         Ok(id)
     }

@@ -9,12 +9,14 @@
 //! one the server cannot read right now (no `pdftotext`, a reader failure) is named only and the
 //! reason logged; when every reader is busy for too long the message gets a 503 to retry.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
+use std::sync::Arc;
 
 use base64::Engine;
 use serde_json::{Value, json};
 
 use super::input::Resolved;
+use crate::attachments::Blobs;
 use crate::config::{FilesConfig, PdfInput};
 use crate::documents::{self, Disposition, DocKind, Reader};
 use crate::store::AttachmentRecord;
@@ -39,7 +41,7 @@ pub const MAX_PDF_FILE_BYTES: i64 = 32 * 1024 * 1024;
 
 /// Builds OpenAI content parts from resolved input.
 pub struct PromptBuilder {
-    pub attachments_dir: PathBuf,
+    pub blobs: Arc<Blobs>,
     pub inline_max: usize,
     /// Reads documents, at most `files.document_max_concurrent` at once.
     pub documents: Reader,
@@ -57,8 +59,8 @@ fn is_text_like(name: &str, mime: &str) -> bool {
 }
 
 impl PromptBuilder {
-    /// A builder for attachments in `attachments_dir`, with the `[files]` limits.
-    pub fn new(attachments_dir: PathBuf, files: &FilesConfig) -> Self {
+    /// A builder for attachments stored in `blobs`, with the `[files]` limits.
+    pub fn new(blobs: Arc<Blobs>, files: &FilesConfig) -> Self {
         let limits = documents::Limits {
             max_text_bytes: files.document_text_max_bytes,
             max_input_bytes: files.document_max_bytes,
@@ -66,14 +68,10 @@ impl PromptBuilder {
             ..documents::Limits::default()
         };
         Self {
-            attachments_dir,
+            blobs,
             inline_max: files.inline_text_max_bytes,
             documents: Reader::new(limits, files.document_max_concurrent),
         }
-    }
-
-    fn path_of(&self, stored_name: &str) -> PathBuf {
-        self.attachments_dir.join(stored_name)
     }
 
     /// Content parts for the model. `transcripts` holds the STT text of each `record` part, in
@@ -116,7 +114,7 @@ impl PromptBuilder {
                     );
                 }
                 Resolved::Attachment { rec, .. } if rec.kind == "image" => {
-                    let bytes = tokio::fs::read(self.path_of(&rec.stored_name)).await.map_err(io_error(rec))?;
+                    let bytes = self.blobs.read_all(rec).await.map_err(io_error(rec))?;
                     let url = format!("data:{};base64,{}", rec.mime_type, base64_of(&bytes));
                     out.push(json!({"type": "image_url", "image_url": {"url": url}}));
                 }
@@ -152,8 +150,11 @@ impl PromptBuilder {
         pdf_input: PdfInput,
         media_bytes: &mut i64,
     ) -> Result<Value, PromptError> {
-        let path = self.path_of(&rec.stored_name);
-        let kind = documents::detect_file(&path, &rec.mime_type, &rec.original_name).await.map_err(io_error(rec))?;
+        // Documents are read from a file (poppler is a separate process): the stored file, or a
+        // temporary copy of the database's chunks, removed when this part is done.
+        let file = self.blobs.local_file(rec).await.map_err(io_error(rec))?;
+        let path = file.path.as_path();
+        let kind = documents::detect_file(path, &rec.mime_type, &rec.original_name).await.map_err(io_error(rec))?;
         match kind {
             Some(DocKind::Pdf) if pdf_input == PdfInput::File => {
                 if rec.size > MAX_PDF_FILE_BYTES {
@@ -169,13 +170,13 @@ impl PromptBuilder {
                         "too many image and PDF bytes in one message (max {max} MiB)"
                     )));
                 }
-                let bytes = tokio::fs::read(&path).await.map_err(io_error(rec))?;
+                let bytes = tokio::fs::read(path).await.map_err(io_error(rec))?;
                 let data = format!("data:application/pdf;base64,{}", base64_of(&bytes));
                 Ok(json!({"type": "file", "file": {"filename": pdf_filename(filename), "file_data": data}}))
             }
-            Some(kind) => self.document_text(&path, kind, rec, filename).await,
+            Some(kind) => self.document_text(path, kind, rec, filename).await,
             None if is_text_like(&rec.original_name, &rec.mime_type) && (rec.size as usize) <= self.inline_max => {
-                let bytes = tokio::fs::read(&path).await.map_err(io_error(rec))?;
+                let bytes = tokio::fs::read(path).await.map_err(io_error(rec))?;
                 let text = String::from_utf8_lossy(&bytes);
                 Ok(json!({"type": "text", "text": format!("[File {filename}]\n{text}\n[End of file {filename}]")}))
             }
@@ -259,7 +260,8 @@ mod tests {
         let pdf = crate::documents::fixtures::pdf(&["words nobody reads"]);
         std::fs::write(dir.path().join("stored.pdf"), &pdf).unwrap();
         let reader = Reader::with_tools(documents::Limits::default(), 1, documents::PdfTools::default());
-        let builder = PromptBuilder { attachments_dir: dir.path().to_path_buf(), inline_max: 1024, documents: reader };
+        let blobs = Arc::new(Blobs::Local(dir.path().to_path_buf()));
+        let builder = PromptBuilder { blobs, inline_max: 1024, documents: reader };
         let rec = AttachmentRecord {
             attachment_id: "a1".into(),
             stored_name: "stored.pdf".into(),

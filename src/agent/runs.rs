@@ -6,6 +6,10 @@
 //! queues anything of its own: memory per run is bounded by `runs.max_events`, whatever the
 //! number of subscribers. When the run ends its log is written to the store (for resumption
 //! after the run is gone) and the run leaves the registry.
+//!
+//! In cluster mode a chat run's log is also appended to a Redis stream (`agent::cluster`), and a
+//! [`Subscription`] may follow a run of another instance through it: the same cursor semantics
+//! (sequence numbers, resume after any event), fed by a bounded channel.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -134,38 +138,47 @@ impl RunHandle {
 
     /// Follows the log from sequence number `from` (0 = everything).
     pub fn subscribe(self: &Arc<Self>, from: u64) -> Subscription {
-        Subscription { rx: self.tick.subscribe(), handle: self.clone(), next: from }
+        Subscription(Cursor::Local { rx: self.tick.subscribe(), handle: self.clone(), next: from })
     }
 }
 
-/// A cursor into a run's log.
-pub struct Subscription {
-    handle: Arc<RunHandle>,
-    next: u64,
-    rx: watch::Receiver<u64>,
+/// A cursor into a run's log: this instance's run, or another instance's through Redis.
+pub struct Subscription(Cursor);
+
+enum Cursor {
+    Local { handle: Arc<RunHandle>, next: u64, rx: watch::Receiver<u64> },
+    Remote(super::cluster::RemoteRun),
 }
 
 impl Subscription {
+    pub(super) fn remote(r: super::cluster::RemoteRun) -> Self {
+        Subscription(Cursor::Remote(r))
+    }
+
     /// Appends every event after the cursor to `out`, waiting until there is at least one.
-    /// Returns `false` once the run has finished and everything was read.
+    /// Returns `false` once the run has finished and everything was read. Cancel-safe.
     pub async fn recv(&mut self, out: &mut Vec<SeqEvent>) -> bool {
+        let (handle, next, rx) = match &mut self.0 {
+            Cursor::Local { handle, next, rx } => (handle, next, rx),
+            Cursor::Remote(r) => return r.recv(out).await,
+        };
         loop {
             // Mark the current tick as seen *before* reading the log, so an append that lands
             // between the read and the wait still wakes us.
-            self.rx.borrow_and_update();
+            rx.borrow_and_update();
             {
-                let log = self.handle.lock();
+                let log = handle.lock();
                 let len = log.events.len() as u64;
-                if self.next < len {
-                    out.extend((self.next..len).map(|i| (i, log.events[i as usize].clone())));
-                    self.next = len;
+                if *next < len {
+                    out.extend((*next..len).map(|i| (i, log.events[i as usize].clone())));
+                    *next = len;
                     return true;
                 }
                 if log.finished {
                     return false;
                 }
             }
-            if self.rx.changed().await.is_err() {
+            if rx.changed().await.is_err() {
                 return false;
             }
         }
@@ -173,16 +186,25 @@ impl Subscription {
 
     /// Appends what is available now, without waiting.
     pub fn recv_now(&mut self, out: &mut Vec<SeqEvent>) {
-        let log = self.handle.lock();
-        let len = log.events.len() as u64;
-        if self.next < len {
-            out.extend((self.next..len).map(|i| (i, log.events[i as usize].clone())));
-            self.next = len;
+        match &mut self.0 {
+            Cursor::Local { handle, next, .. } => {
+                let log = handle.lock();
+                let len = log.events.len() as u64;
+                if *next < len {
+                    out.extend((*next..len).map(|i| (i, log.events[i as usize].clone())));
+                    *next = len;
+                }
+            }
+            Cursor::Remote(r) => r.recv_now(out),
         }
     }
 
-    pub fn run(&self) -> &Arc<RunHandle> {
-        &self.handle
+    /// The run followed.
+    pub fn run_id(&self) -> &str {
+        match &self.0 {
+            Cursor::Local { handle, .. } => &handle.run_id,
+            Cursor::Remote(r) => r.run_id(),
+        }
     }
 }
 

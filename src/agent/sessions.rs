@@ -59,17 +59,20 @@ impl Agent {
     /// Stops the session's active run: how many were stopped (0 or 1).
     pub async fn stop_session(&self, session_id: &str, username: &str) -> Result<usize, SessionError> {
         self.owned_session(session_id, username).await?;
-        Ok(self.stop_run_of(session_id))
+        Ok(self.stop_run_of(session_id).await)
     }
 
-    fn stop_run_of(&self, session_id: &str) -> usize {
-        match self.runs.active_for_session(session_id) {
-            Some(run) if !run.cancel.is_cancelled() => {
-                run.cancel.cancel();
-                1
-            }
-            _ => 0,
+    /// Stops the session's run here, or on the instance that runs it (cluster mode).
+    async fn stop_run_of(&self, session_id: &str) -> usize {
+        if self.runs.active_for_session(session_id).is_some() {
+            return self.stop_local(session_id);
         }
+        let (Some(c), Some(holder)) = (&self.cluster, self.remote_holder(session_id).await) else { return 0 };
+        if holder.stopping {
+            return 0;
+        }
+        let sent = c.notify(crate::bus::cluster::Notice::Stop { session_id: session_id.to_string() }).await;
+        usize::from(sent)
     }
 
     /// Stops the session's run, lets it save (so nothing lands in a deleted session), then
@@ -80,7 +83,7 @@ impl Agent {
     }
 
     pub(super) async fn delete_session_unchecked(&self, session_id: &str) -> Result<(), SessionError> {
-        if self.stop_run_of(session_id) > 0 || self.runs.active_for_session(session_id).is_some() {
+        if self.stop_run_of(session_id).await > 0 || self.session_busy(session_id).await {
             self.settle(session_id, super::turn::SETTLE).await;
         }
         self.store.delete_session(session_id).await?;
@@ -110,6 +113,21 @@ impl Agent {
                 return Err(SessionError::RunNotYours);
             }
             return Ok(Resume::Live(run.subscribe(from)));
+        }
+        if let Some(c) = &self.cluster {
+            // Another instance's run (or one that ended recently): its Redis stream.
+            match self.follow_remote(c, run_id, from).await {
+                Ok(Some((meta, remote))) => {
+                    if meta.username != username {
+                        return Err(SessionError::RunNotYours);
+                    }
+                    return Ok(Resume::Live(Subscription::remote(remote)));
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    tracing::warn!(run.id = %run_id, error = %e, "following the run through Redis failed; replaying what the database has")
+                }
+            }
         }
         let Some(rec) = self.store.get_run(run_id).await? else {
             return Err(SessionError::RunUnavailable);

@@ -67,8 +67,7 @@ impl Agent {
         }
         let mut out = Vec::with_capacity(records.len());
         for (rec, filename) in records {
-            let path = self.prompt.attachments_dir.join(&rec.stored_name);
-            let bytes = tokio::fs::read(&path).await.map_err(|e| TurnError::Internal(e.to_string()))?;
+            let bytes = self.blobs.read_all(rec).await.map_err(|e| TurnError::Internal(e.to_string()))?;
             // The stored type was sniffed at upload; the name's extension is the last resort.
             let declared = AudioFormat::from_name(&rec.mime_type)
                 .or_else(|| rec.original_name.rsplit_once('.').and_then(|(_, ext)| AudioFormat::from_name(ext)));

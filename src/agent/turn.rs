@@ -150,8 +150,8 @@ impl Agent {
         let model = model.or_else(|| profile.model.clone()).unwrap_or_else(|| provider.model.clone());
         let (stored, model_input, title) = match input {
             TurnInput::Parts(parts) => {
-                let dir = &self.prompt.attachments_dir;
-                let resolved = input::resolve(self.store.as_ref(), dir, &caller, &plan.session_id, parts).await?;
+                let resolved =
+                    input::resolve(self.store.as_ref(), &self.blobs, &caller, &plan.session_id, parts).await?;
                 let transcripts = self.transcribe_records(&resolved).await?;
                 // The provider is known: it decides whether PDFs go as text or as files.
                 let model_input = self.prompt.user_content(&resolved, &transcripts, provider.pdf_input).await.map_err(
@@ -169,7 +169,7 @@ impl Agent {
         // Everything is valid. A run of this session that was just stopped may still be saving
         // its partial reply: let it finish, then the session must be free.
         self.settle(&plan.session_id, SETTLE).await;
-        if self.runs.active_for_session(&plan.session_id).is_some() {
+        if self.session_busy(&plan.session_id).await {
             return Err(SessionError::Busy.into());
         }
         let fresh = self.write_session(&session, &username, &plan, title).await?;
@@ -204,7 +204,7 @@ impl Agent {
             parent_cancel: None,
         };
         let turn = self.settings_for(kind, streaming, &profile, base);
-        let run = self.start(turn)?;
+        let run = self.start(turn).await?;
         Ok(Started { run, profile, model })
     }
 
@@ -335,11 +335,11 @@ impl Agent {
     }
 
     /// Fails early — before any decoding, STT or storage — when a compat turn could not start.
-    pub fn precheck_compat(&self, session_id: &str) -> Result<(), TurnError> {
+    pub async fn precheck_compat(&self, session_id: &str) -> Result<(), TurnError> {
         if self.profiles.provider_for(self.compat_profile(), &self.providers).is_none() {
             return Err(TurnError::NoProvider);
         }
-        if self.runs.active_for_session(session_id).is_some() {
+        if self.session_busy(session_id).await {
             return Err(SessionError::Busy.into());
         }
         Ok(())

@@ -48,11 +48,24 @@ pub struct ApiKeys {
     ttl: Duration,
     cache: Mutex<HashMap<String, (ApiKeyRecord, Instant)>>,
     touches: Mutex<HashMap<String, Micros>>,
+    /// Cluster mode: revocations reach the other instances' caches at once.
+    shared: Option<Arc<dyn super::Shared>>,
 }
 
 impl ApiKeys {
     pub fn new(store: Arc<dyn Store>, ttl: Duration) -> Self {
-        Self { store, ttl, cache: Mutex::new(HashMap::new()), touches: Mutex::new(HashMap::new()) }
+        Self { store, ttl, cache: Mutex::new(HashMap::new()), touches: Mutex::new(HashMap::new()), shared: None }
+    }
+
+    /// Tells the other instances of a cluster when a key is revoked or deleted.
+    pub fn with_shared(mut self, shared: Option<Arc<dyn super::Shared>>) -> Self {
+        self.shared = shared;
+        self
+    }
+
+    /// Forgets every cached key (after a gap in the notices from other instances).
+    pub fn clear_cache(&self) {
+        self.cache.lock().unwrap_or_else(|p| p.into_inner()).clear();
     }
 
     /// Returns the active key for `raw`, or `None` for unknown, revoked and expired keys alike.
@@ -141,14 +154,21 @@ impl ApiKeys {
 
     pub async fn revoke(&self, key_id: &str) -> StoreResult<bool> {
         let ok = self.store.revoke_api_key(key_id, now_micros()).await?;
-        self.invalidate(key_id);
+        self.changed(key_id).await;
         Ok(ok)
     }
 
     pub async fn delete(&self, key_id: &str) -> StoreResult<bool> {
         let ok = self.store.delete_api_key(key_id).await?;
-        self.invalidate(key_id);
+        self.changed(key_id).await;
         Ok(ok)
+    }
+
+    async fn changed(&self, key_id: &str) {
+        self.invalidate(key_id);
+        if let Some(s) = &self.shared {
+            s.key_changed(key_id).await;
+        }
     }
 
     /// All keys, newest first, with pending `last_used_at` values written first.
@@ -158,7 +178,6 @@ impl ApiKeys {
     }
 }
 
-/// The scopes a stored key grants (unknown names are ignored; none means all four).
 /// The scopes a stored key grants: its own (AstrBot's default list when it has none) and what
 /// they include. Unknown names grant nothing.
 pub fn granted_scopes(rec: &ApiKeyRecord) -> Vec<Scope> {

@@ -150,6 +150,10 @@ pub struct DashboardAuth {
     store: Arc<dyn Store>,
     /// Digest of the configured account (see [`StoredAccount`]).
     config_digest: String,
+    /// The configured account: username, password hash, token-version material.
+    configured: (String, String, String),
+    /// Cluster mode: shared login limits, and account changes told to the other instances.
+    shared: Option<Arc<dyn super::Shared>>,
     epoch: std::sync::atomic::AtomicU64,
     pub jwt: JwtKeys,
     pub limiter: LoginLimiter,
@@ -166,6 +170,7 @@ impl DashboardAuth {
         cfg: &DashboardConfig,
         store: Arc<dyn Store>,
         data_dir: &std::path::Path,
+        shared: Option<Arc<dyn super::Shared>>,
     ) -> anyhow::Result<Self> {
         let store_ref = store.as_ref();
         let password_hash = match &cfg.password {
@@ -206,23 +211,15 @@ impl DashboardAuth {
             None => password_hash.clone(),
         };
         let config_digest = jwt.digest(&[b"configured-account", cfg.username.as_bytes(), material.as_bytes()]);
-        let epoch: u64 = store_ref.get_setting(EPOCH_KEY).await?.and_then(|e| e.parse().ok()).unwrap_or(0);
-        let stored: Option<StoredAccount> =
-            store_ref.get_setting(ACCOUNT_KEY).await?.and_then(|v| serde_json::from_str(&v).ok());
-        let (username, password_hash, material) = match stored {
-            Some(a) if a.replaces == config_digest => (a.username, a.password_hash.clone(), a.password_hash),
-            Some(_) => {
-                tracing::warn!("the configured dashboard account changed: it replaces the one changed through the API");
-                (cfg.username.clone(), password_hash, material)
-            }
-            None => (cfg.username.clone(), password_hash, material),
-        };
-        let token_version = token_version(&jwt, &username, &material, epoch);
+        let configured = (cfg.username.clone(), password_hash, material);
+        let account = load_account(store_ref, &jwt, &config_digest, &configured).await?;
         Ok(Self {
-            account: std::sync::RwLock::new(Account { username, password_hash: password_hash.into(), token_version }),
+            epoch: std::sync::atomic::AtomicU64::new(account.1),
+            account: std::sync::RwLock::new(account.0),
             store,
             config_digest,
-            epoch: std::sync::atomic::AtomicU64::new(epoch),
+            configured,
+            shared,
             jwt,
             limiter: LoginLimiter::new(cfg.login_rate_limit_burst, cfg.login_rate_limit_per_sec),
             failures: Budget::new(cfg.login_failure_budget, f64::from(cfg.login_failures_per_min) / 60.0),
@@ -231,6 +228,55 @@ impl DashboardAuth {
             token_ttl: Duration::from_secs(u64::from(cfg.token_ttl_days) * 86_400),
             secure_cookie: cfg.secure_cookie,
         })
+    }
+
+    /// Reads the account and the logout epoch again (another instance changed them).
+    pub async fn reload(&self) -> crate::store::StoreResult<()> {
+        let (account, epoch) =
+            load_account(self.store.as_ref(), &self.jwt, &self.config_digest, &self.configured).await?;
+        self.epoch.store(epoch, std::sync::atomic::Ordering::SeqCst);
+        *self.account.write().unwrap_or_else(|p| p.into_inner()) = account;
+        Ok(())
+    }
+
+    /// The per-address login bucket (before any work): the cluster's shared one when there is
+    /// a cluster and Redis answers, else this instance's own.
+    pub async fn admit(&self, ip: std::net::IpAddr) -> bool {
+        let (burst, rate) = self.limiter.rates();
+        if let Some(s) = &self.shared
+            && let Some((taken, _)) = s.take(&format!("login:ip:{ip}"), burst, rate, 1.0).await
+        {
+            return taken;
+        }
+        self.limiter.try_acquire(ip)
+    }
+
+    /// Reserves a token of the global failed-login budget for one attempt (given back unless
+    /// the attempt fails); `Err(seconds to wait)` when the budget is spent.
+    pub async fn reserve_attempt(&self) -> Result<(), u64> {
+        let (burst, rate) = self.failures.rates();
+        if let Some(s) = &self.shared
+            && let Some((taken, left)) = s.take("login:failures", burst, rate, 1.0).await
+        {
+            return if taken { Ok(()) } else { Err(((1.0 - left) / rate).ceil().max(1.0) as u64) };
+        }
+        if self.failures.try_take() { Ok(()) } else { Err(self.failures.retry_after_secs()) }
+    }
+
+    async fn refund_attempt(&self) {
+        let (burst, rate) = self.failures.rates();
+        if let Some(s) = &self.shared
+            && s.take("login:failures", burst, rate, -1.0).await.is_some()
+        {
+            return;
+        }
+        self.failures.refund();
+    }
+
+    async fn tell_others(&self) {
+        if let Some(s) = &self.shared {
+            s.account_changed().await;
+        }
     }
 
     /// Checks the credentials on the verifier pool. argon2 always runs, even for a wrong
@@ -242,12 +288,12 @@ impl DashboardAuth {
         let ok = match result {
             Ok(pw_ok) => pw_ok && username == account.username,
             Err(e) => {
-                self.failures.refund();
+                self.refund_attempt().await;
                 return Err(e);
             }
         };
         if ok {
-            self.failures.refund();
+            self.refund_attempt().await;
         }
         Ok(ok)
     }
@@ -307,8 +353,11 @@ impl DashboardAuth {
     pub async fn revoke_all(&self) -> crate::store::StoreResult<()> {
         let epoch = self.epoch.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
         self.store.put_setting(EPOCH_KEY, &epoch.to_string()).await?;
-        let mut a = self.account.write().unwrap_or_else(|p| p.into_inner());
-        a.token_version = token_version(&self.jwt, &a.username, &a.password_hash, epoch);
+        {
+            let mut a = self.account.write().unwrap_or_else(|p| p.into_inner());
+            a.token_version = token_version(&self.jwt, &a.username, &a.password_hash, epoch);
+        }
+        self.tell_others().await;
         Ok(())
     }
 
@@ -362,6 +411,30 @@ impl DashboardAuth {
         let token_version = token_version(&self.jwt, &username, &password_hash, epoch);
         *self.account.write().unwrap_or_else(|p| p.into_inner()) =
             Account { username, password_hash: password_hash.into(), token_version };
+        self.tell_others().await;
         Ok(())
     }
+}
+
+/// The account as the database has it: the one changed through the API while it still
+/// replaces the configured one, else the configured one; and the logout epoch.
+async fn load_account(
+    store: &dyn Store,
+    jwt: &JwtKeys,
+    config_digest: &str,
+    (username, password_hash, material): &(String, String, String),
+) -> crate::store::StoreResult<(Account, u64)> {
+    let epoch: u64 = store.get_setting(EPOCH_KEY).await?.and_then(|e| e.parse().ok()).unwrap_or(0);
+    let stored: Option<StoredAccount> =
+        store.get_setting(ACCOUNT_KEY).await?.and_then(|v| serde_json::from_str(&v).ok());
+    let (username, password_hash, material) = match stored {
+        Some(a) if a.replaces == config_digest => (a.username, a.password_hash.clone(), a.password_hash),
+        Some(_) => {
+            tracing::warn!("the configured dashboard account changed: it replaces the one changed through the API");
+            (username.clone(), password_hash.clone(), material.clone())
+        }
+        None => (username.clone(), password_hash.clone(), material.clone()),
+    };
+    let token_version = token_version(jwt, &username, &material, epoch);
+    Ok((Account { username, password_hash: password_hash.into(), token_version }, epoch))
 }

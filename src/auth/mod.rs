@@ -15,6 +15,20 @@ use std::fmt;
 
 pub use caller::{AuthState, Caller, UserError};
 
+/// What authentication shares with the other instances of a cluster (implemented over Redis by
+/// the app; absent for a single instance).
+#[async_trait::async_trait]
+pub trait Shared: Send + Sync {
+    /// A key was revoked or deleted here: the other instances drop it from their caches.
+    async fn key_changed(&self, key_id: &str);
+    /// The dashboard account changed or logged out here: the others reload it.
+    async fn account_changed(&self);
+    /// Takes `delta` tokens from (or, negative, gives them back to) a token bucket shared by
+    /// every instance: `Some((taken, tokens left))`, or `None` when the shared store is away
+    /// (the caller then uses its own bucket).
+    async fn take(&self, bucket: &str, burst: f64, per_sec: f64, delta: f64) -> Option<(bool, f64)>;
+}
+
 /// AstrBot 4.29.3's API-key scope vocabulary. astrgate routes require `chat`, `config`, `file`,
 /// `im` or `provider`; the scopes of features astrgate does not have (`bot`, `persona`, `data`,
 /// `plugin`, `mcp`, `skill`) are accepted, stored and shown, and grant nothing more. The

@@ -22,6 +22,11 @@ impl LoginLimiter {
         Self { burst: f64::from(burst), per_sec, buckets: Mutex::new(HashMap::new()) }
     }
 
+    /// (burst, refill per second).
+    pub fn rates(&self) -> (f64, f64) {
+        (self.burst, self.per_sec)
+    }
+
     /// Takes one token for `ip`; false when the bucket is empty.
     pub fn try_acquire(&self, ip: IpAddr) -> bool {
         self.try_acquire_at(ip, Instant::now())
@@ -68,6 +73,11 @@ impl Budget {
         s.0 = (s.0 + now.duration_since(s.1).as_secs_f64() * self.per_sec).min(self.burst);
         s.1 = now;
         s
+    }
+
+    /// (burst, refill per second).
+    pub fn rates(&self) -> (f64, f64) {
+        (self.burst, self.per_sec)
     }
 
     /// Takes one token; false when none is left.

@@ -134,7 +134,7 @@ pub async fn converse(
     };
 
     let skey = format!("{SESSION_PREFIX}{session_id}");
-    agent.precheck_compat(&skey)?;
+    agent.precheck_compat(&skey).await?;
     // Validate, decode and transcribe everything before anything is stored.
     let mut decoded = super::conversation_input::decode(agent, messages).await?;
     // Everything is valid: only now are the media kept, and a request that still fails (the

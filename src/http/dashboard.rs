@@ -23,7 +23,7 @@ pub async fn login(State(state): State<AppState>, req: Request) -> Response {
         state.config.server.trust_forwarded_for,
     );
     let d = &state.dashboard;
-    if !d.limiter.try_acquire(ip) {
+    if !d.admit(ip).await {
         return rate_limited(1);
     }
     let body = match axum::body::to_bytes(req.into_body(), 64 * 1024).await {
@@ -42,8 +42,8 @@ pub async fn login(State(state): State<AppState>, req: Request) -> Response {
     // Every attempt reserves a token of the global failure budget before any work (given back
     // unless it fails): once spent, guessing stops for everyone until it refills, however many
     // addresses the guesses come from.
-    if !d.failures.try_take() {
-        return rate_limited(d.failures.retry_after_secs());
+    if let Err(retry_after) = d.reserve_attempt().await {
+        return rate_limited(retry_after);
     }
     match d.verify(&username, &password).await {
         Ok(true) => {}

@@ -1,12 +1,11 @@
-//! Attachments (scope `file`): `POST /api/v1/file` (multipart, streamed to disk) and
-//! `GET /api/v1/file?attachment_id=` (streamed back, with Range, ETag and Content-Disposition).
+//! Attachments (scope `file`): `POST /api/v1/file` (multipart, streamed into the attachment
+//! storage: files on disk or chunks in the database) and `GET /api/v1/file?attachment_id=`
+//! (streamed back, with Range, ETag and Content-Disposition).
 //!
-//! Uploads never overwrite each other (a timestamped, random, sanitised stored name opened with
-//! `create_new`), are limited while streaming (413, and the partial file is removed), and get
-//! their type from their bytes. Downloads only ever open names that came from the database for
-//! a well-formed attachment id, so no request can read outside the attachments folder.
-
-use std::path::PathBuf;
+//! Uploads never overwrite each other (a timestamped, random, sanitised stored name, a file
+//! opened with `create_new`), are limited while streaming (413, and what was written is
+//! removed), and get their type from their bytes. Downloads only ever read names that came from
+//! the database for a well-formed attachment id, so no request can read outside the storage.
 
 use axum::body::Body;
 use axum::extract::{Multipart, State};
@@ -14,30 +13,14 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 use sha2::{Digest, Sha256};
-use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
 
 use super::file_headers::{content_disposition, parse_range, served_as};
 use super::params::Params;
 use crate::app::AppState;
-use crate::attachments::{SNIFF_BYTES, classify, create_unique, sanitize_filename};
+use crate::attachments::{SNIFF_BYTES, classify, sanitize_filename};
 use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult, ok};
 use crate::store::{AttachmentRecord, now_micros};
-
-fn attachments_dir(state: &AppState) -> PathBuf {
-    state.agent.attachments_dir.clone()
-}
-
-/// Removes a partial upload when dropped unless disarmed.
-struct PartialFile(Option<PathBuf>);
-
-impl Drop for PartialFile {
-    fn drop(&mut self) {
-        if let Some(p) = self.0.take() {
-            let _ = std::fs::remove_file(p);
-        }
-    }
-}
 
 pub async fn upload(
     State(state): State<AppState>,
@@ -65,30 +48,28 @@ pub async fn upload(
         }
         let original = sanitize_filename(field.file_name().unwrap_or(""));
         let declared = field.content_type().map(str::to_string);
-        let dir = attachments_dir(&state);
-        let (mut file, stored) = create_unique(&dir, &original).await.map_err(ApiError::internal)?;
-        let mut guard = PartialFile(Some(dir.join(&stored)));
+        let attachment_id = uuid::Uuid::new_v4().to_string();
+        // Dropped unfinished (413, a broken body), the writer removes what it wrote.
+        let mut blob = state.agent.blobs.create(&attachment_id, &original).await.map_err(ApiError::internal)?;
         let mut hasher = Sha256::new();
         let mut size: u64 = 0;
         let mut head: Vec<u8> = Vec::with_capacity(SNIFF_BYTES);
         while let Some(chunk) = field.chunk().await.map_err(multipart_error)? {
             size += chunk.len() as u64;
             if size > limit {
-                return Err(too_large(limit)); // the guard removes the partial file
+                return Err(too_large(limit));
             }
             if head.len() < SNIFF_BYTES {
                 let take = (SNIFF_BYTES - head.len()).min(chunk.len());
                 head.extend_from_slice(&chunk[..take]);
             }
             hasher.update(&chunk);
-            file.write_all(&chunk).await.map_err(ApiError::internal)?;
+            blob.write(&chunk).await.map_err(ApiError::internal)?;
         }
-        file.flush().await.map_err(ApiError::internal)?;
-        file.sync_data().await.map_err(ApiError::internal)?;
-        drop(file);
+        let stored = blob.finish().await.map_err(ApiError::internal)?;
         let (mime, kind) = classify(&head, declared.as_deref(), &original);
         let rec = AttachmentRecord {
-            attachment_id: uuid::Uuid::new_v4().to_string(),
+            attachment_id,
             stored_name: stored.clone(),
             original_name: original.clone(),
             kind: kind.to_string(),
@@ -98,8 +79,10 @@ pub async fn upload(
             created_at: now_micros(),
             owner: Some(caller.owner_tag()),
         };
-        state.agent.record_upload(&rec).await?;
-        guard.0 = None;
+        if let Err(e) = state.agent.record_upload(&rec).await {
+            state.agent.blobs.remove(&rec).await;
+            return Err(e.into());
+        }
         tracing::info!(attachment.id = %rec.attachment_id, size, kind, "attachment stored");
         return Ok(ok(json!({
             "attachment_id": rec.attachment_id,
@@ -179,10 +162,13 @@ async fn serve_by_id(state: &AppState, caller: &Caller, id: &str, headers: &Head
 
 /// Streams a stored attachment with its safe headers, honouring If-None-Match and Range.
 async fn serve_record(state: &AppState, rec: &AttachmentRecord, headers: &HeaderMap) -> ApiResult<Response> {
-    let path = open_path(state, rec)?;
-    let mut file = tokio::fs::File::open(&path).await.map_err(|_| ApiError::not_found("File access error"))?;
-    let meta = file.metadata().await.map_err(|_| ApiError::not_found("File access error"))?;
-    let len = meta.len();
+    let blobs = &state.agent.blobs;
+    let len = blobs.len(rec).await.map_err(|e| {
+        if e.kind() == std::io::ErrorKind::InvalidData {
+            tracing::error!(attachment.id = %rec.attachment_id, "refusing a stored name that is not a plain file name");
+        }
+        ApiError::not_found("File access error")
+    })?;
     let etag = format!("\"{}\"", rec.sha256);
     let last_modified = chrono::DateTime::<chrono::Utc>::from_timestamp_micros(rec.created_at)
         .unwrap_or_default()
@@ -217,9 +203,8 @@ async fn serve_record(state: &AppState, rec: &AttachmentRecord, headers: &Header
         )
             .into_response()),
         Ok(Some((start, end))) => {
-            file.seek(std::io::SeekFrom::Start(start)).await.map_err(ApiError::internal)?;
             let n = end - start + 1;
-            let body = Body::from_stream(tokio_util::io::ReaderStream::new(file.take(n)));
+            let body = Body::from_stream(blobs.stream(rec, start, n).await.map_err(ApiError::internal)?);
             builder = builder
                 .status(StatusCode::PARTIAL_CONTENT)
                 .header(header::CONTENT_LENGTH, n)
@@ -227,18 +212,8 @@ async fn serve_record(state: &AppState, rec: &AttachmentRecord, headers: &Header
             builder.body(body).map_err(ApiError::internal)
         }
         Ok(None) => {
-            let body = Body::from_stream(tokio_util::io::ReaderStream::new(file));
+            let body = Body::from_stream(blobs.stream(rec, 0, len).await.map_err(ApiError::internal)?);
             builder.header(header::CONTENT_LENGTH, HeaderValue::from(len)).body(body).map_err(ApiError::internal)
         }
     }
-}
-
-/// The on-disk path of a stored attachment, refusing any stored name that is not a plain file name.
-pub fn open_path(state: &AppState, rec: &AttachmentRecord) -> Result<PathBuf, ApiError> {
-    let name = &rec.stored_name;
-    if name.is_empty() || name.contains(['/', '\\', '\0']) || name.starts_with('.') {
-        tracing::error!(attachment.id = %rec.attachment_id, "refusing a stored name that is not a plain file name");
-        return Err(ApiError::not_found("File access error"));
-    }
-    Ok(attachments_dir(state).join(name))
 }

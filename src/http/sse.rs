@@ -149,7 +149,7 @@ fn sse_headers(res: &mut Response) {
 
 /// An SSE response following `sub` until its run ends.
 pub fn stream_run(sub: Subscription, keepalive: Duration) -> Response {
-    let run_id = sub.run().run_id.clone();
+    let run_id = sub.run_id().to_string();
     let run_header = HeaderValue::from_str(&run_id).ok();
     let state = (sub, Vec::<SeqEvent>::new(), run_id);
     let stream = futures_util::stream::unfold(state, move |(mut sub, mut batch, run_id)| async move {

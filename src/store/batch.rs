@@ -217,8 +217,8 @@ async fn apply_on(tx: &mut sqlx::SqliteConnection, ops: &[WriteOp]) -> StoreResu
         .collect();
     if !runs.is_empty() {
         let sql = format!(
-            "INSERT OR REPLACE INTO runs (run_id, session_id, username, status, events, created_at, finished_at, message_id) VALUES {}",
-            values(runs.len(), 8)
+            "INSERT OR REPLACE INTO runs (run_id, session_id, username, status, events, created_at, finished_at, message_id, instance_id) VALUES {}",
+            values(runs.len(), 9)
         );
         let mut q = sqlx::query(AssertSqlSafe(sql));
         for (_, r) in &runs {
@@ -230,7 +230,8 @@ async fn apply_on(tx: &mut sqlx::SqliteConnection, ops: &[WriteOp]) -> StoreResu
                 .bind(&r.events)
                 .bind(r.created_at)
                 .bind(r.finished_at)
-                .bind(r.message_id);
+                .bind(r.message_id)
+                .bind(&r.instance_id);
         }
         q.execute(&mut *tx).await?;
         for (i, _) in runs {

@@ -1,10 +1,13 @@
 //! Persistence: the [`Store`] trait and the records it keeps.
 //!
-//! Everything durable goes through this trait so a PostgreSQL backend can be added by URL
-//! without touching callers. Timestamps are unix microseconds (UTC) in the database and are
-//! formatted at the HTTP edge. Nothing here knows about HTTP.
+//! Everything durable goes through this trait: SQLite (`sqlite://…`, the default, one process)
+//! or PostgreSQL (`postgres://…`, shared by several instances), chosen by URL; callers do not
+//! know which. Timestamps are unix microseconds (UTC) in the database and are formatted at the
+//! HTTP edge. Nothing here knows about HTTP.
 
 mod batch;
+pub mod copy;
+mod postgres;
 mod sqlite;
 
 use std::sync::Arc;
@@ -12,6 +15,8 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use serde_json::Value;
 
+pub use copy::{Rows, Table};
+pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
 
 /// Unix time in microseconds, UTC.
@@ -127,6 +132,9 @@ pub struct RunRecord {
     pub finished_at: Micros,
     /// The reply message the run wrote (saved while streaming).
     pub message_id: Option<i64>,
+    /// The instance running it (cluster mode), so that recovery closes only runs of instances
+    /// that are gone.
+    pub instance_id: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -217,9 +225,9 @@ pub trait Store: Send + Sync + 'static {
     async fn insert_run(&self, rec: &RunRecord) -> StoreResult<()>;
     async fn get_run(&self, run_id: &str) -> StoreResult<Option<RunRecord>>;
     async fn purge_runs(&self, finished_before: Micros) -> StoreResult<u64>;
-    /// At start: the runs a crash left `running` (for the caller to close), after marking every
-    /// reply still flagged `streaming` as interrupted (returns how many).
-    async fn recover_interrupted(&self) -> StoreResult<(Vec<RunRecord>, u64)>;
+    /// What may have been left in flight: runs with status `running`, and messages still
+    /// flagged `"streaming": true` (crash recovery decides which of them to close).
+    async fn in_flight(&self) -> StoreResult<(Vec<RunRecord>, Vec<MessageRecord>)>;
 
     /// Finishes the queued writes and closes the writer (at shutdown); reads keep working.
     async fn close(&self);
@@ -236,6 +244,25 @@ pub trait Store: Send + Sync + 'static {
     async fn get_attachment_by_stored_name(&self, stored_name: &str) -> StoreResult<Option<AttachmentRecord>>;
     /// Removes an attachment's row (its file is the caller's to remove).
     async fn delete_attachment(&self, attachment_id: &str) -> StoreResult<()>;
+
+    // attachment bytes kept in the database ([files] storage = "database")
+    /// Stores chunk `idx` of an attachment's bytes (replacing one with the same index).
+    async fn put_chunk(&self, attachment_id: &str, idx: i32, data: &[u8]) -> StoreResult<()>;
+    /// Chunk `idx` of an attachment's bytes.
+    async fn get_chunk(&self, attachment_id: &str, idx: i32) -> StoreResult<Option<Vec<u8>>>;
+    /// Removes every chunk of an attachment.
+    async fn delete_chunks(&self, attachment_id: &str) -> StoreResult<()>;
+
+    // moving an installation (`astrgate copy-db`)
+    /// Rows in a table.
+    async fn count_rows(&self, table: Table) -> StoreResult<i64>;
+    /// A page of a table's rows in primary-key order.
+    async fn export_rows(&self, table: Table, offset: i64, limit: i64) -> StoreResult<Rows>;
+    /// Inserts rows exactly as exported (ids kept), in one transaction; rows that exist are
+    /// updated.
+    async fn import_rows(&self, rows: &Rows) -> StoreResult<()>;
+    /// After an import: generated ids continue after the imported ones.
+    async fn finish_import(&self) -> StoreResult<()>;
 
     // per-session variables (stage API)
     async fn set_session_var(&self, session_id: &str, key: &str, value: &str) -> StoreResult<()>;
@@ -261,10 +288,34 @@ pub async fn check_health(store: &dyn Store) -> Result<(), &'static str> {
 
 /// Opens the store named by `url` and applies the embedded migrations.
 pub async fn connect(url: &str) -> StoreResult<Arc<dyn Store>> {
-    if url.starts_with("sqlite:") {
-        Ok(Arc::new(SqliteStore::connect(url).await?))
-    } else {
-        Err(StoreError::UnsupportedUrl(redact_url(url)))
+    connect_with(url, postgres::DEFAULT_POOL).await
+}
+
+/// [`connect`], with at most `pool` connections to PostgreSQL (SQLite ignores it).
+pub async fn connect_with(url: &str, pool: u32) -> StoreResult<Arc<dyn Store>> {
+    match Backend::of(url) {
+        Some(Backend::Sqlite) => Ok(Arc::new(SqliteStore::connect(url).await?)),
+        Some(Backend::Postgres) => Ok(Arc::new(PgStore::connect(url, pool).await?)),
+        None => Err(StoreError::UnsupportedUrl(redact_url(url))),
+    }
+}
+
+/// The database behind a URL.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+impl Backend {
+    pub fn of(url: &str) -> Option<Backend> {
+        if url.starts_with("sqlite:") {
+            Some(Backend::Sqlite)
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Some(Backend::Postgres)
+        } else {
+            None
+        }
     }
 }
 

@@ -19,12 +19,15 @@ use sqlx::{AssertSqlSafe, Row, SqlSafeStr};
 
 use super::*;
 
+mod copy;
+
 /// The embedded migrations, in order. Never edit one that has shipped.
 const MIGRATIONS: &[(i64, &str, &str)] = &[
     (1, "init", include_str!("../../migrations/sqlite/0001_init.sql")),
     (2, "touch session trigger", include_str!("../../migrations/sqlite/0002_touch_session_trigger.sql")),
     (3, "owners", include_str!("../../migrations/sqlite/0003_owners.sql")),
     (4, "in-flight runs", include_str!("../../migrations/sqlite/0004_inflight_runs.sql")),
+    (5, "run instance, attachment chunks", include_str!("../../migrations/sqlite/0005_run_instance.sql")),
 ];
 
 fn migrator() -> Migrator {
@@ -153,6 +156,20 @@ fn attachment_from_row(r: &SqliteRow) -> StoreResult<AttachmentRecord> {
         sha256: r.try_get("sha256")?,
         created_at: r.try_get("created_at")?,
         owner: r.try_get("owner")?,
+    })
+}
+
+fn run_from_row(r: &SqliteRow) -> StoreResult<RunRecord> {
+    Ok(RunRecord {
+        run_id: r.try_get("run_id")?,
+        session_id: r.try_get("session_id")?,
+        username: r.try_get("username")?,
+        status: r.try_get("status")?,
+        events: r.try_get("events")?,
+        created_at: r.try_get("created_at")?,
+        finished_at: r.try_get("finished_at")?,
+        message_id: r.try_get("message_id")?,
+        instance_id: r.try_get("instance_id")?,
     })
 }
 
@@ -400,44 +417,18 @@ impl Store for SqliteStore {
 
     async fn get_run(&self, run_id: &str) -> StoreResult<Option<RunRecord>> {
         let row = sqlx::query("SELECT * FROM runs WHERE run_id = ?").bind(run_id).fetch_optional(&self.read).await?;
-        row.map(|r| -> StoreResult<RunRecord> {
-            Ok(RunRecord {
-                run_id: r.try_get("run_id")?,
-                session_id: r.try_get("session_id")?,
-                username: r.try_get("username")?,
-                status: r.try_get("status")?,
-                events: r.try_get("events")?,
-                created_at: r.try_get("created_at")?,
-                finished_at: r.try_get("finished_at")?,
-                message_id: r.try_get("message_id")?,
-            })
-        })
-        .transpose()
+        row.as_ref().map(run_from_row).transpose()
     }
 
-    async fn recover_interrupted(&self) -> StoreResult<(Vec<RunRecord>, u64)> {
-        let rows = sqlx::query("SELECT * FROM runs WHERE status = 'running'").fetch_all(&self.write).await?;
-        let mut runs = Vec::with_capacity(rows.len());
-        for r in &rows {
-            runs.push(RunRecord {
-                run_id: r.try_get("run_id")?,
-                session_id: r.try_get("session_id")?,
-                username: r.try_get("username")?,
-                status: r.try_get("status")?,
-                events: r.try_get("events")?,
-                created_at: r.try_get("created_at")?,
-                finished_at: r.try_get("finished_at")?,
-                message_id: r.try_get("message_id")?,
-            });
-        }
-        // Replies cut off mid-stream: marked interrupted, as a stopped run's would be.
-        let fixed = sqlx::query(
-            "UPDATE messages SET content = json_remove(json_set(content, '$.interrupted', json('true')), '$.streaming') \
-             WHERE json_extract(content, '$.streaming') = 1",
-        )
-        .execute(&self.write)
-        .await?;
-        Ok((runs, fixed.rows_affected()))
+    async fn in_flight(&self) -> StoreResult<(Vec<RunRecord>, Vec<MessageRecord>)> {
+        let runs = sqlx::query("SELECT * FROM runs WHERE status = 'running'").fetch_all(&self.write).await?;
+        let msgs = sqlx::query("SELECT * FROM messages WHERE json_extract(content, '$.streaming') = 1")
+            .fetch_all(&self.write)
+            .await?;
+        Ok((
+            runs.iter().map(run_from_row).collect::<StoreResult<_>>()?,
+            msgs.iter().map(message_from_row).collect::<StoreResult<_>>()?,
+        ))
     }
 
     async fn close(&self) {
@@ -524,6 +515,51 @@ impl Store for SqliteStore {
             .fetch_optional(&self.read)
             .await?;
         row.as_ref().map(attachment_from_row).transpose()
+    }
+
+    async fn put_chunk(&self, attachment_id: &str, idx: i32, data: &[u8]) -> StoreResult<()> {
+        sqlx::query("INSERT OR REPLACE INTO attachment_chunks (attachment_id, idx, data) VALUES (?, ?, ?)")
+            .bind(attachment_id)
+            .bind(idx)
+            .bind(data)
+            .execute(&self.write)
+            .await?;
+        Ok(())
+    }
+
+    async fn get_chunk(&self, attachment_id: &str, idx: i32) -> StoreResult<Option<Vec<u8>>> {
+        let row = sqlx::query("SELECT data FROM attachment_chunks WHERE attachment_id = ? AND idx = ?")
+            .bind(attachment_id)
+            .bind(idx)
+            .fetch_optional(&self.read)
+            .await?;
+        Ok(row.map(|r| r.try_get("data")).transpose()?)
+    }
+
+    async fn delete_chunks(&self, attachment_id: &str) -> StoreResult<()> {
+        sqlx::query("DELETE FROM attachment_chunks WHERE attachment_id = ?")
+            .bind(attachment_id)
+            .execute(&self.write)
+            .await?;
+        Ok(())
+    }
+
+    async fn count_rows(&self, table: Table) -> StoreResult<i64> {
+        let sql = AssertSqlSafe(format!("SELECT COUNT(*) AS n FROM {}", table.name()));
+        Ok(sqlx::query(sql).fetch_one(&self.read).await?.try_get("n")?)
+    }
+
+    async fn export_rows(&self, table: Table, offset: i64, limit: i64) -> StoreResult<Rows> {
+        self.export(table, offset, limit).await
+    }
+
+    async fn import_rows(&self, rows: &Rows) -> StoreResult<()> {
+        self.import(rows).await
+    }
+
+    async fn finish_import(&self) -> StoreResult<()> {
+        // AUTOINCREMENT continues after the largest id inserted: nothing to do.
+        Ok(())
     }
 
     async fn set_session_var(&self, session_id: &str, key: &str, value: &str) -> StoreResult<()> {

@@ -361,7 +361,7 @@ async fn conversation_images_and_bad_inputs() {
 
 /// Files in the attachments folder (media of accepted requests only).
 fn stored_files(app: &TestApp) -> usize {
-    std::fs::read_dir(&app.state.agent.prompt.attachments_dir).map(|d| d.count()).unwrap_or(0)
+    std::fs::read_dir(app.dir.path().join("attachments")).map(|d| d.count()).unwrap_or(0)
 }
 
 #[tokio::test]

@@ -313,3 +313,145 @@ impl WsClient {
         frame
     }
 }
+
+/// A PostgreSQL database of its own for one test, dropped with it; `None` (the test prints
+/// "skipped") when `TEST_POSTGRES_URL` is not set, as under a bare `cargo test`.
+/// `scripts/test.sh` starts a server and always sets it.
+pub struct PgDb {
+    pub url: String,
+    admin: String,
+    name: String,
+}
+
+pub async fn fresh_postgres(test: &str) -> Option<PgDb> {
+    use sqlx::Connection;
+    let Ok(admin) = std::env::var("TEST_POSTGRES_URL") else {
+        eprintln!("skipped: {test} needs TEST_POSTGRES_URL (scripts/test.sh sets it)");
+        return None;
+    };
+    let name = format!("astrgate_t_{}", uuid::Uuid::new_v4().simple());
+    let mut conn = sqlx::PgConnection::connect(&admin).await.expect("TEST_POSTGRES_URL reachable");
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}"))).execute(&mut conn).await.unwrap();
+    let _ = conn.close().await;
+    let base = admin.rsplit_once('/').map(|(b, _)| b.to_string()).unwrap_or(admin.clone());
+    Some(PgDb { url: format!("{base}/{name}"), admin, name })
+}
+
+impl Drop for PgDb {
+    fn drop(&mut self) {
+        let (admin, name) = (self.admin.clone(), self.name.clone());
+        // Dropped from async tests: a thread with a runtime of its own.
+        let _ = std::thread::spawn(move || {
+            use sqlx::Connection;
+            let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() else { return };
+            rt.block_on(async {
+                if let Ok(mut c) = sqlx::PgConnection::connect(&admin).await {
+                    let sql = format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)");
+                    let _ = sqlx::query(sqlx::AssertSqlSafe(sql)).execute(&mut c).await;
+                }
+            });
+        })
+        .join();
+    }
+}
+
+/// A TCP relay in front of Redis that a test can cut (every open connection dropped, new ones
+/// refused) and restore: Redis "going down" and "coming back" for one test, without touching
+/// the server the other tests share.
+pub struct RedisProxy {
+    pub url: String,
+    up: Arc<std::sync::atomic::AtomicBool>,
+    cut: tokio::sync::watch::Sender<u64>,
+}
+
+impl RedisProxy {
+    pub async fn start(target: &str) -> RedisProxy {
+        let target = target.trim_start_matches("redis://").trim_end_matches('/').to_string();
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("redis://{}", listener.local_addr().unwrap());
+        let up = Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let (cut, _) = tokio::sync::watch::channel(0u64);
+        let (up2, cut2) = (up.clone(), cut.clone());
+        tokio::spawn(async move {
+            loop {
+                let Ok((mut client, _)) = listener.accept().await else { return };
+                if !up2.load(std::sync::atomic::Ordering::SeqCst) {
+                    drop(client);
+                    continue;
+                }
+                let target = target.clone();
+                let mut cut_rx = cut2.subscribe();
+                tokio::spawn(async move {
+                    let Ok(mut server) = tokio::net::TcpStream::connect(&target).await else { return };
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
+                        _ = cut_rx.changed() => {}
+                    }
+                });
+            }
+        });
+        RedisProxy { url, up, cut }
+    }
+
+    /// Drops every relayed connection and refuses new ones.
+    pub fn down(&self) {
+        self.up.store(false, std::sync::atomic::Ordering::SeqCst);
+        self.cut.send_modify(|g| *g += 1);
+    }
+
+    pub fn up(&self) {
+        self.up.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+/// Two instances of the app sharing one PostgreSQL database and one Redis (a key prefix of
+/// their own), as behind a load balancer. `None` when the test servers are not configured.
+pub struct Pair {
+    pub a: TestApp,
+    pub b: TestApp,
+    pub proxy: RedisProxy,
+    /// Kept so that the database lives (and is dropped) with the pair.
+    pub db: PgDb,
+    prefix: String,
+    extra: Config,
+}
+
+pub async fn spawn_pair(test: &str, toml: &str) -> Option<Pair> {
+    let Ok(redis) = std::env::var("TEST_REDIS_URL") else {
+        eprintln!("skipped: {test} needs TEST_REDIS_URL (scripts/test.sh sets it)");
+        return None;
+    };
+    let db = fresh_postgres(test).await?;
+    let proxy = RedisProxy::start(&redis).await;
+    let prefix = format!("t{}", uuid::Uuid::new_v4().simple());
+    let extra = Config::from_toml(toml).unwrap();
+    let a = spawn_member(&extra, &db.url, &proxy.url, &prefix, "a").await;
+    let b = spawn_member(&extra, &db.url, &proxy.url, &prefix, "b").await;
+    Some(Pair { a, b, proxy, db, prefix, extra })
+}
+
+impl Pair {
+    /// One more instance of the same cluster.
+    pub async fn spawn_another(&self, name: &str) -> TestApp {
+        spawn_member(&self.extra, &self.db.url, &self.proxy.url, &self.prefix, name).await
+    }
+}
+
+async fn spawn_member(extra: &Config, db_url: &str, redis_url: &str, prefix: &str, name: &str) -> TestApp {
+    let (extra, url, redis_url, prefix, name) =
+        (extra.clone(), db_url.to_string(), redis_url.to_string(), prefix.to_string(), name.to_string());
+    spawn_with(move |c| {
+        let (data_dir, dashboard, server) = (c.data_dir.clone(), c.dashboard.clone(), c.server.clone());
+        *c = extra;
+        c.data_dir = data_dir;
+        c.dashboard = dashboard;
+        c.server.shutdown_grace_secs = server.shutdown_grace_secs;
+        c.database_url = Some(url);
+        c.database_max_connections = 4;
+        c.redis_url = Some(redis_url);
+        c.cluster.key_prefix = prefix;
+        c.cluster.instance_id = Some(name);
+        c.cluster.lease_ttl_secs = 3;
+    })
+    .await
+}

@@ -155,7 +155,7 @@ async fn errors_use_astrbot_texts() {
     let (_, up) = crate::files::upload(&app, &file_key, "gone.txt", "text/plain", b"soon gone".to_vec()).await;
     let id = up["data"]["attachment_id"].as_str().unwrap().to_string();
     let rec = app.state.store.get_attachment(&id).await.unwrap().unwrap();
-    std::fs::remove_file(app.state.agent.prompt.attachments_dir.join(&rec.stored_name)).unwrap();
+    std::fs::remove_file(app.dir.path().join("attachments").join(&rec.stored_name)).unwrap();
     let want = format!("file not found: {}", rec.stored_name);
     let part = json!([{"type": "file", "attachment_id": id}]);
     let (s, b) = im(&app, &file_key, json!({"umo": "webchat:FriendMessage:s", "message": part})).await;

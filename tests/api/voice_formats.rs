@@ -154,7 +154,7 @@ async fn ogg_webm_skype_silk_and_raw_pcm_are_heard() {
 
 /// Files in the attachments folder.
 fn stored_files(app: &TestApp) -> usize {
-    std::fs::read_dir(&app.state.agent.prompt.attachments_dir).map(|d| d.count()).unwrap_or(0)
+    std::fs::read_dir(app.dir.path().join("attachments")).map(|d| d.count()).unwrap_or(0)
 }
 
 #[tokio::test]

@@ -233,6 +233,7 @@ async fn main() -> anyhow::Result<()> {
                         created_at: now,
                         finished_at: now,
                         message_id: None,
+                        instance_id: None,
                     })
                     .await?;
                 Ok(())

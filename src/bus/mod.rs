@@ -1,6 +1,14 @@
-//! Per-session push fan-out (in-process): proactive messages reach every live subscriber of a
-//! session (WebSocket `bind`s). Channels are bounded broadcasts; a subscriber that falls more than
-//! `CAPACITY` messages behind skips ahead instead of growing memory.
+//! Coordination between the parts of a running installation.
+//!
+//! [`SessionBus`] is the in-process fan-out of proactive messages: they reach every live
+//! subscriber of a session (WebSocket `bind`s) on this instance. Channels are bounded broadcasts;
+//! a subscriber that falls more than `CAPACITY` messages behind skips ahead instead of growing
+//! memory. In cluster mode (`redis_url`), [`cluster::Cluster`] carries what instances must share
+//! — session leases, run events, stops, pushes, key and account changes, login limits — and the
+//! app hands what arrives from other instances to the same local fan-out.
+
+pub mod cluster;
+mod scripts;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -15,7 +23,7 @@ const CAPACITY: usize = 64;
 const SWEEP_AT: usize = 1024;
 
 /// A message pushed into a session from outside a chat turn.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Push {
     pub session_id: String,
     pub message_id: i64,
