@@ -216,22 +216,10 @@ async fn apply_on(tx: &mut sqlx::SqliteConnection, ops: &[WriteOp]) -> StoreResu
         .filter_map(|(i, o)| if let WriteOp::InsertRun(r, _) = o { Some((i, r)) } else { None })
         .collect();
     if !runs.is_empty() {
-        let sql = format!(
-            "INSERT OR REPLACE INTO runs (run_id, session_id, username, status, events, created_at, finished_at, message_id, instance_id) VALUES {}",
-            values(runs.len(), 9)
-        );
+        let sql = format!("INSERT OR REPLACE INTO {} VALUES {}", super::sqlite::RUN_COLUMNS, values(runs.len(), 9));
         let mut q = sqlx::query(AssertSqlSafe(sql));
         for (_, r) in &runs {
-            q = q
-                .bind(&r.run_id)
-                .bind(&r.session_id)
-                .bind(&r.username)
-                .bind(&r.status)
-                .bind(&r.events)
-                .bind(r.created_at)
-                .bind(r.finished_at)
-                .bind(r.message_id)
-                .bind(&r.instance_id);
+            q = super::sqlite::bind_run(q, r);
         }
         q.execute(&mut *tx).await?;
         for (i, _) in runs {

@@ -43,6 +43,20 @@ impl Table {
         }
     }
 
+    /// The primary key, which pages are read in order of.
+    pub fn order_by(self) -> &'static str {
+        match self {
+            Table::Settings => "key",
+            Table::ApiKeys => "key_id",
+            Table::Sessions => "session_id",
+            Table::Messages => "id",
+            Table::Runs => "run_id",
+            Table::Attachments => "attachment_id",
+            Table::AttachmentChunks => "attachment_id, idx",
+            Table::SessionVars => "session_id, key",
+        }
+    }
+
     /// Rows per page: chunks are up to [`CHUNK_BYTES`] each, the rest are small.
     fn page(self) -> i64 {
         match self {

@@ -153,6 +153,23 @@ const UPSERT_RUN: &str =
 const INSERT_ATTACHMENT: &str = "INSERT INTO attachments (attachment_id, stored_name, original_name, kind, mime_type, size, sha256, created_at, owner)
      VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)";
 
+const INSERT_SESSION: &str = "INSERT INTO sessions (session_id, platform_id, creator, display_name, is_group, profile_id, created_at, updated_at)
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8)";
+
+fn bind_session<'q>(
+    q: sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>,
+    s: &'q SessionRecord,
+) -> sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments> {
+    q.bind(&s.session_id)
+        .bind(&s.platform_id)
+        .bind(&s.creator)
+        .bind(&s.display_name)
+        .bind(s.is_group)
+        .bind(&s.profile_id)
+        .bind(s.created_at)
+        .bind(s.updated_at)
+}
+
 fn bind_run<'q>(
     q: sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>,
     r: &'q RunRecord,
@@ -306,20 +323,8 @@ impl Store for PgStore {
     }
 
     async fn create_session(&self, s: &SessionRecord) -> StoreResult<bool> {
-        let r = sqlx::query(
-            "INSERT INTO sessions (session_id, platform_id, creator, display_name, is_group, profile_id, created_at, updated_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (session_id) DO NOTHING",
-        )
-        .bind(&s.session_id)
-        .bind(&s.platform_id)
-        .bind(&s.creator)
-        .bind(&s.display_name)
-        .bind(s.is_group)
-        .bind(&s.profile_id)
-        .bind(s.created_at)
-        .bind(s.updated_at)
-        .execute(&self.pool)
-        .await;
+        let sql = AssertSqlSafe(format!("{INSERT_SESSION} ON CONFLICT (session_id) DO NOTHING"));
+        let r = bind_session(sqlx::query(sql), s).execute(&self.pool).await;
         Ok(self.track(r)?.rows_affected() > 0)
     }
 

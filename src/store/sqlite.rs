@@ -145,6 +145,60 @@ fn message_from_row(r: &SqliteRow) -> StoreResult<MessageRecord> {
     })
 }
 
+/// The columns and placeholders of an API-key row, after `INSERT` or `INSERT OR IGNORE`.
+pub(super) const INSERT_API_KEY: &str = "INTO api_keys (key_id, name, key_hash, key_prefix, scopes, created_by, created_at, updated_at, last_used_at, expires_at, revoked_at, username)
+     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)";
+
+pub(super) fn bind_api_key<'q>(q: SqliteQuery<'q>, k: &'q ApiKeyRecord, scopes: String) -> SqliteQuery<'q> {
+    q.bind(&k.key_id)
+        .bind(&k.name)
+        .bind(&k.key_hash)
+        .bind(&k.key_prefix)
+        .bind(scopes)
+        .bind(&k.created_by)
+        .bind(k.created_at)
+        .bind(k.updated_at)
+        .bind(k.last_used_at)
+        .bind(k.expires_at)
+        .bind(k.revoked_at)
+        .bind(&k.username)
+}
+
+type SqliteQuery<'q> = sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments>;
+
+/// An attachment row's columns and placeholders, after `INSERT` or `INSERT OR IGNORE`.
+pub(super) const INSERT_ATTACHMENT: &str =
+    "INTO attachments (attachment_id, stored_name, original_name, kind, mime_type, size, sha256, created_at, owner)
+     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)";
+
+pub(super) fn bind_attachment<'q>(q: SqliteQuery<'q>, a: &'q AttachmentRecord) -> SqliteQuery<'q> {
+    q.bind(&a.attachment_id)
+        .bind(&a.stored_name)
+        .bind(&a.original_name)
+        .bind(&a.kind)
+        .bind(&a.mime_type)
+        .bind(a.size)
+        .bind(&a.sha256)
+        .bind(a.created_at)
+        .bind(&a.owner)
+}
+
+/// A run row's columns (9 placeholders each).
+pub(super) const RUN_COLUMNS: &str =
+    "runs (run_id, session_id, username, status, events, created_at, finished_at, message_id, instance_id)";
+
+pub(super) fn bind_run<'q>(q: SqliteQuery<'q>, r: &'q RunRecord) -> SqliteQuery<'q> {
+    q.bind(&r.run_id)
+        .bind(&r.session_id)
+        .bind(&r.username)
+        .bind(&r.status)
+        .bind(&r.events)
+        .bind(r.created_at)
+        .bind(r.finished_at)
+        .bind(r.message_id)
+        .bind(&r.instance_id)
+}
+
 fn attachment_from_row(r: &SqliteRow) -> StoreResult<AttachmentRecord> {
     Ok(AttachmentRecord {
         attachment_id: r.try_get("attachment_id")?,
@@ -200,24 +254,8 @@ impl Store for SqliteStore {
     }
 
     async fn insert_api_key(&self, k: &ApiKeyRecord) -> StoreResult<()> {
-        sqlx::query(
-            "INSERT INTO api_keys (key_id, name, key_hash, key_prefix, scopes, created_by, created_at, updated_at, last_used_at, expires_at, revoked_at, username)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        )
-        .bind(&k.key_id)
-        .bind(&k.name)
-        .bind(&k.key_hash)
-        .bind(&k.key_prefix)
-        .bind(serde_json::to_string(&k.scopes)?)
-        .bind(&k.created_by)
-        .bind(k.created_at)
-        .bind(k.updated_at)
-        .bind(k.last_used_at)
-        .bind(k.expires_at)
-        .bind(k.revoked_at)
-        .bind(&k.username)
-        .execute(&self.write)
-        .await?;
+        let sql = AssertSqlSafe(format!("INSERT {INSERT_API_KEY}"));
+        bind_api_key(sqlx::query(sql), k, serde_json::to_string(&k.scopes)?).execute(&self.write).await?;
         Ok(())
     }
 
@@ -484,20 +522,8 @@ impl Store for SqliteStore {
     }
 
     async fn insert_attachment(&self, a: &AttachmentRecord) -> StoreResult<()> {
-        sqlx::query(
-            "INSERT INTO attachments (attachment_id, stored_name, original_name, kind, mime_type, size, sha256, created_at, owner) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        )
-        .bind(&a.attachment_id)
-        .bind(&a.stored_name)
-        .bind(&a.original_name)
-        .bind(&a.kind)
-        .bind(&a.mime_type)
-        .bind(a.size)
-        .bind(&a.sha256)
-        .bind(a.created_at)
-        .bind(&a.owner)
-        .execute(&self.write)
-        .await?;
+        let sql = AssertSqlSafe(format!("INSERT {INSERT_ATTACHMENT}"));
+        bind_attachment(sqlx::query(sql), a).execute(&self.write).await?;
         Ok(())
     }
 

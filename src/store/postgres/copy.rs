@@ -7,17 +7,8 @@ use super::*;
 
 impl PgStore {
     pub(super) async fn export(&self, table: Table, offset: i64, limit: i64) -> StoreResult<Rows> {
-        let order = match table {
-            Table::Settings => "key",
-            Table::ApiKeys => "key_id",
-            Table::Sessions => "session_id",
-            Table::Messages => "id",
-            Table::Runs => "run_id",
-            Table::Attachments => "attachment_id",
-            Table::AttachmentChunks => "attachment_id, idx",
-            Table::SessionVars => "session_id, key",
-        };
-        let sql = AssertSqlSafe(format!("SELECT * FROM {} ORDER BY {order} LIMIT $1 OFFSET $2", table.name()));
+        let sql =
+            AssertSqlSafe(format!("SELECT * FROM {} ORDER BY {} LIMIT $1 OFFSET $2", table.name(), table.order_by()));
         let rows = sqlx::query(sql).bind(limit).bind(offset).fetch_all(&self.pool).await?;
         Ok(match table {
             Table::Settings => Rows::Settings(
@@ -86,21 +77,10 @@ impl PgStore {
             }
             Rows::Sessions(v) => {
                 for s in v {
-                    sqlx::query(
-                        "INSERT INTO sessions (session_id, platform_id, creator, display_name, is_group, profile_id, created_at, updated_at)
-                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
-                         ON CONFLICT (session_id) DO UPDATE SET updated_at = excluded.updated_at",
-                    )
-                    .bind(&s.session_id)
-                    .bind(&s.platform_id)
-                    .bind(&s.creator)
-                    .bind(&s.display_name)
-                    .bind(s.is_group)
-                    .bind(&s.profile_id)
-                    .bind(s.created_at)
-                    .bind(s.updated_at)
-                    .execute(&mut *tx)
-                    .await?;
+                    let sql = AssertSqlSafe(format!(
+                        "{INSERT_SESSION} ON CONFLICT (session_id) DO UPDATE SET updated_at = excluded.updated_at"
+                    ));
+                    bind_session(sqlx::query(sql), s).execute(&mut *tx).await?;
                 }
             }
             Rows::Messages(v) => {

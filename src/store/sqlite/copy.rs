@@ -7,17 +7,8 @@ use super::*;
 
 impl SqliteStore {
     pub(super) async fn export(&self, table: Table, offset: i64, limit: i64) -> StoreResult<Rows> {
-        let order = match table {
-            Table::Settings => "key",
-            Table::ApiKeys => "key_id",
-            Table::Sessions => "session_id",
-            Table::Messages => "id",
-            Table::Runs => "run_id",
-            Table::Attachments => "attachment_id",
-            Table::AttachmentChunks => "attachment_id, idx",
-            Table::SessionVars => "session_id, key",
-        };
-        let sql = AssertSqlSafe(format!("SELECT * FROM {} ORDER BY {order} LIMIT ? OFFSET ?", table.name()));
+        let sql =
+            AssertSqlSafe(format!("SELECT * FROM {} ORDER BY {} LIMIT ? OFFSET ?", table.name(), table.order_by()));
         let rows = sqlx::query(sql).bind(limit).bind(offset).fetch_all(&self.read).await?;
         Ok(match table {
             Table::Settings => Rows::Settings(
@@ -77,24 +68,8 @@ impl SqliteStore {
             }
             Rows::ApiKeys(v) => {
                 for k in v {
-                    sqlx::query(
-                        "INSERT OR IGNORE INTO api_keys (key_id, name, key_hash, key_prefix, scopes, created_by, created_at, updated_at, last_used_at, expires_at, revoked_at, username)
-                         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    )
-                    .bind(&k.key_id)
-                    .bind(&k.name)
-                    .bind(&k.key_hash)
-                    .bind(&k.key_prefix)
-                    .bind(serde_json::to_string(&k.scopes)?)
-                    .bind(&k.created_by)
-                    .bind(k.created_at)
-                    .bind(k.updated_at)
-                    .bind(k.last_used_at)
-                    .bind(k.expires_at)
-                    .bind(k.revoked_at)
-                    .bind(&k.username)
-                    .execute(&mut *tx)
-                    .await?;
+                    let sql = AssertSqlSafe(format!("INSERT OR IGNORE {INSERT_API_KEY}"));
+                    bind_api_key(sqlx::query(sql), k, serde_json::to_string(&k.scopes)?).execute(&mut *tx).await?;
                 }
             }
             Rows::Sessions(v) => {
@@ -137,40 +112,16 @@ impl SqliteStore {
             }
             Rows::Runs(v) => {
                 for r in v {
-                    sqlx::query(
-                        "INSERT OR REPLACE INTO runs (run_id, session_id, username, status, events, created_at, finished_at, message_id, instance_id)
-                         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    )
-                    .bind(&r.run_id)
-                    .bind(&r.session_id)
-                    .bind(&r.username)
-                    .bind(&r.status)
-                    .bind(&r.events)
-                    .bind(r.created_at)
-                    .bind(r.finished_at)
-                    .bind(r.message_id)
-                    .bind(&r.instance_id)
-                    .execute(&mut *tx)
-                    .await?;
+                    let sql = AssertSqlSafe(format!(
+                        "INSERT OR REPLACE INTO {RUN_COLUMNS} VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+                    ));
+                    bind_run(sqlx::query(sql), r).execute(&mut *tx).await?;
                 }
             }
             Rows::Attachments(v) => {
                 for a in v {
-                    sqlx::query(
-                        "INSERT OR IGNORE INTO attachments (attachment_id, stored_name, original_name, kind, mime_type, size, sha256, created_at, owner)
-                         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    )
-                    .bind(&a.attachment_id)
-                    .bind(&a.stored_name)
-                    .bind(&a.original_name)
-                    .bind(&a.kind)
-                    .bind(&a.mime_type)
-                    .bind(a.size)
-                    .bind(&a.sha256)
-                    .bind(a.created_at)
-                    .bind(&a.owner)
-                    .execute(&mut *tx)
-                    .await?;
+                    let sql = AssertSqlSafe(format!("INSERT OR IGNORE {INSERT_ATTACHMENT}"));
+                    bind_attachment(sqlx::query(sql), a).execute(&mut *tx).await?;
                 }
             }
             Rows::Chunks(v) => {
