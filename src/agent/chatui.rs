@@ -45,7 +45,8 @@ impl Agent {
     pub async fn chatui_session(&self, session_id: &str, username: &str) -> Result<SessionRecord, ChatUiError> {
         let s = if super::session::impossible(session_id) { None } else { self.store.get_session(session_id).await? };
         match s {
-            None => Err(ChatUiError::SessionNotFound(session_id.to_string())),
+            // AstrBot's text names the id; an id no session can have is cut, never echoed whole.
+            None => Err(ChatUiError::SessionNotFound(crate::util::truncate_chars(session_id, 128).to_string())),
             Some(s) if s.creator != username => Err(ChatUiError::PermissionDenied),
             Some(s) => Ok(s),
         }

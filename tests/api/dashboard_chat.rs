@@ -207,6 +207,9 @@ async fn owner_checks_and_batch_delete() {
     assert_error(s, &b, 403, "Permission denied");
     let (s, b) = send(app.http.get(app.url("/api/v1/chat/sessions/nope")).bearer_auth(&app.jwt)).await;
     assert_error(s, &b, 404, "Session nope not found");
+    let long = "x".repeat(5000);
+    let (s, b) = send(app.http.get(app.url(&format!("/api/v1/chat/sessions/{long}"))).bearer_auth(&app.jwt)).await;
+    assert_error(s, &b, 404, &format!("Session {} not found", "x".repeat(128)));
     // The key acting as bob sees it; acting as someone else does not.
     let (s, _) = send(app.http.get(url("?username=bob")).bearer_auth(&key)).await;
     assert_eq!(s, 200);
