@@ -54,6 +54,7 @@ impl axum::extract::FromRef<AppState> for crate::auth::AuthState {
             dashboard: s.dashboard.clone(),
             trust_forwarded_for: s.config.server.trust_forwarded_for,
             compat_requires_key: s.config.compat.require_api_key,
+            governor: s.agent.governor.clone(),
         }
     }
 }
@@ -102,6 +103,11 @@ impl AppState {
         );
         let dashboard =
             Arc::new(DashboardAuth::init(&config.dashboard, store.clone(), &config.data_dir, shared).await?);
+        let governor = crate::governance::Governor::new(
+            store.clone(),
+            cluster.as_ref().map(|c| Arc::new(cluster::Counters(c.clone())) as Arc<dyn crate::governance::Shared>),
+            tasks.clone(),
+        );
         let profiles = Arc::new(Profiles::from_config(&config));
         let providers = Arc::new(Providers::from_config(&config)?);
         let blobs = Arc::new(if config.attachments_in_database() {
@@ -131,6 +137,7 @@ impl AppState {
             max_active: config.runs.max_active,
             audio: crate::agent::audio::AudioCodecs::new(config.live.max_utterance_secs),
             blobs,
+            governor,
             tasks: tasks.clone(),
             shutdown: shutdown.clone(),
         });
@@ -158,8 +165,25 @@ impl AppState {
         })
     }
 
-    /// Starts periodic maintenance: batched `last_used_at` writes and old-run purging.
+    /// Starts periodic maintenance: batched `last_used_at` and usage writes, old-run purging.
     fn spawn_background(&self) {
+        let s = self.clone();
+        let every = Duration::from_secs(self.config.api_keys.usage_flush_secs.max(1));
+        self.tasks.spawn(async move {
+            let governor = &s.agent.governor;
+            let mut tick = tokio::time::interval(every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    _ = s.shutdown.cancelled() => break,
+                    _ = tick.tick() => {}
+                    _ = governor.book().full.notified() => {}
+                }
+                if let Err(e) = governor.flush().await {
+                    tracing::warn!(error = %e, "writing key usage failed; kept for the next flush");
+                }
+            }
+        });
         let s = self.clone();
         let every = Duration::from_secs(self.config.api_keys.last_used_flush_secs.max(1));
         self.tasks.spawn(async move {
@@ -224,6 +248,9 @@ impl Server {
             }
             if let Err(e) = s.keys.flush_touches().await {
                 tracing::warn!(error = %e, "final last_used_at flush failed");
+            }
+            if let Err(e) = s.agent.governor.flush().await {
+                tracing::warn!(error = %e, "final key usage flush failed");
             }
             s.store.close().await;
             Ok(())

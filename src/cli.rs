@@ -70,6 +70,15 @@ pub enum KeysCommand {
         /// Bind the key to one username: it may then act only as that user.
         #[arg(long)]
         username: Option<String>,
+        /// Requests per minute (default: `[api_keys] default_limits`, else unlimited).
+        #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+        requests_per_minute: Option<u32>,
+        /// Runs in progress at once.
+        #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+        concurrent_runs: Option<u32>,
+        /// Prompt + completion tokens per UTC day.
+        #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+        tokens_per_day: Option<u64>,
     },
     /// List keys (never the secrets).
     List,
@@ -169,7 +178,21 @@ async fn copy_db(from: &str, to: &str, attachments_dir: Option<&std::path::Path>
 async fn keys(command: KeysCommand, config: Config) -> anyhow::Result<()> {
     let state = AppState::build(config, CancellationToken::new()).await?;
     match command {
-        KeysCommand::Create { name, scopes, expires_in_days, username } => {
+        KeysCommand::Create {
+            name,
+            scopes,
+            expires_in_days,
+            username,
+            requests_per_minute,
+            concurrent_runs,
+            tokens_per_day,
+        } => {
+            let d = state.config.api_keys.default_limits;
+            let limits = crate::store::Limits {
+                requests_per_minute: requests_per_minute.or(d.requests_per_minute),
+                concurrent_runs: concurrent_runs.or(d.concurrent_runs),
+                tokens_per_day: tokens_per_day.or(d.tokens_per_day),
+            };
             let scopes = match scopes {
                 None => Scope::DEFAULT.to_vec(),
                 Some(list) => {
@@ -182,7 +205,8 @@ async fn keys(command: KeysCommand, config: Config) -> anyhow::Result<()> {
             {
                 anyhow::bail!("expires_in_days must be greater than 0");
             }
-            let (rec, raw) = state.keys.create(&name, &scopes, expires_in_days, username.as_deref(), "cli").await?;
+            let (rec, raw) =
+                state.keys.create(&name, &scopes, expires_in_days, username.as_deref(), limits, "cli").await?;
             println!("key_id  {}", rec.key_id);
             println!("name    {}", rec.name);
             println!("scopes  {}", rec.scopes.join(","));

@@ -184,7 +184,7 @@ impl Default for DashboardConfig {
     }
 }
 
-/// `[api_keys]`: caching of key lookups and batching of `last_used_at`.
+/// `[api_keys]`: caching of key lookups, batching of `last_used_at` and usage, new keys' limits.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ApiKeysConfig {
@@ -193,11 +193,15 @@ pub struct ApiKeysConfig {
     pub cache_ttl_secs: u64,
     /// `last_used_at` is written in one batch at this interval instead of on every request.
     pub last_used_flush_secs: u64,
+    /// Usage per key per day is added up in memory and written at this interval.
+    pub usage_flush_secs: u64,
+    /// The limits a new key gets for every field its create request does not name.
+    pub default_limits: crate::store::Limits,
 }
 
 impl Default for ApiKeysConfig {
     fn default() -> Self {
-        Self { cache_ttl_secs: 10, last_used_flush_secs: 10 }
+        Self { cache_ttl_secs: 10, last_used_flush_secs: 10, usage_flush_secs: 5, default_limits: Default::default() }
     }
 }
 

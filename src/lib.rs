@@ -14,6 +14,7 @@ pub mod compat;
 pub mod config;
 pub mod documents;
 pub mod error;
+pub mod governance;
 pub mod http;
 pub mod platforms;
 pub mod providers;

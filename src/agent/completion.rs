@@ -30,7 +30,6 @@ use super::Agent;
 use super::errors::TurnError;
 use super::input::{self, Part};
 use super::prompt::{MAX_IMAGE_BYTES, MAX_TOTAL_IMAGE_BYTES, PromptError};
-use super::runs::ActiveSlot;
 use crate::auth::Caller;
 use crate::providers::llm::{ChatRequest, ChatStream, Completion, LlmError, LlmEvent, OpenAiProvider, Usage};
 
@@ -160,7 +159,7 @@ pub struct ModelTarget {
 
 /// A stateless answer.
 pub enum Answer {
-    Stream(CompletionStream),
+    Stream(Box<CompletionStream>),
     Whole(Completion),
 }
 
@@ -209,17 +208,11 @@ impl Agent {
         Err(CompletionError::ModelNotFound(name.to_string()))
     }
 
-    /// Counts a stateless request among the active runs (`[runs] max_active`) while the slot
-    /// lives; per-key limits of the governance issue belong here too.
-    pub fn admit_stateless(&self) -> Result<ActiveSlot, TurnError> {
-        Ok(self.runs.admit(self.max_active)?)
-    }
-
     /// Checks, then asks the provider (see the module docs).
     pub async fn complete_stateless(self: &Arc<Self>, req: CompletionRequest) -> Result<Answer, CompletionError> {
         let CompletionRequest { caller, model, messages, params, stream } = req;
         let target = self.resolve_model(&model)?;
-        let slot = self.admit_stateless()?;
+        let slot = self.admit_stateless(&caller).await?;
         let messages = self.upstream_messages(&caller, &target, messages).await?;
         let chat = ChatRequest { model: target.model.clone(), messages, params };
         let cancel = self.shutdown.child_token();
@@ -230,7 +223,7 @@ impl Agent {
                 _ = cancel.cancelled() => return Err(CompletionError::Cancelled),
                 r = provider.stream(&chat) => r.map_err(|e| upstream_failed(&provider.id, e))?,
             };
-            return Ok(Answer::Stream(CompletionStream {
+            return Ok(Answer::Stream(Box::new(CompletionStream {
                 inner,
                 cancel,
                 agent: self.clone(),
@@ -240,7 +233,7 @@ impl Agent {
                 usage: None,
                 done: false,
                 _slot: slot,
-            }));
+            })));
         }
         let whole = tokio::select! {
             biased;
@@ -251,10 +244,21 @@ impl Agent {
         Ok(Answer::Whole(whole))
     }
 
-    /// Accounts the tokens of a stateless request. Today a log line per request, with the key
-    /// (never the key itself); the governance issue counts them per key per day here.
+    /// Accounts the tokens of a stateless request: a log line (naming the key, never the key
+    /// itself), and the key's usage of the day.
     pub fn record_usage(&self, caller: &Caller, provider: &str, model: &str, usage: Option<Usage>) {
         let u = usage.unwrap_or_default();
+        if let Some((key_id, _)) = caller.account() {
+            let tokens = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+            self.governor.record(
+                key_id,
+                crate::store::UsageCounts {
+                    prompt_tokens: tokens(u.prompt_tokens),
+                    completion_tokens: tokens(u.completion_tokens),
+                    ..Default::default()
+                },
+            );
+        }
         tracing::info!(
             caller = %caller.label(), provider, model, usage_reported = usage.is_some(),
             prompt_tokens = u.prompt_tokens, completion_tokens = u.completion_tokens, "completion usage"
@@ -344,7 +348,7 @@ impl Agent {
         let part = Part::Attachment { declared: "file".into(), attachment_id: file_id, filename };
         // No session: there is nothing a `reply` could quote, and none is parsed here.
         let resolved = input::resolve(self.store.as_ref(), &self.blobs, caller, "", vec![part]).await?;
-        let transcripts = self.transcribe_records(&resolved).await?;
+        let transcripts = self.transcribe_records(caller, &resolved).await?;
         self.prompt.user_content(&resolved, &transcripts, target.provider.pdf_input).await.map_err(|e| match e {
             PromptError::Invalid(m) => TurnError::Invalid(m),
             PromptError::Busy(m) => TurnError::Overloaded(m),
@@ -417,7 +421,7 @@ pub struct CompletionStream {
     model: String,
     usage: Option<Usage>,
     done: bool,
-    _slot: ActiveSlot,
+    _slot: super::metering::StatelessSlot,
 }
 
 impl CompletionStream {

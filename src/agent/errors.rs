@@ -75,6 +75,9 @@ pub enum TurnError {
     NoProvider,
     #[error("Too many concurrent runs")]
     TooManyRuns,
+    /// One of the key's limits (`requests_per_minute`, `concurrent_runs`, `tokens_per_day`).
+    #[error(transparent)]
+    Limited(#[from] crate::governance::Exceeded),
     /// A shared resource (the document readers) stayed busy: retry shortly (503).
     #[error("{0}")]
     Overloaded(String),

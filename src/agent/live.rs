@@ -90,6 +90,7 @@ impl Ctx {
             return None;
         };
         self.metrics(json!({"stt": stt.name()})).await;
+        self.agent.record_audio(&self.caller, super::metering::wav_ms(&wav), 0);
         // The history does not depend on what was said: read it while STT runs.
         let turns = i64::from(self.agent.profiles.default_profile().history_turns) * 2;
         let (heard, history) = tokio::join!(
@@ -149,6 +150,10 @@ impl Ctx {
     }
 
     async fn turn(self, input: LiveInput) {
+        // Each turn is a request of the key (its `requests_per_minute`), refused before STT.
+        if let Err(e) = self.agent.admit_request(&self.caller).await {
+            return self.refuse(e).await;
+        }
         let Some((text, started, history)) = self.hear(input).await else { return };
         self.out.send(LiveOut::UserMsg { data: TextAt { text: text.clone(), ts: now_ms() } }).await;
         let playback = Arc::new(Playback::default());
@@ -184,6 +189,7 @@ impl Ctx {
     async fn refuse(&self, e: TurnError) {
         let (code, text) = match &e {
             TurnError::TooManyRuns => ("TOO_MANY_RUNS", e.to_string()),
+            TurnError::Limited(x) => (x.code(), e.to_string()),
             TurnError::Session(SessionError::Store(_)) | TurnError::Store(_) | TurnError::Internal(_) => {
                 tracing::error!(error = %e, "live: starting the turn failed");
                 ("PROCESSING_ERROR", "Internal server error".to_string())

@@ -18,6 +18,7 @@ pub mod history;
 pub mod input;
 pub mod live;
 pub mod media;
+pub mod metering;
 pub mod pipeline;
 pub mod proactive;
 pub mod profiles;
@@ -68,6 +69,8 @@ pub struct Agent {
     pub audio: audio::AudioCodecs,
     /// Where attachment bytes live (generated media, such as spoken replies, included).
     pub blobs: Arc<crate::attachments::Blobs>,
+    /// Per-key limits and usage.
+    pub governor: crate::governance::Governor,
     pub tasks: TaskTracker,
     /// Runs hold child tokens: shutdown cancels them all.
     pub shutdown: CancellationToken,

@@ -52,6 +52,8 @@ pub struct Turn {
     pub speak_reply: Option<Arc<dyn crate::providers::tts::Tts>>,
     /// When set, the run's token is a child of this one (a Live turn cancels its run with it).
     pub parent_cancel: Option<tokio_util::sync::CancellationToken>,
+    /// The key's run slot, held until the run ends; its tokens and audio are recorded on it.
+    pub meter: Option<crate::governance::RunPermit>,
 }
 
 pub use crate::voice::speak::Speech;
@@ -59,6 +61,7 @@ pub use crate::voice::speak::Speech;
 /// The speech worker reports into the run's log.
 impl crate::voice::speak::SpeechSink for RunHandle {
     fn sentence(&self, text: String, audio: bytes::Bytes, mime: &str) {
+        self.add_audio_out(&audio, mime);
         self.push(AgentEvent::Audio { text, audio: super::events::AudioData::new(audio), mime: mime.to_string() });
     }
 
@@ -253,6 +256,12 @@ async fn drive(agent: &Agent, turn: &mut Turn, h: &Arc<RunHandle>, ckpt: &mut Ch
             content["error"] = json!(message);
         }
     }
+    if let Some(m) = &turn.meter {
+        if let Some(u) = p.usage {
+            m.tokens(u.prompt_tokens, u.completion_tokens);
+        }
+        m.audio(0, h.audio_out_ms());
+    }
     if !p.reasoning.is_empty() {
         content["reasoning"] = json!(p.reasoning);
     }
@@ -289,6 +298,7 @@ async fn speak_reply(
             return;
         }
     };
+    h.add_audio_out(&audio, tts.mime());
     let ext = if tts.mime() == "audio/mpeg" { "mp3" } else { "wav" };
     match crate::attachments::save_bytes(
         agent.store.as_ref(),

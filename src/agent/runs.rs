@@ -57,9 +57,25 @@ pub struct RunHandle {
     tick: watch::Sender<u64>,
     max_events: usize,
     max_bytes: usize,
+    /// Milliseconds of speech the run produced (usage accounting).
+    audio_out_ms: std::sync::atomic::AtomicI64,
 }
 
 impl RunHandle {
+    /// Counts speech the run produced (WAV; other formats are not measured).
+    pub fn add_audio_out(&self, audio: &[u8], mime: &str) {
+        if mime.contains("wav")
+            && let Ok(w) = crate::audio::wav::parse(audio)
+        {
+            let ms = (w.duration_secs() * 1000.0).round() as i64;
+            self.audio_out_ms.fetch_add(ms, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+
+    pub fn audio_out_ms(&self) -> i64 {
+        self.audio_out_ms.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     pub fn new(
         run_id: String,
         session_id: String,
@@ -78,6 +94,7 @@ impl RunHandle {
             tick: watch::channel(0).0,
             max_events,
             max_bytes,
+            audio_out_ms: Default::default(),
         }
     }
 

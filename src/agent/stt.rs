@@ -9,6 +9,7 @@ use super::Agent;
 use super::errors::TurnError;
 use super::input::Resolved;
 use crate::audio::codec::AudioFormat;
+use crate::auth::Caller;
 
 /// Voice records transcribed for one message, and the largest one.
 const MAX_RECORDS: usize = 4;
@@ -21,6 +22,7 @@ impl Agent {
     /// (`record attachments`…).
     pub async fn transcribe(
         &self,
+        caller: &Caller,
         audio: Bytes,
         declared: Option<AudioFormat>,
         what: &str,
@@ -30,6 +32,7 @@ impl Agent {
             return Err(TurnError::NoStt(subject));
         }
         let wav = self.decode_for_stt(audio, declared, what).await?;
+        self.record_audio(caller, super::metering::wav_ms(&wav), 0);
         self.recognise(wav, what, subject).await
     }
 
@@ -45,7 +48,11 @@ impl Agent {
     }
 
     /// The STT text of every `record` attachment, in order.
-    pub(super) async fn transcribe_records(&self, parts: &[Resolved]) -> Result<Vec<String>, TurnError> {
+    pub(super) async fn transcribe_records(
+        &self,
+        caller: &Caller,
+        parts: &[Resolved],
+    ) -> Result<Vec<String>, TurnError> {
         let records: Vec<_> = parts
             .iter()
             .filter_map(|p| match p {
@@ -72,7 +79,7 @@ impl Agent {
             let declared = AudioFormat::from_name(&rec.mime_type)
                 .or_else(|| rec.original_name.rsplit_once('.').and_then(|(_, ext)| AudioFormat::from_name(ext)));
             let what = format!("record {filename}");
-            out.push(self.transcribe(Bytes::from(bytes), declared, &what, "record attachments").await?);
+            out.push(self.transcribe(caller, Bytes::from(bytes), declared, &what, "record attachments").await?);
         }
         Ok(out)
     }

@@ -148,11 +148,13 @@ impl Agent {
         }
         let provider = self.provider_of(provider.as_deref(), &profile)?;
         let model = model.or_else(|| profile.model.clone()).unwrap_or_else(|| provider.model.clone());
+        // The key's run slot and day's tokens, before any transcription or storage.
+        let meter = self.admit_run(&caller).await?;
         let (stored, model_input, title) = match input {
             TurnInput::Parts(parts) => {
                 let resolved =
                     input::resolve(self.store.as_ref(), &self.blobs, &caller, &plan.session_id, parts).await?;
-                let transcripts = self.transcribe_records(&resolved).await?;
+                let transcripts = self.transcribe_records(&caller, &resolved).await?;
                 // The provider is known: it decides whether PDFs go as text or as files.
                 let model_input = self.prompt.user_content(&resolved, &transcripts, provider.pdf_input).await.map_err(
                     |e| match e {
@@ -202,6 +204,7 @@ impl Agent {
             speech: None,
             speak_reply: None,
             parent_cancel: None,
+            meter,
         };
         let turn = self.settings_for(kind, streaming, &profile, base);
         let run = self.start(turn).await?;

@@ -135,3 +135,25 @@ impl crate::auth::Shared for AuthShared {
         self.0.take_bucket(bucket, burst, per_sec, delta).await
     }
 }
+
+/// Governance's view of the cluster: keys' buckets, run slots and day tokens.
+pub struct Counters(pub Arc<Cluster>);
+
+#[async_trait::async_trait]
+impl crate::governance::Shared for Counters {
+    async fn take(&self, name: &str, burst: f64, per_sec: f64) -> Option<(bool, f64)> {
+        self.0.take_bucket(name, burst, per_sec, 1.0).await
+    }
+
+    async fn take_slot(&self, key_id: &str, limit: u32) -> Option<bool> {
+        self.0.take_slot(key_id, limit).await
+    }
+
+    async fn give_slot(&self, key_id: &str) {
+        self.0.give_slot(key_id).await
+    }
+
+    async fn add_tokens(&self, key_id: &str, day: &str, stored: i64, add: i64) -> Option<i64> {
+        self.0.add_tokens(key_id, day, stored, add).await
+    }
+}

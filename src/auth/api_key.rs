@@ -130,6 +130,7 @@ impl ApiKeys {
         scopes: &[Scope],
         expires_in_days: Option<i64>,
         username: Option<&str>,
+        limits: crate::store::Limits,
         created_by: &str,
     ) -> StoreResult<(ApiKeyRecord, String)> {
         let raw = generate();
@@ -147,6 +148,7 @@ impl ApiKeys {
             expires_at: expires_in_days.map(|d| now.saturating_add(d.saturating_mul(86_400_000_000))),
             revoked_at: None,
             username: username.map(str::to_string),
+            limits,
         };
         self.store.insert_api_key(&rec).await?;
         Ok((rec, raw))
@@ -156,6 +158,16 @@ impl ApiKeys {
         let ok = self.store.revoke_api_key(key_id, now_micros()).await?;
         self.changed(key_id).await;
         Ok(ok)
+    }
+
+    /// Changes a key's name or limits; `None` when there is no such key. Takes effect at once
+    /// here and, through the cluster's notice, on the other instances.
+    pub async fn update(&self, key_id: &str, update: &crate::store::KeyUpdate) -> StoreResult<Option<ApiKeyRecord>> {
+        if !self.store.update_api_key(key_id, update, now_micros()).await? {
+            return Ok(None);
+        }
+        self.changed(key_id).await;
+        self.store.get_api_key(key_id).await
     }
 
     pub async fn delete(&self, key_id: &str) -> StoreResult<bool> {
@@ -169,6 +181,11 @@ impl ApiKeys {
         if let Some(s) = &self.shared {
             s.key_changed(key_id).await;
         }
+    }
+
+    /// One key by id, revoked and expired ones included.
+    pub async fn get(&self, key_id: &str) -> StoreResult<Option<ApiKeyRecord>> {
+        self.store.get_api_key(key_id).await
     }
 
     /// All keys, newest first, with pending `last_used_at` values written first.

@@ -35,6 +35,8 @@ pub struct AuthState {
     pub trust_forwarded_for: bool,
     /// `[compat] require_api_key`.
     pub compat_requires_key: bool,
+    /// Per-key limits and usage.
+    pub governor: crate::governance::Governor,
 }
 
 /// Why a request cannot act as the username it names (AstrBot's texts; the binding is ours).
@@ -68,8 +70,19 @@ pub enum Caller {
     /// An API key; acts for whichever `username` the request names, or only for `username`
     /// when the key is bound to one. Without `chat:admin` it may not act as `reserved` (the
     /// dashboard administrator's username).
-    ApiKey { key_id: String, scopes: Vec<Scope>, username: Option<String>, reserved: Option<String> },
+    ApiKey {
+        key_id: String,
+        scopes: Vec<Scope>,
+        username: Option<String>,
+        reserved: Option<String>,
+        /// The key's limits as of this request.
+        limits: crate::store::Limits,
+    },
 }
+
+/// The key id of compat callers when `[compat] require_api_key = false`: no key, so nothing is
+/// limited or counted.
+pub const ANONYMOUS_KEY: &str = "compat";
 
 impl Caller {
     pub fn is_dashboard(&self) -> bool {
@@ -80,6 +93,15 @@ impl Caller {
         match self {
             Caller::Dashboard { username } => Some(username),
             Caller::ApiKey { .. } => None,
+        }
+    }
+
+    /// The key whose limits and usage this caller's requests count against; `None` for the
+    /// dashboard and anonymous compat callers.
+    pub fn account(&self) -> Option<(&str, &crate::store::Limits)> {
+        match self {
+            Caller::ApiKey { key_id, limits, .. } if key_id != ANONYMOUS_KEY => Some((key_id, limits)),
+            _ => None,
         }
     }
 
@@ -189,6 +211,9 @@ pub enum AuthFailure {
     InvalidToken,
     #[error("{}", texts::INSUFFICIENT_SCOPE)]
     InsufficientScope,
+    /// The key's `requests_per_minute`.
+    #[error(transparent)]
+    Limited(crate::governance::Exceeded),
     /// The key store failed.
     #[error(transparent)]
     Store(#[from] crate::store::StoreError),
@@ -198,6 +223,7 @@ impl From<AuthFailure> for ApiError {
     fn from(e: AuthFailure) -> Self {
         match e {
             AuthFailure::InsufficientScope => ApiError::forbidden(e.to_string()),
+            AuthFailure::Limited(x) => ApiError::too_many(x.to_string(), x.retry_after_secs()),
             AuthFailure::Store(e) => ApiError::internal(e),
             _ => ApiError::unauthorized(e.to_string()),
         }
@@ -316,7 +342,10 @@ async fn check_key(state: &AuthState, raw: &str, req: Requirement) -> Result<Cal
         return Err(AuthFailure::InsufficientScope);
     }
     let reserved = (!scopes.contains(&Scope::ChatAdmin)).then(|| state.dashboard.username());
-    Ok(Caller::ApiKey { key_id: rec.key_id, scopes, username: rec.username, reserved })
+    if let Err(e) = state.governor.admit_request(&rec.key_id, &rec.limits).await {
+        return Err(AuthFailure::Limited(e));
+    }
+    Ok(Caller::ApiKey { key_id: rec.key_id, scopes, username: rec.username, reserved, limits: rec.limits })
 }
 
 /// True when the dashboard cookie is the credential this request would be authenticated by.
@@ -469,7 +498,13 @@ pub async fn require_compat(
         }
         authenticate(&state, req.headers(), req.uri().query(), Requirement::Scope(Scope::Chat)).await?
     } else {
-        Caller::ApiKey { key_id: "compat".into(), scopes: vec![Scope::Chat], username: None, reserved: None }
+        Caller::ApiKey {
+            key_id: ANONYMOUS_KEY.into(),
+            scopes: vec![Scope::Chat],
+            username: None,
+            reserved: None,
+            limits: Default::default(),
+        }
     };
     req.extensions_mut().insert(Authorized(caller));
     Ok(next.run(req).await)

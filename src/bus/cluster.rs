@@ -12,7 +12,10 @@
 //!   duplicate; both expire `run_stream_ttl_secs` after the last write.
 //! - `ctl` (pub/sub): notices between instances — stop a session's run, a proactive push, a key
 //!   revoked or deleted, the dashboard account changed.
-//! - `bucket:<name>`: token buckets shared by every instance (login limits).
+//! - `bucket:<name>`: token buckets shared by every instance (login limits, keys' requests per
+//!   minute).
+//! - `slots:<key_id>` (hash) and `tokens:<key_id>:<day>`: a key's runs in progress per instance
+//!   and its tokens of the day (`counters.rs`).
 //!
 //! Redis is not trusted to stay up: every command has a timeout, and while Redis is away this
 //! instance keeps serving its own runs (leases degrade to this instance's own registry), says
@@ -35,6 +38,7 @@ use tokio_util::task::TaskTracker;
 use super::Push;
 use super::scripts;
 
+mod counters;
 mod streams;
 pub use streams::StreamEvent;
 
@@ -136,6 +140,9 @@ pub struct Cluster {
     refresh: redis::Script,
     append: redis::Script,
     bucket: redis::Script,
+    slot_take: redis::Script,
+    slot_give: redis::Script,
+    tokens: redis::Script,
 }
 
 fn timeout<T>(r: Result<redis::RedisResult<T>, tokio::time::error::Elapsed>) -> redis::RedisResult<T> {
@@ -171,6 +178,9 @@ impl Cluster {
             refresh: redis::Script::new(scripts::REFRESH),
             append: redis::Script::new(scripts::APPEND),
             bucket: redis::Script::new(scripts::BUCKET),
+            slot_take: redis::Script::new(scripts::SLOT_TAKE),
+            slot_give: redis::Script::new(scripts::SLOT_GIVE),
+            tokens: redis::Script::new(scripts::TOKENS),
         }))
     }
 

@@ -75,3 +75,38 @@ redis.call('HSET', KEYS[1], 'tokens', tostring(tokens), 'at', now)
 redis.call('PEXPIRE', KEYS[1], math.ceil(burst / rate * 1000) + 1000)
 return {ok, tostring(tokens)}
 ";
+
+/// Takes one of a key's run slots, counted per instance so the slots of an instance that died
+/// are forgotten: the counts of instances not seen within the TTL are dropped first. Answers 1
+/// (taken) or 0 (all `limit` slots busy).
+/// KEYS[1] = slots hash (instance → runs), KEYS[2] = instances set; ARGV[1] = instance id,
+/// ARGV[2] = limit, ARGV[3] = TTL ms.
+pub const SLOT_TAKE: &str = r"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local live = {}
+for _, i in ipairs(redis.call('ZRANGEBYSCORE', KEYS[2], now - tonumber(ARGV[3]), '+inf')) do live[i] = true end
+live[ARGV[1]] = true
+local all = redis.call('HGETALL', KEYS[1])
+local n = 0
+for j = 1, #all, 2 do
+  if live[all[j]] then n = n + tonumber(all[j + 1]) else redis.call('HDEL', KEYS[1], all[j]) end
+end
+if n >= tonumber(ARGV[2]) then return 0 end
+redis.call('HINCRBY', KEYS[1], ARGV[1], 1)
+return 1
+";
+
+/// Gives a run slot back. KEYS[1] = slots hash; ARGV[1] = instance id.
+pub const SLOT_GIVE: &str = r"
+local n = redis.call('HINCRBY', KEYS[1], ARGV[1], -1)
+if n <= 0 then redis.call('HDEL', KEYS[1], ARGV[1]) end
+return n
+";
+
+/// A key's tokens of one day: created from ARGV[1] (what the database holds) when missing, then
+/// ARGV[2] added; answers the total. KEYS[1] = counter; ARGV[3] = TTL ms.
+pub const TOKENS: &str = r"
+if redis.call('EXISTS', KEYS[1]) == 0 then redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[3]) end
+return redis.call('INCRBY', KEYS[1], ARGV[2])
+";

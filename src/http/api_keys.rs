@@ -11,7 +11,7 @@ use crate::app::AppState;
 use crate::auth::Scope;
 use crate::auth::caller::Caller;
 use crate::error::{ApiError, ApiResult, RawBody, ok};
-use crate::store::{ApiKeyRecord, now_micros};
+use crate::store::{ApiKeyRecord, Limits, now_micros};
 use crate::util::iso_local;
 
 const DEFAULT_NAME: &str = "Untitled API Key";
@@ -39,6 +39,7 @@ pub fn key_json(k: &ApiKeyRecord) -> Value {
     if let Some(u) = &k.username {
         v["username"] = json!(u);
     }
+    v["limits"] = super::key_limits::limits_json(&k.limits);
     v
 }
 
@@ -55,19 +56,26 @@ pub struct CreateRequest {
     pub expires_in_days: Option<i64>,
     /// Binds the key to one username.
     pub username: Option<String>,
+    /// `[api_keys] default_limits`, overridden by the request's `limits`.
+    pub limits: Limits,
+}
+
+/// A key's name: blank or `null` is AstrBot's default name.
+pub fn parse_name(v: &Value) -> Result<String, ApiError> {
+    match v {
+        Value::Null => Ok(DEFAULT_NAME.to_string()),
+        Value::String(s) if s.trim().is_empty() => Ok(DEFAULT_NAME.to_string()),
+        Value::String(s) if s.trim().chars().count() > MAX_NAME_CHARS => {
+            Err(ApiError::bad_request(format!("name is too long (max {MAX_NAME_CHARS} characters)")))
+        }
+        Value::String(s) => Ok(s.trim().to_string()),
+        _ => Err(ApiError::bad_request("name must be a string")),
+    }
 }
 
 /// Validates a create body with AstrBot's texts. An empty body means all defaults.
-pub fn parse_create(body: &Map<String, Value>) -> Result<CreateRequest, ApiError> {
-    let name = match body.get("name") {
-        None | Some(Value::Null) => DEFAULT_NAME.to_string(),
-        Some(Value::String(s)) if s.trim().is_empty() => DEFAULT_NAME.to_string(),
-        Some(Value::String(s)) if s.trim().chars().count() > MAX_NAME_CHARS => {
-            return Err(ApiError::bad_request(format!("name is too long (max {MAX_NAME_CHARS} characters)")));
-        }
-        Some(Value::String(s)) => s.trim().to_string(),
-        Some(_) => return Err(ApiError::bad_request("name must be a string")),
-    };
+pub fn parse_create(body: &Map<String, Value>, default_limits: Limits) -> Result<CreateRequest, ApiError> {
+    let name = body.get("name").map(parse_name).transpose()?.unwrap_or_else(|| DEFAULT_NAME.to_string());
     let scopes = Scope::parse_list(body.get("scopes")).map_err(ApiError::bad_request)?;
     let expires_in_days = match body.get("expires_in_days") {
         None | Some(Value::Null) => None,
@@ -91,7 +99,8 @@ pub fn parse_create(body: &Map<String, Value>) -> Result<CreateRequest, ApiError
         Some(Value::String(s)) => Some(s.trim().to_string()),
         Some(_) => return Err(ApiError::bad_request("username must be a string")),
     };
-    Ok(CreateRequest { name, scopes, expires_in_days, username })
+    let limits = super::key_limits::parse_limits(body.get("limits"), default_limits)?;
+    Ok(CreateRequest { name, scopes, expires_in_days, username, limits })
 }
 
 /// Integers, integral floats and integer strings (pydantic's lax mode accepts these too).
@@ -118,10 +127,12 @@ fn body_object(body: &[u8]) -> Result<Map<String, Value>, ApiError> {
 }
 
 pub async fn create(State(state): State<AppState>, caller: Caller, RawBody(body): RawBody) -> ApiResult {
-    let req = parse_create(&body_object(&body)?)?;
+    let req = parse_create(&body_object(&body)?, state.config.api_keys.default_limits)?;
     let created_by = caller.dashboard_username().unwrap_or("dashboard").to_string();
-    let (rec, raw) =
-        state.keys.create(&req.name, &req.scopes, req.expires_in_days, req.username.as_deref(), &created_by).await?;
+    let (rec, raw) = state
+        .keys
+        .create(&req.name, &req.scopes, req.expires_in_days, req.username.as_deref(), req.limits, &created_by)
+        .await?;
     tracing::info!(key.id = %rec.key_id, "api key created");
     let mut obj = key_json(&rec);
     obj["api_key"] = Value::String(raw);
@@ -176,19 +187,20 @@ mod tests {
     }
 
     fn err(v: Value) -> String {
-        parse_create(&obj(v)).err().map(|e| e.message).unwrap_or_default()
+        parse_create(&obj(v), Limits::default()).err().map(|e| e.message).unwrap_or_default()
     }
 
     #[test]
     fn create_defaults() {
-        let r = parse_create(&Map::new()).ok();
+        let r = parse_create(&Map::new(), Limits::default()).ok();
         assert_eq!(
             r,
             Some(CreateRequest {
                 name: DEFAULT_NAME.into(),
                 scopes: Scope::DEFAULT.to_vec(),
                 expires_in_days: None,
-                username: None
+                username: None,
+                limits: Limits::default(),
             })
         );
     }
@@ -202,7 +214,7 @@ mod tests {
         assert_eq!(err(json!({"expires_in_days": 1.5})), "expires_in_days must be an integer");
         assert_eq!(err(json!({"expires_in_days": 0})), "expires_in_days must be greater than 0");
         assert_eq!(err(json!({"name": 5})), "name must be a string");
-        let r = parse_create(&obj(json!({"scopes": ["im", "im"], "expires_in_days": "3"}))).ok();
+        let r = parse_create(&obj(json!({"scopes": ["im", "im"], "expires_in_days": "3"})), Limits::default()).ok();
         assert_eq!(r.map(|r| (r.scopes, r.expires_in_days)), Some((vec![Scope::Im], Some(3))));
     }
 }

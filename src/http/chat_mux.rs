@@ -98,6 +98,7 @@ impl ChatDialect for UnifiedDialect {
         use crate::agent::errors::SessionError;
         match e {
             TurnError::Session(SessionError::Busy) | TurnError::TooManyRuns => "PROCESSING_ERROR",
+            TurnError::Limited(x) => x.code(),
             _ if super::errors::turn_error_status(e).is_server_error() => "PROCESSING_ERROR",
             _ => "INVALID_MESSAGE_FORMAT",
         }
@@ -162,8 +163,12 @@ impl<D: ChatDialect> ChatMux<D> {
         let (agent, caller, out, d, m, st) =
             (state.agent.clone(), caller.clone(), out.clone(), self.dialect.clone(), mid.clone(), stop.clone());
         let task = state.tasks.spawn(async move {
+            // Each turn is a request of the key (its `requests_per_minute`).
             let started = match super::chat::parse_chat(&caller, &body, default_session.as_deref()) {
-                Ok(req) => agent.begin_turn(req).await,
+                Ok(req) => match agent.admit_request(&caller).await {
+                    Ok(()) => agent.begin_turn(req).await,
+                    Err(e) => Err(e),
+                },
                 Err(e) => Err(e),
             };
             let run = match started {

@@ -136,7 +136,7 @@ pub async fn converse(
     let skey = format!("{SESSION_PREFIX}{session_id}");
     agent.precheck_compat(&skey).await?;
     // Validate, decode and transcribe everything before anything is stored.
-    let mut decoded = super::conversation_input::decode(agent, messages).await?;
+    let mut decoded = super::conversation_input::decode(agent, &caller, messages).await?;
     // Everything is valid: only now are the media kept, and a request that still fails (the
     // session turning busy meanwhile) takes its media with it.
     let owner = caller.owner_tag();

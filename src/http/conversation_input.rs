@@ -40,7 +40,7 @@ fn invalid(s: String) -> TurnError {
 }
 
 /// Decodes and checks every message, transcribing voice (errors name `messages[i]`).
-pub async fn decode(agent: &Agent, messages: &[Value]) -> Result<Decoded, TurnError> {
+pub async fn decode(agent: &Agent, caller: &crate::auth::Caller, messages: &[Value]) -> Result<Decoded, TurnError> {
     let mut out = Decoded { model_parts: Vec::new(), stored_parts: Vec::new(), media: Vec::new() };
     for (i, m) in messages.iter().enumerate() {
         let ty = m.get("type").and_then(Value::as_str).unwrap_or_default();
@@ -80,7 +80,7 @@ pub async fn decode(agent: &Agent, messages: &[Value]) -> Result<Decoded, TurnEr
                 // The bytes decide; `format` only names headerless PCM (and an unknown name says nothing).
                 let declared = m.get("format").and_then(Value::as_str).and_then(AudioFormat::from_name);
                 let what = format!("messages[{i}]");
-                let text = agent.transcribe(bytes.clone(), declared, &what, "voice messages").await?;
+                let text = agent.transcribe(caller, bytes.clone(), declared, &what, "voice messages").await?;
                 if text.trim().is_empty() {
                     return Err(invalid(format!("messages[{i}]: no speech was recognised")));
                 }

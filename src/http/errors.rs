@@ -50,7 +50,7 @@ pub fn turn_error_status(e: &TurnError) -> StatusCode {
         }
         TurnError::Transcription { .. } => StatusCode::BAD_GATEWAY,
         TurnError::NoProvider | TurnError::Overloaded(_) => StatusCode::SERVICE_UNAVAILABLE,
-        TurnError::TooManyRuns => StatusCode::TOO_MANY_REQUESTS,
+        TurnError::TooManyRuns | TurnError::Limited(_) => StatusCode::TOO_MANY_REQUESTS,
     }
 }
 
@@ -70,6 +70,7 @@ pub fn turn_error(e: TurnError) -> ApiError {
         }
         TurnError::NoProvider => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
         TurnError::TooManyRuns => ApiError::too_many(e.to_string(), 1),
+        TurnError::Limited(x) => ApiError::too_many(x.to_string(), x.retry_after_secs()),
         TurnError::Overloaded(m) => {
             ApiError { retry_after: Some(5), ..ApiError::new(StatusCode::SERVICE_UNAVAILABLE, m) }
         }
@@ -104,6 +105,7 @@ pub fn ws_code(e: &TurnError) -> &'static str {
         TurnError::Session(_) => "SESSION_ERROR",
         TurnError::Config(_) => "CONFIG_ERROR",
         TurnError::TooManyRuns => "TOO_MANY_RUNS",
+        TurnError::Limited(x) => x.code(),
         TurnError::Transcription { err: crate::providers::stt::SttError::Unsupported(_), .. } => "INVALID_MESSAGE",
         TurnError::Transcription { .. } | TurnError::Store(_) | TurnError::Internal(_) | TurnError::Overloaded(_) => {
             "PROCESSING_ERROR"

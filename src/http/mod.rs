@@ -18,6 +18,7 @@ pub mod file_headers;
 pub mod files;
 pub mod health;
 pub mod im;
+pub mod key_limits;
 pub mod legacy_chat;
 pub mod live_ws;
 pub mod openai;
@@ -81,7 +82,8 @@ fn v1_routes(state: &AppState) -> Vec<(&'static str, Requirement, MethodRouter<A
         ("/api/v1/im/messages", Scope(Im), post(im::send_message)),
         ("/api/v1/api-keys", Dashboard, get(api_keys::list).post(api_keys::create)),
         ("/api/v1/api-keys/{key_id}/revoke", Dashboard, post(api_keys::revoke)),
-        ("/api/v1/api-keys/{key_id}", Dashboard, delete(api_keys::delete)),
+        ("/api/v1/api-keys/{key_id}", Dashboard, delete(api_keys::delete).patch(key_limits::update)),
+        ("/api/v1/api-keys/{key_id}/usage", Dashboard, get(key_limits::usage)),
         ("/api/v1/auth/account", Dashboard, axum::routing::patch(account::edit_account)),
         ("/api/v1/auth/socket-token", Dashboard, post(account::socket_token)),
         // What AstrBot's WebUI loads on every page and for its onboarding check.

@@ -52,14 +52,14 @@ fn optional_str<'a>(obj: &'a serde_json::Map<String, Value>, key: &str) -> Resul
     }
 }
 
-pub async fn speech(State(state): State<AppState>, _caller: Caller, OpenAiJson(body): OpenAiJson) -> Response {
-    match speak(&state, body).await {
+pub async fn speech(State(state): State<AppState>, caller: Caller, OpenAiJson(body): OpenAiJson) -> Response {
+    match speak(&state, &caller, body).await {
         Ok(r) => r,
         Err(e) => e.into_response(),
     }
 }
 
-async fn speak(state: &AppState, body: Value) -> Result<Response, OpenAiError> {
+async fn speak(state: &AppState, caller: &Caller, body: Value) -> Result<Response, OpenAiError> {
     let Value::Object(obj) = body else {
         return Err(OpenAiError::invalid(None, "The request body must be a JSON object"));
     };
@@ -87,7 +87,7 @@ async fn speak(state: &AppState, body: Value) -> Result<Response, OpenAiError> {
             format!("response_format \"{format}\" is not supported; supported formats: {supported}"),
         ));
     };
-    let audio = state.agent.speak_stateless(input, out).await.map_err(speak_error)?;
+    let audio = state.agent.speak_stateless(caller, input, out).await.map_err(speak_error)?;
     let mime = match out {
         SpeechOut::File(f) => f.mime(),
         SpeechOut::Pcm { .. } => "audio/pcm",
@@ -99,10 +99,10 @@ async fn speak(state: &AppState, body: Value) -> Result<Response, OpenAiError> {
 
 pub async fn transcriptions(
     State(state): State<AppState>,
-    _caller: Caller,
+    caller: Caller,
     multipart: Result<Multipart, MultipartRejection>,
 ) -> Response {
-    match transcribe(&state, multipart).await {
+    match transcribe(&state, &caller, multipart).await {
         Ok(r) => r,
         Err(e) => e.into_response(),
     }
@@ -117,6 +117,7 @@ struct Upload {
 
 async fn transcribe(
     state: &AppState,
+    caller: &Caller,
     multipart: Result<Multipart, MultipartRejection>,
 ) -> Result<Response, OpenAiError> {
     let mut mp =
@@ -159,7 +160,7 @@ async fn transcribe(
         return Err(OpenAiError::invalid(Some("file"), "the audio file is empty"));
     }
     let what = crate::attachments::sanitize_filename(&up.name);
-    let text = state.agent.transcribe_stateless(up.bytes, up.declared, &what).await.map_err(turn_error)?;
+    let text = state.agent.transcribe_stateless(caller, up.bytes, up.declared, &what).await.map_err(turn_error)?;
     Ok(if format == "text" {
         ([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], text).into_response()
     } else {

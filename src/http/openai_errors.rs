@@ -75,12 +75,25 @@ pub fn auth_failure(e: AuthFailure) -> Response {
         AuthFailure::InsufficientScope => {
             OpenAiError::new(StatusCode::FORBIDDEN, "permission_error", Some("insufficient_scope"), e.to_string())
         }
+        AuthFailure::Limited(x) => limited(x),
         AuthFailure::Store(e) => OpenAiError::internal(e),
         AuthFailure::Missing | AuthFailure::InvalidKey | AuthFailure::TokenExpired | AuthFailure::InvalidToken => {
             OpenAiError::new(StatusCode::UNAUTHORIZED, INVALID, Some("invalid_api_key"), e.to_string())
         }
     };
     err.into_response()
+}
+
+/// A key's limit, as OpenAI reports its own: 429 `rate_limit_exceeded` (requests, concurrent
+/// runs) or 429 `insufficient_quota` (the day's tokens).
+pub fn limited(x: crate::governance::Exceeded) -> OpenAiError {
+    use crate::governance::Exceeded;
+    let (kind, code) = match x {
+        Exceeded::Rate { .. } => ("requests", "rate_limit_exceeded"),
+        Exceeded::Concurrency => ("requests", "rate_limit_exceeded"),
+        Exceeded::Tokens => ("insufficient_quota", "insufficient_quota"),
+    };
+    OpenAiError::new(StatusCode::TOO_MANY_REQUESTS, kind, Some(code), x.to_string()).retry(x.retry_after_secs())
 }
 
 /// An error of the framework's extractors (a body over the limit, malformed JSON), which come
@@ -153,6 +166,7 @@ pub fn turn_error(e: TurnError) -> OpenAiError {
             OpenAiError::new(StatusCode::TOO_MANY_REQUESTS, "requests", Some("rate_limit_exceeded"), msg).retry(1)
         }
         TurnError::Overloaded(_) => OpenAiError::new(StatusCode::SERVICE_UNAVAILABLE, SERVER, None, msg).retry(5),
+        TurnError::Limited(x) => limited(x),
         TurnError::Internal(m) => OpenAiError::internal(m),
     }
 }

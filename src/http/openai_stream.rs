@@ -25,7 +25,7 @@ use crate::config::ServerConfig;
 use crate::providers::llm::LlmEvent;
 
 struct Render {
-    stream: CompletionStream,
+    stream: Box<CompletionStream>,
     id: String,
     created: i64,
     model: String,
@@ -92,7 +92,7 @@ fn sse(out: &mut String, v: &Value) {
     out.push_str("\n\n");
 }
 
-pub fn render(stream: CompletionStream, model: String, include_usage: bool, server: &ServerConfig) -> Response {
+pub fn render(stream: Box<CompletionStream>, model: String, include_usage: bool, server: &ServerConfig) -> Response {
     let keepalive = Duration::from_secs(server.sse_keepalive_secs.max(1));
     let state = Render {
         stream,

@@ -57,6 +57,82 @@ pub struct ApiKeyRecord {
     pub revoked_at: Option<Micros>,
     /// When set, the key may only act as this username.
     pub username: Option<String>,
+    /// Per-key limits (all unlimited by default).
+    pub limits: Limits,
+}
+
+/// A key's limits; `None` is unlimited. Stored as JSON (`NULL` when every field is unlimited).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Limits {
+    /// Requests made with the key per minute (a token bucket of this size, refilled evenly).
+    #[serde(default)]
+    pub requests_per_minute: Option<u32>,
+    /// Runs (turns and OpenAI completions) in progress at once.
+    #[serde(default)]
+    pub concurrent_runs: Option<u32>,
+    /// Prompt + completion tokens, as the upstream reports them, per UTC day.
+    #[serde(default)]
+    pub tokens_per_day: Option<u64>,
+}
+
+impl Limits {
+    pub fn is_unlimited(&self) -> bool {
+        *self == Limits::default()
+    }
+
+    /// The stored form: `None` (SQL `NULL`) when unlimited.
+    pub fn to_column(&self) -> Option<String> {
+        (!self.is_unlimited()).then(|| serde_json::to_string(self).unwrap_or_default())
+    }
+
+    pub fn from_column(v: Option<String>) -> StoreResult<Limits> {
+        Ok(match v {
+            Some(s) if !s.trim().is_empty() => serde_json::from_str(&s)?,
+            _ => Limits::default(),
+        })
+    }
+}
+
+/// What a key did on one UTC day. Audio is kept in milliseconds.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct UsageCounts {
+    pub requests: i64,
+    pub runs: i64,
+    pub prompt_tokens: i64,
+    pub completion_tokens: i64,
+    pub audio_in_ms: i64,
+    pub audio_out_ms: i64,
+}
+
+impl UsageCounts {
+    pub fn add(&mut self, o: &UsageCounts) {
+        self.requests += o.requests;
+        self.runs += o.runs;
+        self.prompt_tokens += o.prompt_tokens;
+        self.completion_tokens += o.completion_tokens;
+        self.audio_in_ms += o.audio_in_ms;
+        self.audio_out_ms += o.audio_out_ms;
+    }
+
+    pub fn tokens(&self) -> i64 {
+        self.prompt_tokens + self.completion_tokens
+    }
+}
+
+/// One key's usage on one day (`YYYY-MM-DD`, UTC).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UsageRow {
+    pub key_id: String,
+    pub day: String,
+    pub counts: UsageCounts,
+}
+
+/// Changes to a key (`None` leaves a field as it is).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct KeyUpdate {
+    pub name: Option<String>,
+    pub limits: Option<Limits>,
 }
 
 impl ApiKeyRecord {
@@ -180,6 +256,14 @@ pub trait Store: Send + Sync + 'static {
     async fn delete_api_key(&self, key_id: &str) -> StoreResult<bool>;
     /// Records `last_used_at` for many keys in one transaction.
     async fn touch_api_keys(&self, touches: &[(String, Micros)]) -> StoreResult<()>;
+    /// Changes a key's name and limits; false when there is no such key.
+    async fn update_api_key(&self, key_id: &str, update: &KeyUpdate, now: Micros) -> StoreResult<bool>;
+
+    // usage
+    /// Adds each row's counts to the stored ones (creating rows), in one transaction.
+    async fn add_usage(&self, rows: &[UsageRow]) -> StoreResult<()>;
+    /// A key's rows from `from_day` to `to_day` (inclusive), oldest first.
+    async fn key_usage(&self, key_id: &str, from_day: &str, to_day: &str) -> StoreResult<Vec<UsageRow>>;
 
     // sessions
     async fn get_session(&self, session_id: &str) -> StoreResult<Option<SessionRecord>>;

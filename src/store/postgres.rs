@@ -24,7 +24,10 @@ mod copy;
 pub const DEFAULT_POOL: u32 = 16;
 
 /// The embedded migrations, in order. Never edit one that has shipped.
-const MIGRATIONS: &[(i64, &str, &str)] = &[(1, "init", include_str!("../../migrations/postgres/0001_init.sql"))];
+const MIGRATIONS: &[(i64, &str, &str)] = &[
+    (1, "init", include_str!("../../migrations/postgres/0001_init.sql")),
+    (2, "governance", include_str!("../../migrations/postgres/0002_governance.sql")),
+];
 
 fn migrator() -> Migrator {
     Migrator::with_migrations(
@@ -78,6 +81,45 @@ fn api_key_from_row(r: &PgRow) -> StoreResult<ApiKeyRecord> {
         expires_at: r.try_get("expires_at")?,
         revoked_at: r.try_get("revoked_at")?,
         username: r.try_get("username")?,
+        limits: Limits::from_column(r.try_get("limits")?)?,
+    })
+}
+
+/// Adds a usage row to the stored one (creating it): used by the usage book and by `copy-db`.
+pub(super) const ADD_USAGE: &str = "INSERT INTO key_usage (key_id, day, requests, runs, prompt_tokens, completion_tokens, audio_in_ms, audio_out_ms)
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+     ON CONFLICT (key_id, day) DO UPDATE SET requests = key_usage.requests + excluded.requests,
+       runs = key_usage.runs + excluded.runs, prompt_tokens = key_usage.prompt_tokens + excluded.prompt_tokens,
+       completion_tokens = key_usage.completion_tokens + excluded.completion_tokens,
+       audio_in_ms = key_usage.audio_in_ms + excluded.audio_in_ms, audio_out_ms = key_usage.audio_out_ms + excluded.audio_out_ms";
+
+pub(super) fn bind_usage<'q>(
+    q: sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>,
+    r: &'q UsageRow,
+) -> sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments> {
+    let c = &r.counts;
+    q.bind(&r.key_id)
+        .bind(&r.day)
+        .bind(c.requests)
+        .bind(c.runs)
+        .bind(c.prompt_tokens)
+        .bind(c.completion_tokens)
+        .bind(c.audio_in_ms)
+        .bind(c.audio_out_ms)
+}
+
+pub(super) fn usage_from_row(r: &PgRow) -> StoreResult<UsageRow> {
+    Ok(UsageRow {
+        key_id: r.try_get("key_id")?,
+        day: r.try_get("day")?,
+        counts: UsageCounts {
+            requests: r.try_get("requests")?,
+            runs: r.try_get("runs")?,
+            prompt_tokens: r.try_get("prompt_tokens")?,
+            completion_tokens: r.try_get("completion_tokens")?,
+            audio_in_ms: r.try_get("audio_in_ms")?,
+            audio_out_ms: r.try_get("audio_out_ms")?,
+        },
     })
 }
 
@@ -140,8 +182,8 @@ fn attachment_from_row(r: &PgRow) -> StoreResult<AttachmentRecord> {
 const SESSION_COLS: &str =
     "session_id, platform_id, creator, display_name, is_group, profile_id, created_at, updated_at";
 
-const INSERT_API_KEY: &str = "INSERT INTO api_keys (key_id, name, key_hash, key_prefix, scopes, created_by, created_at, updated_at, last_used_at, expires_at, revoked_at, username)
-     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)";
+const INSERT_API_KEY: &str = "INSERT INTO api_keys (key_id, name, key_hash, key_prefix, scopes, created_by, created_at, updated_at, last_used_at, expires_at, revoked_at, username, limits)
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)";
 
 const UPSERT_RUN: &str =
     "INSERT INTO runs (run_id, session_id, username, status, events, created_at, finished_at, message_id, instance_id)
@@ -202,6 +244,7 @@ fn bind_api_key<'q>(
         .bind(k.expires_at)
         .bind(k.revoked_at)
         .bind(&k.username)
+        .bind(k.limits.to_column())
 }
 
 fn bind_attachment<'q>(
@@ -314,6 +357,43 @@ impl Store for PgStore {
         .await;
         self.track(r)?;
         Ok(())
+    }
+
+    async fn update_api_key(&self, key_id: &str, u: &KeyUpdate, now: Micros) -> StoreResult<bool> {
+        let r = sqlx::query(
+            "UPDATE api_keys SET name = COALESCE($1, name), limits = CASE WHEN $2 THEN $3 ELSE limits END,
+               updated_at = $4 WHERE key_id = $5",
+        )
+        .bind(&u.name)
+        .bind(u.limits.is_some())
+        .bind(u.limits.and_then(|l| l.to_column()))
+        .bind(now)
+        .bind(key_id)
+        .execute(&self.pool)
+        .await;
+        Ok(self.track(r)?.rows_affected() > 0)
+    }
+
+    async fn add_usage(&self, rows: &[UsageRow]) -> StoreResult<()> {
+        if rows.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.pool.begin().await?;
+        for row in rows {
+            bind_usage(sqlx::query(ADD_USAGE), row).execute(&mut *tx).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn key_usage(&self, key_id: &str, from_day: &str, to_day: &str) -> StoreResult<Vec<UsageRow>> {
+        let rows = sqlx::query("SELECT * FROM key_usage WHERE key_id = $1 AND day >= $2 AND day <= $3 ORDER BY day")
+            .bind(key_id)
+            .bind(from_day)
+            .bind(to_day)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(usage_from_row).collect()
     }
 
     async fn get_session(&self, session_id: &str) -> StoreResult<Option<SessionRecord>> {

@@ -28,6 +28,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     (3, "owners", include_str!("../../migrations/sqlite/0003_owners.sql")),
     (4, "in-flight runs", include_str!("../../migrations/sqlite/0004_inflight_runs.sql")),
     (5, "run instance, attachment chunks", include_str!("../../migrations/sqlite/0005_run_instance.sql")),
+    (6, "governance", include_str!("../../migrations/sqlite/0006_governance.sql")),
 ];
 
 fn migrator() -> Migrator {
@@ -114,6 +115,45 @@ fn api_key_from_row(r: &SqliteRow) -> StoreResult<ApiKeyRecord> {
         expires_at: r.try_get("expires_at")?,
         revoked_at: r.try_get("revoked_at")?,
         username: r.try_get("username")?,
+        limits: Limits::from_column(r.try_get("limits")?)?,
+    })
+}
+
+/// Adds a usage row to the stored one (creating it): used by the usage book and by `copy-db`.
+pub(super) const ADD_USAGE: &str = "INSERT INTO key_usage (key_id, day, requests, runs, prompt_tokens, completion_tokens, audio_in_ms, audio_out_ms)
+     VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+     ON CONFLICT (key_id, day) DO UPDATE SET requests = key_usage.requests + excluded.requests,
+       runs = key_usage.runs + excluded.runs, prompt_tokens = key_usage.prompt_tokens + excluded.prompt_tokens,
+       completion_tokens = key_usage.completion_tokens + excluded.completion_tokens,
+       audio_in_ms = key_usage.audio_in_ms + excluded.audio_in_ms, audio_out_ms = key_usage.audio_out_ms + excluded.audio_out_ms";
+
+pub(super) fn bind_usage<'q>(
+    q: sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments>,
+    r: &'q UsageRow,
+) -> sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments> {
+    let c = &r.counts;
+    q.bind(&r.key_id)
+        .bind(&r.day)
+        .bind(c.requests)
+        .bind(c.runs)
+        .bind(c.prompt_tokens)
+        .bind(c.completion_tokens)
+        .bind(c.audio_in_ms)
+        .bind(c.audio_out_ms)
+}
+
+pub(super) fn usage_from_row(r: &SqliteRow) -> StoreResult<UsageRow> {
+    Ok(UsageRow {
+        key_id: r.try_get("key_id")?,
+        day: r.try_get("day")?,
+        counts: UsageCounts {
+            requests: r.try_get("requests")?,
+            runs: r.try_get("runs")?,
+            prompt_tokens: r.try_get("prompt_tokens")?,
+            completion_tokens: r.try_get("completion_tokens")?,
+            audio_in_ms: r.try_get("audio_in_ms")?,
+            audio_out_ms: r.try_get("audio_out_ms")?,
+        },
     })
 }
 
@@ -146,8 +186,8 @@ fn message_from_row(r: &SqliteRow) -> StoreResult<MessageRecord> {
 }
 
 /// The columns and placeholders of an API-key row, after `INSERT` or `INSERT OR IGNORE`.
-pub(super) const INSERT_API_KEY: &str = "INTO api_keys (key_id, name, key_hash, key_prefix, scopes, created_by, created_at, updated_at, last_used_at, expires_at, revoked_at, username)
-     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)";
+pub(super) const INSERT_API_KEY: &str = "INTO api_keys (key_id, name, key_hash, key_prefix, scopes, created_by, created_at, updated_at, last_used_at, expires_at, revoked_at, username, limits)
+     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)";
 
 pub(super) fn bind_api_key<'q>(q: SqliteQuery<'q>, k: &'q ApiKeyRecord, scopes: String) -> SqliteQuery<'q> {
     q.bind(&k.key_id)
@@ -162,6 +202,7 @@ pub(super) fn bind_api_key<'q>(q: SqliteQuery<'q>, k: &'q ApiKeyRecord, scopes: 
         .bind(k.expires_at)
         .bind(k.revoked_at)
         .bind(&k.username)
+        .bind(k.limits.to_column())
 }
 
 type SqliteQuery<'q> = sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments>;
@@ -305,6 +346,43 @@ impl Store for SqliteStore {
         }
         tx.commit().await?;
         Ok(())
+    }
+
+    async fn update_api_key(&self, key_id: &str, u: &KeyUpdate, now: Micros) -> StoreResult<bool> {
+        let r = sqlx::query(
+            "UPDATE api_keys SET name = COALESCE(?, name), limits = CASE WHEN ? THEN ? ELSE limits END,
+               updated_at = ? WHERE key_id = ?",
+        )
+        .bind(&u.name)
+        .bind(u.limits.is_some())
+        .bind(u.limits.and_then(|l| l.to_column()))
+        .bind(now)
+        .bind(key_id)
+        .execute(&self.write)
+        .await;
+        Ok(r?.rows_affected() > 0)
+    }
+
+    async fn add_usage(&self, rows: &[UsageRow]) -> StoreResult<()> {
+        if rows.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.write.begin().await?;
+        for row in rows {
+            bind_usage(sqlx::query(ADD_USAGE), row).execute(&mut *tx).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn key_usage(&self, key_id: &str, from_day: &str, to_day: &str) -> StoreResult<Vec<UsageRow>> {
+        let rows = sqlx::query("SELECT * FROM key_usage WHERE key_id = ? AND day >= ? AND day <= ? ORDER BY day")
+            .bind(key_id)
+            .bind(from_day)
+            .bind(to_day)
+            .fetch_all(&self.read)
+            .await?;
+        rows.iter().map(usage_from_row).collect()
     }
 
     async fn get_session(&self, session_id: &str) -> StoreResult<Option<SessionRecord>> {

@@ -43,8 +43,13 @@ async fn create_list_revoke_delete_v1() {
             "revoked_at",
             "is_revoked",
             "is_expired",
+            "limits",
             "api_key"
         ]
+    );
+    assert_eq!(
+        created["limits"],
+        json!({"requests_per_minute": null, "concurrent_runs": null, "tokens_per_day": null})
     );
 
     let res = app.http.get(&url).bearer_auth(&app.jwt).send().await.unwrap();

@@ -94,6 +94,7 @@ async fn revoked_and_expired_keys_are_invalid() {
         expires_at: Some(past),
         revoked_at: None,
         username: None,
+        limits: Default::default(),
     };
     app.state.store.insert_api_key(&rec).await.unwrap();
     let (s, b) = send(app.http.get(&url).header("X-API-Key", &raw)).await;

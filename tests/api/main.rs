@@ -19,6 +19,7 @@ mod dashboard_chat;
 mod documents;
 mod errors;
 mod files;
+mod governance;
 mod hardening;
 mod im;
 mod live;

@@ -5,7 +5,8 @@
 use std::sync::Arc;
 
 use astrgate::store::{
-    self, ApiKeyRecord, AttachmentRecord, NewMessage, RunRecord, SessionRecord, Store, Table, now_micros,
+    self, ApiKeyRecord, AttachmentRecord, KeyUpdate, Limits, NewMessage, RunRecord, SessionRecord, Store, Table,
+    UsageCounts, UsageRow, now_micros,
 };
 use serde_json::json;
 
@@ -29,6 +30,7 @@ fn key(id: &str, hash: &str, at: i64) -> ApiKeyRecord {
         expires_at: Some(at + 1_000_000),
         revoked_at: None,
         username: Some("alice".into()),
+        limits: Limits { requests_per_minute: Some(5), concurrent_runs: None, tokens_per_day: Some(1000) },
     }
 }
 
@@ -87,6 +89,45 @@ async fn exercise(s: Arc<dyn Store>) {
     assert!(s.insert_api_key(&key("k3", "h1", t)).await.is_err(), "hashes are unique");
     let listed = s.list_api_keys().await.unwrap();
     assert_eq!(listed.iter().map(|k| k.key_id.as_str()).collect::<Vec<_>>(), ["k2", "k1"], "newest first");
+    assert_eq!(listed[0].limits, key("k2", "h2", t).limits, "limits read back");
+
+    // limits: a rename keeps them, a new set replaces them, unlimited is stored as NULL
+    let renamed = KeyUpdate { name: Some("renamed".into()), limits: None };
+    assert!(s.update_api_key("k1", &renamed, t + 5).await.unwrap());
+    let k1 = s.get_api_key("k1").await.unwrap().unwrap();
+    assert_eq!((k1.name.as_str(), k1.limits, k1.updated_at), ("renamed", key("k1", "h1", t).limits, t + 5));
+    let tighter = Limits { requests_per_minute: None, concurrent_runs: Some(2), tokens_per_day: None };
+    assert!(s.update_api_key("k1", &KeyUpdate { name: None, limits: Some(tighter) }, t + 6).await.unwrap());
+    assert_eq!(s.get_api_key("k1").await.unwrap().unwrap().limits, tighter);
+    let unlimited = KeyUpdate { name: None, limits: Some(Limits::default()) };
+    assert!(s.update_api_key("k1", &unlimited, t + 7).await.unwrap());
+    assert!(s.get_api_key("k1").await.unwrap().unwrap().limits.is_unlimited());
+    assert!(!s.update_api_key("nope", &renamed, t).await.unwrap());
+
+    // usage: added to, never overwritten; ranges are inclusive and oldest first
+    let row = |k: &str, day: &str, n: i64| UsageRow {
+        key_id: k.into(),
+        day: day.into(),
+        counts: UsageCounts {
+            requests: n,
+            runs: 1,
+            prompt_tokens: 10 * n,
+            completion_tokens: n,
+            audio_in_ms: 5,
+            audio_out_ms: 0,
+        },
+    };
+    s.add_usage(&[row("k1", "2026-11-30", 1), row("k1", "2026-12-01", 2), row("k2", "2026-12-01", 7)]).await.unwrap();
+    s.add_usage(&[row("k1", "2026-12-01", 3)]).await.unwrap();
+    s.add_usage(&[]).await.unwrap();
+    let got = s.key_usage("k1", "2026-11-01", "2026-12-31").await.unwrap();
+    assert_eq!(got.iter().map(|r| r.day.as_str()).collect::<Vec<_>>(), ["2026-11-30", "2026-12-01"]);
+    assert_eq!(
+        got[1].counts,
+        UsageCounts { requests: 5, runs: 2, prompt_tokens: 50, completion_tokens: 5, audio_in_ms: 10, audio_out_ms: 0 }
+    );
+    assert_eq!(s.key_usage("k1", "2026-12-01", "2026-12-01").await.unwrap().len(), 1);
+    assert!(s.key_usage("k3", "2026-11-01", "2026-12-31").await.unwrap().is_empty());
     let k1 = s.find_api_key_by_hash("h1").await.unwrap().unwrap();
     assert_eq!(
         (k1.scopes.clone(), k1.username.as_deref(), k1.expires_at),
@@ -230,6 +271,15 @@ async fn populate(s: &dyn Store) -> i64 {
     let t = now_micros();
     s.put_setting("jwt_secret", "abc").await.unwrap();
     s.insert_api_key(&key("k1", "h1", t)).await.unwrap();
+    let usage = UsageCounts {
+        requests: 3,
+        runs: 2,
+        prompt_tokens: 40,
+        completion_tokens: 9,
+        audio_in_ms: 1500,
+        audio_out_ms: 700,
+    };
+    s.add_usage(&[UsageRow { key_id: "k1".into(), day: "2026-12-01".into(), counts: usage }]).await.unwrap();
     let mut last = 0;
     for i in 0..30 {
         let sid = format!("s{i:02}");
@@ -276,6 +326,12 @@ async fn check_copy(from: Arc<dyn Store>, to: Arc<dyn Store>) {
     }
     assert_eq!(to.get_chunk("a1", 0).await.unwrap().as_deref(), Some(&b"abc"[..]));
     assert_eq!(to.get_setting("jwt_secret").await.unwrap().as_deref(), Some("abc"));
+    assert_eq!(by(Table::KeyUsage), (1, 1));
+    assert_eq!(
+        from.key_usage("k1", "2026-12-01", "2026-12-01").await.unwrap(),
+        to.key_usage("k1", "2026-12-01", "2026-12-01").await.unwrap()
+    );
+    assert_eq!(to.get_api_key("k1").await.unwrap().unwrap().limits, key("k1", "h1", 0).limits);
     // New messages continue after the copied ids.
     let (id, _) = to.insert_message(&msg("s05", "after")).await.unwrap();
     assert!(id > last, "{id} > {last}");

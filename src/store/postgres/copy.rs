@@ -50,6 +50,7 @@ impl PgStore {
                     })
                     .collect::<StoreResult<_>>()?,
             ),
+            Table::KeyUsage => Rows::KeyUsage(rows.iter().map(usage_from_row).collect::<StoreResult<_>>()?),
         })
     }
 
@@ -138,6 +139,11 @@ impl PgStore {
                     .bind(s.updated_at)
                     .execute(&mut *tx)
                     .await?;
+                }
+            }
+            Rows::KeyUsage(v) => {
+                for r in v {
+                    bind_usage(sqlx::query(ADD_USAGE), r).execute(&mut *tx).await?;
                 }
             }
         }

@@ -50,6 +50,7 @@ impl SqliteStore {
                     })
                     .collect::<StoreResult<_>>()?,
             ),
+            Table::KeyUsage => Rows::KeyUsage(rows.iter().map(usage_from_row).collect::<StoreResult<_>>()?),
         })
     }
 
@@ -145,6 +146,11 @@ impl SqliteStore {
                     .bind(s.updated_at)
                     .execute(&mut *tx)
                     .await?;
+                }
+            }
+            Rows::KeyUsage(v) => {
+                for r in v {
+                    bind_usage(sqlx::query(ADD_USAGE), r).execute(&mut *tx).await?;
                 }
             }
         }
