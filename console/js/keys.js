@@ -3,7 +3,7 @@
 // /api/v1/api-keys endpoints; an API key can never reach them.
 
 import { api } from './api.js';
-import { alertBox, clear, field, h, uid, when } from './dom.js';
+import { alertBox, append, clear, field, h, uid, when } from './dom.js';
 
 // AstrBot 4.29.3's scopes, what each grants in astrgate (docs/api/auth.md), and the two that
 // extend another scope: they are shown under it, labelled by their own part.
@@ -30,7 +30,7 @@ function statusOf(k) {
   return 'active';
 }
 
-/** Per-key limits arrive with governance (issue 15); until then a key has none. */
+/** A key's limits in words (`unlimited` when it has none). */
 function limitsText(limits) {
   if (!limits || typeof limits !== 'object') return 'unlimited';
   const parts = [];
@@ -38,6 +38,39 @@ function limitsText(limits) {
   if (limits.concurrent_runs != null) parts.push(`${limits.concurrent_runs} at once`);
   if (limits.tokens_per_day != null) parts.push(`${limits.tokens_per_day} tokens/day`);
   return parts.length ? parts.join(', ') : 'unlimited';
+}
+
+// The three per-key limits (docs/api/governance.md): empty means unlimited.
+const LIMITS = [
+  { name: 'requests_per_minute', label: 'Requests per minute', max: 1000000 },
+  { name: 'concurrent_runs', label: 'Concurrent runs', max: 100000 },
+  { name: 'tokens_per_day', label: 'Tokens per day', max: 1000000000000 },
+];
+
+/** Number inputs for the limits, filled from `limits`; `read()` gives the object or an error. */
+function limitInputs(limits = {}) {
+  const fields = LIMITS.map((l) => {
+    const f = field(l.label, { name: l.name, type: 'number', min: 1, max: l.max, step: 1, placeholder: 'unlimited', inputmode: 'numeric' });
+    if (limits?.[l.name] != null) f.input.value = String(limits[l.name]);
+    return { ...l, ...f };
+  });
+  return {
+    rows: fields.map((f) => f.row),
+    read() {
+      const out = {};
+      for (const f of fields) {
+        const v = f.input.value.trim();
+        if (!v) {
+          out[f.name] = null;
+          continue;
+        }
+        const n = Number(v);
+        if (!Number.isInteger(n) || n < 1 || n > f.max) return { error: `${f.label} must be a whole number from 1 to ${f.max} (or empty for unlimited).` };
+        out[f.name] = n;
+      }
+      return { limits: out };
+    },
+  };
 }
 
 function scopeBoxes() {
@@ -120,15 +153,17 @@ export function mountKeys(root) {
   const bound = field('Bound user (optional)', { name: 'bound', maxlength: 255, autocomplete: 'off', placeholder: 'any username' });
   const expires = field('Expires in (days)', { name: 'expires', type: 'number', min: 1, max: 36500, step: 1, placeholder: 'never' });
   const scopes = scopeBoxes();
+  const limitFields = limitInputs();
   const create = h('button', { type: 'submit', class: 'primary', text: 'Create key' });
   const form = h('form', { class: 'card', 'aria-labelledby': 'create-title', novalidate: true },
     h('h2', { id: 'create-title', text: 'Create a key' }),
     name.row,
     h('fieldset', {}, h('legend', { text: 'Scopes' }), scopes.list),
     h('div', { class: 'grid2' }, expires.row, bound.row),
-    h('fieldset', { class: 'pending', dataset: { governance: 'limits' } },
+    h('fieldset', {},
       h('legend', { text: 'Limits' }),
-      h('p', { class: 'hint', text: 'Per-key limits (requests per minute, concurrent runs, tokens per day) arrive with governance. Until then every key is unlimited.' })),
+      h('div', { class: 'grid3' }, limitFields.rows),
+      h('p', { class: 'hint', text: 'Empty is unlimited. Over a limit, requests get 429 (sockets an error frame); tokens count per UTC day as the upstream reports them.' })),
     alert.el, create);
   const fresh = newKeyPanel();
   const body = h('tbody');
@@ -156,13 +191,50 @@ export function mountKeys(root) {
     await load();
   }
 
+  /** An editor row under a key's row: its limits, saved with PATCH. */
+  function limitsEditor(k, tr) {
+    const next = tr.nextElementSibling;
+    if (next?.classList.contains('editor')) {
+      next.remove();
+      return;
+    }
+    const inputs = limitInputs(k.limits);
+    const err = alertBox();
+    const save = h('button', { type: 'submit', class: 'primary', text: 'Save limits' });
+    const cancel = h('button', { type: 'button', text: 'Cancel' });
+    const form = h('form', { class: 'limits-edit', 'aria-label': `Limits of ${k.name}`, novalidate: true },
+      h('div', { class: 'grid3' }, inputs.rows), err.el, h('div', { class: 'row' }, save, cancel));
+    const editor = h('tr', { class: 'editor' }, h('td', { colspan: 10 }, form));
+    cancel.addEventListener('click', () => editor.remove());
+    form.addEventListener('submit', async (e) => {
+      e.preventDefault();
+      const got = inputs.read();
+      if (got.error) {
+        err.show(got.error);
+        return;
+      }
+      save.disabled = true;
+      try {
+        await api(`/api/v1/api-keys/${encodeURIComponent(k.key_id)}`, { method: 'PATCH', body: { limits: got.limits } });
+        await load();
+      } catch (e2) {
+        err.show(`Could not save the limits: ${e2.message}`);
+        save.disabled = false;
+      }
+    });
+    tr.after(editor);
+    inputs.rows[0].querySelector('input').focus();
+  }
+
   function row(k) {
     const status = statusOf(k);
     const actions = h('td', { class: 'actions' });
+    const tr = h('tr', { dataset: { keyId: k.key_id } });
+    actions.append(h('button', { type: 'button', text: 'Limits', 'aria-label': `Edit the limits of ${k.name}`, onclick: () => limitsEditor(k, tr) }));
     if (status !== 'revoked') actions.append(h('button', { type: 'button', text: 'Revoke', onclick: () => act(k, 'revoke') }));
     actions.append(h('button', { type: 'button', class: 'quiet', text: 'Delete', onclick: () => act(k, 'delete') }));
-    return h('tr', { dataset: { keyId: k.key_id } },
-      h('th', { scope: 'row', text: k.name }),
+    return append(tr,
+      [h('th', { scope: 'row', text: k.name }),
       h('td', {}, h('code', { text: `${k.key_prefix}…` })),
       h('td', { text: (k.scopes ?? []).join(', ') }),
       h('td', { text: k.username ?? 'any' }),
@@ -171,7 +243,7 @@ export function mountKeys(root) {
       h('td', { text: k.expires_at ? when(k.expires_at) : 'never' }),
       h('td', {}, h('span', { class: `status ${status}`, text: status })),
       h('td', { text: limitsText(k.limits) }),
-      actions);
+      actions]);
   }
 
   async function load() {
@@ -204,6 +276,12 @@ export function mountKeys(root) {
       req.expires_in_days = n;
     }
     if (bound.input.value.trim()) req.username = bound.input.value.trim();
+    const limits = limitFields.read();
+    if (limits.error) {
+      alert.show(limits.error);
+      return;
+    }
+    req.limits = limits.limits;
     create.disabled = true;
     try {
       const k = await api('/api/v1/api-keys', { method: 'POST', body: req });

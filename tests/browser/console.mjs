@@ -91,6 +91,7 @@ async function mainScenario(page, ctx) {
   for (const s of ['chat', 'config', 'file', 'im']) await page.getByLabel(s, { exact: true }).waitFor();
   await page.getByLabel('file', { exact: true }).check();
   await page.getByLabel('Expires in (days)').fill('30');
+  await page.getByLabel('Requests per minute').fill('100');
   await page.getByRole('button', { name: 'Create key' }).click();
   const keyBox = page.getByLabel('New API key');
   await keyBox.waitFor();
@@ -103,12 +104,23 @@ async function mainScenario(page, ctx) {
   const row = page.getByRole('row').filter({ hasText: 'browser-key' });
   await row.getByText('active', { exact: true }).waitFor();
   check((await row.textContent()).includes('chat, file'), `row: ${await row.textContent()}`);
+  check((await row.textContent()).includes('100/min'), `the limit is not shown: ${await row.textContent()}`);
   await shot(page, 'api-keys', { fullPage: true, mask: [keyBox] });
   const probe = (path) => fetch(`${base}${path}`, { headers: { Authorization: `Bearer ${key}` } });
   check((await probe('/api/v1/chat/sessions?username=probe')).status === 200, 'the new key is refused for chat');
   check((await probe('/api/v1/configs')).status === 403, 'the new key has a scope it was not given');
   await page.getByRole('button', { name: 'Done' }).click();
   check(await keyBox.isHidden(), 'the key is still shown');
+  // Limits changed in place (PATCH): the row shows them, the server has them.
+  await row.getByRole('button', { name: 'Edit the limits of browser-key' }).click();
+  const editor = page.getByRole('form', { name: 'Limits of browser-key' });
+  await editor.getByLabel('Concurrent runs').fill('2');
+  await editor.getByRole('button', { name: 'Save limits' }).click();
+  await row.getByText('100/min, 2 at once').waitFor();
+  const listedKeys = await page.evaluate(async () => (await (await fetch('/api/v1/api-keys')).json()).data);
+  const mine = listedKeys.find((k) => k.name === 'browser-key');
+  check(mine.limits.requests_per_minute === 100 && mine.limits.concurrent_runs === 2 && mine.limits.tokens_per_day === null,
+    `limits on the server: ${JSON.stringify(mine.limits)}`);
   summary.key_prefix = key.slice(0, 12);
 
   // --- Chat as alice: a reply that streams, markdown rendered safely.
@@ -191,13 +203,27 @@ async function mainScenario(page, ctx) {
   check(await keyRow.getByRole('button', { name: 'Revoke' }).count() === 0, 'a revoked key still offers Revoke');
   check((await probe('/api/v1/chat/sessions?username=probe')).status === 401, 'the revoked key still works');
 
-  // --- Usage and Audit: honest placeholders until governance.
-  for (const [name, shotName] of [['Usage', 'usage'], ['Audit', 'audit']]) {
-    await page.getByRole('link', { name, exact: true }).click();
-    await page.getByRole('heading', { name, level: 1 }).waitFor();
-    await page.getByText('arrive', { exact: false }).first().waitFor();
-    await shot(page, shotName);
-  }
+  // --- Usage: the key's day, counted (one request it was allowed: the probe before the scope
+  // refusal and the revocation), with its chart and its table.
+  await page.getByRole('link', { name: 'Usage', exact: true }).click();
+  await page.getByRole('heading', { name: 'Usage', level: 1 }).waitFor();
+  await page.getByLabel('Key', { exact: true }).selectOption({ label: `browser-key (${key.slice(0, 12)}…)` });
+  await page.getByRole('heading', { name: `Usage of browser-key (${key.slice(0, 12)}…)` }).waitFor();
+  const today = new Date().toISOString().slice(0, 10);
+  const todayRow = page.getByRole('row').filter({ hasText: today });
+  await todayRow.waitFor();
+  check((await todayRow.locator('td').first().textContent()) === '1', `requests today: ${await todayRow.textContent()}`);
+  check(await page.locator('svg.chart rect.bar').count() === 60, 'the chart has no bar per day');
+  await page.getByLabel('Days', { exact: true }).selectOption('7');
+  await page.waitForFunction(() => document.querySelectorAll('table.usage tbody tr').length === 7, null, { timeout: T });
+  summary.usage_rows = 7;
+  await shot(page, 'usage');
+
+  // --- Audit.
+  await page.getByRole('link', { name: 'Audit', exact: true }).click();
+  await page.getByRole('heading', { name: 'Audit', level: 1 }).waitFor();
+  await page.getByText('arrive', { exact: false }).first().waitFor();
+  await shot(page, 'audit');
 
   // --- The cookie is HttpOnly and Strict; nothing secret is stored in the page.
   const cookie = (await ctx.cookies()).find((c) => c.name === 'astrbot_dashboard_jwt');
