@@ -2,7 +2,7 @@
 //! in pages in primary-key order and written to the destination with its ids kept, then the row
 //! counts of both sides are compared.
 
-use super::{ApiKeyRecord, AttachmentRecord, Micros, RunRecord, SessionRecord, Store, StoreResult};
+use super::{ApiKeyRecord, AttachmentRecord, AuditRecord, Micros, RunRecord, SessionRecord, Store, StoreResult};
 use crate::store::MessageRecord;
 
 /// The tables, in an order that satisfies foreign keys.
@@ -16,10 +16,11 @@ pub enum Table {
     Attachments,
     AttachmentChunks,
     SessionVars,
+    AuditEvents,
 }
 
 impl Table {
-    pub const ALL: [Table; 8] = [
+    pub const ALL: [Table; 9] = [
         Table::Settings,
         Table::ApiKeys,
         Table::Sessions,
@@ -28,6 +29,7 @@ impl Table {
         Table::Attachments,
         Table::AttachmentChunks,
         Table::SessionVars,
+        Table::AuditEvents,
     ];
 
     pub fn name(self) -> &'static str {
@@ -40,6 +42,7 @@ impl Table {
             Table::Attachments => "attachments",
             Table::AttachmentChunks => "attachment_chunks",
             Table::SessionVars => "session_vars",
+            Table::AuditEvents => "audit_events",
         }
     }
 
@@ -54,6 +57,7 @@ impl Table {
             Table::Attachments => "attachment_id",
             Table::AttachmentChunks => "attachment_id, idx",
             Table::SessionVars => "session_id, key",
+            Table::AuditEvents => "id",
         }
     }
 
@@ -103,6 +107,7 @@ pub enum Rows {
     Attachments(Vec<AttachmentRecord>),
     Chunks(Vec<ChunkRow>),
     SessionVars(Vec<VarRow>),
+    AuditEvents(Vec<AuditRecord>),
 }
 
 impl Rows {
@@ -116,6 +121,7 @@ impl Rows {
             Rows::Attachments(v) => v.len(),
             Rows::Chunks(v) => v.len(),
             Rows::SessionVars(v) => v.len(),
+            Rows::AuditEvents(v) => v.len(),
         }
     }
 

@@ -50,6 +50,9 @@ impl PgStore {
                     })
                     .collect::<StoreResult<_>>()?,
             ),
+            Table::AuditEvents => {
+                Rows::AuditEvents(rows.iter().map(crate::store::audit::from_row).collect::<StoreResult<_>>()?)
+            }
         })
     }
 
@@ -138,6 +141,12 @@ impl PgStore {
                     .bind(s.updated_at)
                     .execute(&mut *tx)
                     .await?;
+                }
+            }
+            Rows::AuditEvents(v) => {
+                for chunk in v.chunks(crate::store::audit::ROWS_PER_INSERT) {
+                    let rows = chunk.iter().map(|r| (Some(r.id), &r.event));
+                    crate::store::audit::insert::<sqlx::Postgres>(rows)?.build().execute(&mut *tx).await?;
                 }
             }
         }
