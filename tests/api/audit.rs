@@ -229,3 +229,20 @@ async fn retention_deletes_old_events_at_start() {
     .await;
     assert_eq!(actors, ["kept"]);
 }
+
+/// What is queued when the server stops is written before it ends (nothing reads the log first).
+#[tokio::test]
+async fn events_recorded_just_before_shutdown_are_written() {
+    let dir = Arc::new(tempfile::tempdir().unwrap());
+    let app = spawn_in(dir.clone(), |_| {}).await;
+    let (s, _) = login(&app, "/api/v1/auth/login", "astrgate", PASSWORD, None).await;
+    assert_eq!(s, 200);
+    app.key(&["chat"]).await;
+    app.stop().await;
+    let store =
+        astrgate::store::connect(&format!("sqlite://{}", dir.path().join("astrgate.db").display())).await.unwrap();
+    let actions: Vec<String> =
+        store.list_audit_events(None, 10).await.unwrap().into_iter().map(|r| r.event.action).collect();
+    assert_eq!(actions, ["api_key.create", "login"]);
+    store.close().await;
+}
