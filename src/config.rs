@@ -60,6 +60,8 @@ pub struct Config {
     #[serde(default)]
     pub api_keys: ApiKeysConfig,
     #[serde(default)]
+    pub audit: AuditConfig,
+    #[serde(default)]
     pub server: ServerConfig,
     #[serde(default)]
     pub logging: LoggingConfig,
@@ -202,6 +204,21 @@ pub struct ApiKeysConfig {
 impl Default for ApiKeysConfig {
     fn default() -> Self {
         Self { cache_ttl_secs: 10, last_used_flush_secs: 10, usage_flush_secs: 5, default_limits: Default::default() }
+    }
+}
+
+/// `[audit]`: the audit log of logins, failed logins and API-key changes.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuditConfig {
+    /// Events older than this many days are deleted (checked at start and hourly); `0` keeps
+    /// them forever.
+    pub retention_days: u32,
+}
+
+impl Default for AuditConfig {
+    fn default() -> Self {
+        Self { retention_days: 90 }
     }
 }
 
@@ -866,6 +883,9 @@ mod tests {
         assert_eq!(c.data_dir, PathBuf::from("./data"));
         assert_eq!(c.database_url(), "sqlite://./data/astrgate.db");
         assert_eq!(c.dashboard.token_ttl_days, 7);
+        assert_eq!(c.audit.retention_days, 90);
+        let c = Config::from_toml("[audit]\nretention_days = 0\n").unwrap_or_else(|e| unreachable!("{e}"));
+        assert_eq!(c.audit.retention_days, 0, "0 keeps the audit log forever");
     }
 
     #[test]

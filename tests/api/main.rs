@@ -6,6 +6,7 @@ mod fake_llm;
 mod helpers;
 
 mod api_keys;
+mod audit;
 mod auth;
 mod browser;
 mod chat;
