@@ -57,9 +57,34 @@ pub fn truncate_chars(s: &str, max: usize) -> &str {
     }
 }
 
+/// A JSON integer as JSON Schema (and pydantic's lax mode) counts them: `5` and `5.0` alike,
+/// never `5.5`. Whole floats beyond 2^53 are not exact, so they are not integers here.
+pub fn json_i64(v: &serde_json::Value) -> Option<i64> {
+    const EXACT: f64 = 9_007_199_254_740_992.0;
+    v.as_i64().or_else(|| v.as_f64().filter(|f| f.fract() == 0.0 && f.abs() <= EXACT).map(|f| f as i64))
+}
+
+/// [`json_i64`] for values that must not be negative.
+pub fn json_u64(v: &serde_json::Value) -> Option<u64> {
+    v.as_u64().or_else(|| json_i64(v).and_then(|n| u64::try_from(n).ok()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn json_integers_include_whole_floats() {
+        use serde_json::json;
+        assert_eq!(json_i64(&json!(5)), Some(5));
+        assert_eq!(json_i64(&json!(-5.0)), Some(-5));
+        assert_eq!(json_i64(&json!(5.5)), None);
+        assert_eq!(json_i64(&json!("5")), None);
+        assert_eq!(json_i64(&json!(1e300)), None);
+        assert_eq!(json_u64(&json!(9006.0)), Some(9006));
+        assert_eq!(json_u64(&json!(-1.0)), None);
+        assert_eq!(json_u64(&json!(u64::MAX)), Some(u64::MAX));
+    }
 
     #[test]
     fn iso_formats() {

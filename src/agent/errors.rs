@@ -10,8 +10,8 @@ use crate::store::StoreError;
 /// About a session or a run.
 #[derive(Debug, thiserror::Error)]
 pub enum SessionError {
-    /// A client-chosen id over 128 bytes.
-    #[error("{0} is too long (max 128 bytes)")]
+    /// A client-chosen id over 128 characters.
+    #[error("{0} is too long (max 128 characters)")]
     TooLong(&'static str),
     /// A client-chosen id under a prefix astrgate keeps for its own sessions.
     #[error("{0} uses a reserved prefix: {1}")]

@@ -127,7 +127,7 @@ pub fn parse_files(v: &Value) -> Result<Vec<Part>, InputError> {
 }
 
 fn as_id(v: &Value) -> Option<i64> {
-    v.as_i64().or_else(|| v.as_str().and_then(|s| s.trim().parse().ok()))
+    crate::util::json_i64(v).or_else(|| v.as_str().and_then(|s| s.trim().parse().ok()))
 }
 
 /// True when the parts carry real content (not only replies or blank text).

@@ -109,9 +109,7 @@ pub fn parse_create(body: &Map<String, Value>, default_limits: Limits) -> Result
 /// Integers, integral floats and integer strings (pydantic's lax mode accepts these too).
 fn as_integer(v: &Value) -> Option<i64> {
     match v {
-        Value::Number(n) => {
-            n.as_i64().or_else(|| n.as_f64().filter(|f| f.fract() == 0.0 && f.abs() < 1e15).map(|f| f as i64))
-        }
+        Value::Number(_) => crate::util::json_i64(v),
         Value::String(s) => s.trim().parse().ok(),
         _ => None,
     }

@@ -107,6 +107,9 @@ pub async fn rename_session(
     ApiJson(body): ApiJson<Value>,
 ) -> ApiResult<Response> {
     let username = params::username_q(&caller, &q)?;
+    if !body.is_object() {
+        return Err(ApiError::bad_request("Invalid request body: expected a JSON object"));
+    }
     let name = match body.get("display_name") {
         None | Some(Value::Null) => None,
         Some(Value::String(s)) => Some(crate::util::truncate_chars(s.trim(), 255).to_string()),
@@ -116,12 +119,13 @@ pub async fn rename_session(
     Ok(ok(json!({})))
 }
 
-/// The `session_ids` of a batch delete (AstrBot's text for a missing or empty list).
+/// The `session_ids` of a batch delete (AstrBot's text for a missing or empty list, or one that
+/// is not a list of strings).
 pub fn session_ids(body: &Value) -> ApiResult<Vec<String>> {
     let ids: Vec<String> = body
         .get("session_ids")
         .and_then(Value::as_array)
-        .map(|a| a.iter().filter_map(Value::as_str).map(str::to_string).collect())
+        .and_then(|a| a.iter().map(|v| v.as_str().map(str::to_string)).collect::<Option<_>>())
         .unwrap_or_default();
     if ids.is_empty() {
         return Err(ApiError::bad_request("Missing or invalid key: session_ids"));

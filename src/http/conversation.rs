@@ -98,7 +98,7 @@ pub async fn converse(
     let user_id = text_field(obj, "user_id", true)?.unwrap_or_default();
     let group_id = text_field(obj, "group_id", false)?;
     let nickname = text_field(obj, "nickname", false)?;
-    if session_id.len() > crate::agent::session::MAX_SESSION_ID_BYTES || user_id.chars().count() > 255 {
+    if session_id.chars().count() > crate::agent::session::MAX_SESSION_ID_CHARS || user_id.chars().count() > 255 {
         return Err(ApiError::bad_request("session_id or user_id is too long"));
     }
     // A key bound to a username may only speak as that user.

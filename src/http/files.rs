@@ -79,6 +79,13 @@ pub async fn upload(
             created_at: now_micros(),
             owner: Some(caller.owner_tag()),
         };
+        // The rest of the body must be well-formed too, as when AstrBot parses the whole form:
+        // later parts are read and dropped, and a broken one refuses the upload.
+        drop(field);
+        if let Err(e) = drain(&mut multipart).await {
+            state.agent.blobs.remove(&rec).await;
+            return Err(e);
+        }
         if let Err(e) = state.agent.record_upload(&rec).await {
             state.agent.blobs.remove(&rec).await;
             return Err(e.into());
@@ -93,6 +100,14 @@ pub async fn upload(
             "size": size,
         })));
     }
+}
+
+/// Reads the parts left in a multipart body, dropping their bytes.
+async fn drain(multipart: &mut Multipart) -> ApiResult<()> {
+    while let Some(mut field) = multipart.next_field().await.map_err(multipart_error)? {
+        while field.chunk().await.map_err(multipart_error)?.is_some() {}
+    }
+    Ok(())
 }
 
 fn too_large(limit: u64) -> ApiError {

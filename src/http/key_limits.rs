@@ -44,7 +44,9 @@ pub fn parse_limits(v: Option<&Value>, base: Limits) -> Result<Limits, ApiError>
         match obj.get(name) {
             None => Ok(None),
             Some(Value::Null) => Ok(Some(None)),
-            Some(Value::Number(n)) if n.as_u64().is_some_and(|x| (1..=max).contains(&x)) => Ok(Some(n.as_u64())),
+            Some(v) if crate::util::json_u64(v).is_some_and(|x| (1..=max).contains(&x)) => {
+                Ok(Some(crate::util::json_u64(v)))
+            }
             Some(_) => Err(ApiError::bad_request(format!("limits.{name} must be null or an integer from 1 to {max}"))),
         }
     };

@@ -111,7 +111,7 @@ pub async fn regenerate(State(state): State<AppState>, caller: Caller, RawBody(r
 /// `message_id` as a string, whether the client sent a number or a string.
 fn message_id(obj: &Map<String, Value>) -> ApiResult<String> {
     match obj.get("message_id") {
-        Some(Value::Number(n)) => Ok(n.to_string()),
+        Some(n @ Value::Number(_)) => Ok(crate::util::json_i64(n).map_or_else(|| n.to_string(), |i| i.to_string())),
         Some(Value::String(s)) if !s.trim().is_empty() => Ok(s.clone()),
         _ => Err(ApiError::bad_request("Missing key: message_id")),
     }

@@ -58,8 +58,8 @@ impl Kind {
     fn accepts(self, v: &Value) -> bool {
         match self {
             Kind::Number => v.is_number(),
-            Kind::Integer => v.is_i64() || v.is_u64(),
-            Kind::Count => v.as_u64().is_some_and(|n| n >= 1),
+            Kind::Integer => crate::util::json_i64(v).is_some() || v.is_u64(),
+            Kind::Count => crate::util::json_u64(v).is_some_and(|n| n >= 1),
             Kind::String => v.is_string(),
             Kind::Bool => v.is_boolean(),
             Kind::Object => v.is_object(),
@@ -122,8 +122,8 @@ fn parse(caller: Caller, body: Value) -> Result<(CompletionRequest, bool), OpenA
     };
     match obj.get("n") {
         None | Some(Value::Null) => {}
-        Some(n) if n.as_u64() == Some(1) => {}
-        Some(n) if n.as_u64().is_some_and(|n| n > 1) => {
+        Some(n) if crate::util::json_u64(n) == Some(1) => {}
+        Some(n) if crate::util::json_u64(n).is_some_and(|n| n > 1) => {
             return Err(OpenAiError::invalid(Some("n"), "n > 1 is not supported: ask for one choice"));
         }
         Some(_) => return Err(expected("n", "an integer of at least 1")),
@@ -151,6 +151,11 @@ fn parse(caller: Caller, body: Value) -> Result<(CompletionRequest, bool), OpenA
         match obj.remove(name) {
             None | Some(Value::Null) => {}
             Some(v) if kind.accepts(&v) => {
+                // `5.0` is the integer 5 (as JSON Schema has it); the provider gets `5`.
+                let v = match kind {
+                    Kind::Integer | Kind::Count => crate::util::json_i64(&v).map_or(v, Value::from),
+                    _ => v,
+                };
                 params.insert(name.to_string(), v);
             }
             Some(_) => return Err(expected(name, kind.expected())),

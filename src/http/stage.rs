@@ -24,7 +24,7 @@ use crate::compat::tables;
 use crate::error::{ApiError, ApiJson, ApiResult};
 
 const MAX_KEY_CHARS: usize = 128;
-const MAX_VALUE_BYTES: usize = 64 * 1024;
+const MAX_VALUE_CHARS: usize = 64 * 1024;
 /// Stage sessions are stored under this prefix and this owner.
 pub const SESSION_PREFIX: &str = "stage!";
 pub const OWNER: &str = "stage";
@@ -52,8 +52,8 @@ fn object(body: &Value) -> ApiResult<&Map<String, Value>> {
 }
 
 fn session_key(session_id: &str) -> ApiResult<String> {
-    if session_id.trim().len() > crate::agent::session::MAX_SESSION_ID_BYTES {
-        return Err(ApiError::bad_request("sessionId is too long (max 128 bytes)"));
+    if session_id.trim().chars().count() > crate::agent::session::MAX_SESSION_ID_CHARS {
+        return Err(ApiError::bad_request("sessionId is too long (max 128 characters)"));
     }
     Ok(format!("{SESSION_PREFIX}{}", session_id.trim()))
 }
@@ -84,10 +84,10 @@ pub async fn set_info(
         Some(v @ (Value::Number(_) | Value::Bool(_))) => v.to_string(),
         Some(_) => return Err(ApiError::bad_request("Invalid request body: value must be a string")),
     };
-    if value.len() > MAX_VALUE_BYTES {
+    if value.chars().count() > MAX_VALUE_CHARS {
         return Err(ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
-            format!("value is too large (max {MAX_VALUE_BYTES} bytes)"),
+            format!("value is too large (max {MAX_VALUE_CHARS} characters)"),
         ));
     }
     state.agent.set_session_var(&session_key(sid)?, key, &value).await?;

@@ -469,12 +469,12 @@ async fn session_variables_reject_bad_input_and_keep_what_was_accepted() {
         (
             json!({"sessionId": "v", "timeStamp": "t", "key": "k", "value": "x".repeat(65 * 1024)}),
             413,
-            "value is too large (max 65536 bytes)".into(),
+            "value is too large (max 65536 characters)".into(),
         ),
         (
             json!({"sessionId": "v".repeat(129), "timeStamp": "t", "key": "k", "value": "x"}),
             400,
-            "sessionId is too long (max 128 bytes)".into(),
+            "sessionId is too long (max 128 characters)".into(),
         ),
         (json!({"sessionId": "v", "timeStamp": "t", "value": "x"}), 400, "Missing key: key".into()),
         (

@@ -483,10 +483,10 @@ async fn one_ownership_rule_for_both_umo_forms() {
     // Naming another owner is refused in the prefixed form.
     let (s, b) = send(post("webchat:FriendMessage:webchat!bob!s1".into())).await;
     assert_error(s, &b, 403, "session_id belongs to another username");
-    // Session ids are capped at 128 bytes and internal prefixes are reserved, everywhere.
-    let long = "é".repeat(65);
+    // Session ids are capped at 128 characters and internal prefixes are reserved, everywhere.
+    let long = "é".repeat(129);
     let (s, b) = send(post(format!("webchat:FriendMessage:webchat!alice!{long}"))).await;
-    assert_error(s, &b, 400, "umo is too long (max 128 bytes)");
+    assert_error(s, &b, 400, "umo is too long (max 128 characters)");
     let (s, b) = send(post("webchat:FriendMessage:webchat!alice!stage!x".into())).await;
     assert_error(s, &b, 400, "umo uses a reserved prefix: stage!");
     let (s, b) = send(
@@ -496,7 +496,7 @@ async fn one_ownership_rule_for_both_umo_forms() {
             .json(&json!({"username": "a", "message": "x", "session_id": long})),
     )
     .await;
-    assert_error(s, &b, 400, "session_id is too long (max 128 bytes)");
+    assert_error(s, &b, 400, "session_id is too long (max 128 characters)");
     for id in ["stage!victim", "conv!victim", "webchat_live!bob!1"] {
         let (s, b) = send(
             app.http
