@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite: installs the system packages the tests need (Debian/Ubuntu), then runs
-# cargo fmt --check, cargo clippy -D warnings and every test. CI runs exactly this.
+# cargo fmt --check, cargo clippy -D warnings, every test, and the Schemathesis conformance run of
+# openapi.json (scripts/schemathesis.sh). CI runs exactly this.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -17,8 +18,11 @@ command -v chromium >/dev/null 2>&1 || missing+=(chromium)
 command -v node >/dev/null 2>&1 || missing+=(nodejs)
 command -v npm >/dev/null 2>&1 || missing+=(npm)
 python3 -m pip --version >/dev/null 2>&1 || missing+=(python3-pip)
-# The OpenAI SDK test (tests/api/openai_sdk.rs) runs the official `openai` package from a virtualenv.
+# The OpenAI SDK test (tests/api/openai_sdk.rs) runs the official `openai` package from a virtualenv,
+# and the conformance run (scripts/schemathesis.sh) Schemathesis from another; it talks to the
+# server it starts with curl.
 python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || missing+=(python3-venv)
+command -v curl >/dev/null 2>&1 || missing+=(curl)
 # The store suite on PostgreSQL and the two-instance tests (PostgreSQL + Redis) need both
 # servers; they are started below on loopback ports with temporary data directories.
 pg_bindir() { find /usr/lib/postgresql -maxdepth 2 -name bin -type d 2>/dev/null | sort -V | tail -n 1; }
@@ -93,3 +97,7 @@ if cargo nextest --version >/dev/null 2>&1; then
 else
   cargo test --locked --no-fail-fast
 fi
+
+# openapi.json against the running server: Schemathesis, every phase and every check, two runs
+# (dashboard JWT, API key); a few minutes (docs/api/conformance.md).
+scripts/schemathesis.sh
