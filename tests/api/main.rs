@@ -27,6 +27,7 @@ mod live;
 mod openai;
 mod openai_audio;
 mod openai_sdk;
+mod resilience;
 mod store;
 mod voice_formats;
 mod webui;
