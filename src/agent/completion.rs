@@ -160,7 +160,7 @@ pub struct ModelTarget {
 /// A stateless answer.
 pub enum Answer {
     Stream(Box<CompletionStream>),
-    Whole(Completion),
+    Whole(Box<Completion>),
 }
 
 impl Agent {
@@ -239,7 +239,7 @@ impl Agent {
             r = provider.complete(&chat) => r.map_err(|e| upstream_failed(&provider.id, e))?,
         };
         self.record_usage(&caller, &whole.answered_by.provider, &whole.answered_by.model, whole.usage);
-        Ok(Answer::Whole(whole))
+        Ok(Answer::Whole(Box::new(whole)))
     }
 
     /// Accounts the tokens of a stateless request, under the provider and model that answered
