@@ -15,6 +15,7 @@ pub mod config;
 pub mod documents;
 pub mod error;
 pub mod http;
+pub mod metrics;
 pub mod platforms;
 pub mod providers;
 pub mod server;

@@ -209,6 +209,12 @@ impl Agent {
         Err(CompletionError::ModelNotFound(name.to_string()))
     }
 
+    /// `model` as the metrics label it: a model the configuration names (a provider's or a
+    /// profile's), else [`crate::metrics::OTHER_MODEL`], so clients cannot add label values.
+    pub fn model_label<'a>(&self, provider: &OpenAiProvider, model: &'a str) -> &'a str {
+        if model == provider.model || self.profiles.names_model(model) { model } else { crate::metrics::OTHER_MODEL }
+    }
+
     /// Counts a stateless request among the active runs (`[runs] max_active`) while the slot
     /// lives; per-key limits of the governance issue belong here too.
     pub fn admit_stateless(&self) -> Result<ActiveSlot, TurnError> {
@@ -218,6 +224,7 @@ impl Agent {
     /// Checks, then asks the provider (see the module docs).
     pub async fn complete_stateless(self: &Arc<Self>, req: CompletionRequest) -> Result<Answer, CompletionError> {
         let CompletionRequest { caller, model, messages, params, stream } = req;
+        let started = std::time::Instant::now();
         let target = self.resolve_model(&model)?;
         let slot = self.admit_stateless()?;
         let messages = self.upstream_messages(&caller, &target, messages).await?;
@@ -239,6 +246,7 @@ impl Agent {
                 model: target.model,
                 usage: None,
                 done: false,
+                started: Some(started),
                 _slot: slot,
             }));
         }
@@ -247,6 +255,7 @@ impl Agent {
             _ = cancel.cancelled() => return Err(CompletionError::Cancelled),
             r = provider.complete(&chat) => r.map_err(|e| upstream_failed(&provider.id, e))?,
         };
+        crate::metrics::first_token(crate::metrics::Door::OpenAi, started.elapsed());
         self.record_usage(&caller, &provider.id, &target.model, whole.usage);
         Ok(Answer::Whole(whole))
     }
@@ -255,6 +264,9 @@ impl Agent {
     /// (never the key itself); the governance issue counts them per key per day here.
     pub fn record_usage(&self, caller: &Caller, provider: &str, model: &str, usage: Option<Usage>) {
         let u = usage.unwrap_or_default();
+        if let Some(p) = usage.and(self.providers.llm(provider)) {
+            crate::metrics::tokens(provider, self.model_label(p, model), u.prompt_tokens, u.completion_tokens);
+        }
         tracing::info!(
             caller = %caller.label(), provider, model, usage_reported = usage.is_some(),
             prompt_tokens = u.prompt_tokens, completion_tokens = u.completion_tokens, "completion usage"
@@ -355,6 +367,7 @@ impl Agent {
 
 fn upstream_failed(provider: &str, e: LlmError) -> CompletionError {
     tracing::warn!(provider, error = %e, "provider failed (stateless completion)");
+    super::errors::count_upstream_error(provider, &e);
     CompletionError::Upstream(e)
 }
 
@@ -417,6 +430,8 @@ pub struct CompletionStream {
     model: String,
     usage: Option<Usage>,
     done: bool,
+    /// When the request arrived, until its first token is counted.
+    started: Option<std::time::Instant>,
     _slot: ActiveSlot,
 }
 
@@ -439,6 +454,11 @@ impl CompletionStream {
             }
             Some(Err(_)) => self.done = true,
             Some(Ok(LlmEvent::Usage(u))) => self.usage = Some(*u),
+            Some(Ok(LlmEvent::Content(_) | LlmEvent::Reasoning(_) | LlmEvent::ToolCalls(_))) => {
+                if let Some(t) = self.started.take() {
+                    crate::metrics::first_token(crate::metrics::Door::OpenAi, t.elapsed());
+                }
+            }
             Some(Ok(_)) => {}
         }
         ev

@@ -111,3 +111,24 @@ impl From<crate::agent::session::SessionIdError> for TurnError {
         TurnError::Session(e.into())
     }
 }
+
+/// The class of an LLM provider failure, as `astrgate_upstream_errors_total{kind}` names it.
+/// (It belongs on `LlmError` as a method once `providers/llm.rs` counts its own attempts.)
+pub fn llm_error_kind(e: &crate::providers::llm::LlmError) -> &'static str {
+    use crate::providers::llm::LlmError;
+    match e {
+        LlmError::Connect(_) => "connect",
+        LlmError::FirstTokenTimeout(_) | LlmError::IdleTimeout(_) => "timeout",
+        LlmError::Upstream { status: 429, .. } => "http_429",
+        LlmError::Upstream { status: 400..=499, .. } => "http_4xx",
+        LlmError::Upstream { status: 500..=599, .. } => "http_5xx",
+        LlmError::Upstream { .. } => "http_error",
+        LlmError::Interrupted(_) => "interrupted",
+        LlmError::Protocol(_) => "protocol",
+    }
+}
+
+/// Counts a failed LLM request that reached the agent (the request's final failure).
+pub fn count_upstream_error(provider: &str, e: &crate::providers::llm::LlmError) {
+    crate::metrics::upstream_error(provider, llm_error_kind(e));
+}

@@ -52,6 +52,9 @@ pub struct Turn {
     pub speak_reply: Option<Arc<dyn crate::providers::tts::Tts>>,
     /// When set, the run's token is a child of this one (a Live turn cancels its run with it).
     pub parent_cancel: Option<tokio_util::sync::CancellationToken>,
+    /// The front door, and when the turn service took the turn (for the first-token metric).
+    pub door: crate::metrics::Door,
+    pub accepted: Instant,
 }
 
 pub use crate::voice::speak::Speech;
@@ -189,6 +192,7 @@ async fn drive(agent: &Agent, turn: &mut Turn, h: &Arc<RunHandle>, ckpt: &mut Ch
     // The model is done here: the stats (Live's `llm_total_time`) must not count the speech of
     // the last sentences, which the worker may still be synthesising.
     let end_wall = now_micros();
+    record_metrics(agent, turn, &p, &result);
     let stats = AgentStats {
         input_other: p.usage.map(|u| u.prompt_tokens.saturating_sub(u.cached_tokens)).unwrap_or(0),
         input_cached: p.usage.map(|u| u.cached_tokens).unwrap_or(0),
@@ -318,6 +322,20 @@ async fn speak_reply(
             tracing::error!(run.id = %h.run_id, error = %e, "saving the spoken reply failed");
             content["tts_error"] = json!("saving the audio failed");
         }
+    }
+}
+
+/// The run's first token, its tokens and a provider failure, as metrics.
+fn record_metrics(agent: &Agent, turn: &Turn, p: &Progress, result: &Result<(), Failure>) {
+    if let Some(t) = p.first_token {
+        crate::metrics::first_token(turn.door, t.duration_since(turn.accepted));
+    }
+    if let Some(u) = p.usage {
+        let model = agent.model_label(&turn.provider, &turn.model);
+        crate::metrics::tokens(&turn.provider.id, model, u.prompt_tokens, u.completion_tokens);
+    }
+    if let Err(Failure::Llm(e)) = result {
+        super::errors::count_upstream_error(&turn.provider.id, e);
     }
 }
 

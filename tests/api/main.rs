@@ -22,6 +22,7 @@ mod files;
 mod hardening;
 mod im;
 mod live;
+mod metrics;
 mod openai;
 mod openai_audio;
 mod openai_sdk;
