@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # What Prometheus metrics cost on the hot path: SSE chat and /v1/chat/completions at c = 64 through
 # astrgate with `[metrics] listen` unset and set, in alternating rounds on the same machine (the
-# fake upstream streams 20 tokens at once, as in scripts/bench.sh). Prints each round's rows and
-# the mean throughput of each setting; /metrics is scraped once a second during the "on" rounds,
+# fake upstream streams 20 tokens at once, as in scripts/bench.sh). Prints each round's rows, and
+# each setting's mean throughput and the server's CPU time per request (steadier than throughput
+# when other work shares the machine); /metrics is scraped once a second during the "on" rounds,
 # as a Prometheus server would (more often than its default 15 s).
 # Usage: scripts/bench-metrics.sh [seconds-per-run (default 10)] [rounds (default 3)]
 set -euo pipefail
@@ -26,6 +27,9 @@ cleanup() {
   rm -rf "$WORK"
 }
 trap cleanup EXIT
+
+# The recording alone, without HTTP.
+"$BENCH" metrics
 
 "$BENCH" fake-upstream --listen "127.0.0.1:$UP_PORT" --tokens 20 2>"$WORK/upstream.log" &
 PIDS+=($!)
@@ -56,7 +60,10 @@ TOML
   echo "$pid"
 }
 
-declare -A SSE OPENAI
+declare -A SSE OPENAI CPU
+TICKS=$(getconf CLK_TCK)
+# utime + stime of a process, in clock ticks.
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 for round in $(seq "$ROUNDS"); do
   for mode in off on; do
     pid=$(start "$mode")
@@ -67,14 +74,21 @@ for round in $(seq "$ROUNDS"); do
       (while sleep 1; do curl -sf "http://127.0.0.1:$METRICS_PORT/metrics" >/dev/null || true; done) &
       scraper=$!
     fi
+    cpu_before=$(cpu_ticks "$pid")
     out=$("$BENCH" sse --astrgate "http://127.0.0.1:$GW_PORT" --upstream "http://127.0.0.1:$UP_PORT/v1" \
       --key "$key" -c 64 -d "$SECS" --openai)
     [ -n "$scraper" ] && kill "$scraper" 2>/dev/null || true
+    cpu=$(( $(cpu_ticks "$pid") - cpu_before ))
     echo "round $round, metrics $mode:"
     echo "$out"
     # Rows: | scenario | c | req/s | …: the astrgate SSE row is the 4th line, the OpenAI row the 6th.
     SSE[$mode]="${SSE[$mode]:-} $(echo "$out" | sed -n 4p | awk -F'|' '{gsub(/ /, "", $4); print $4}')"
     OPENAI[$mode]="${OPENAI[$mode]:-} $(echo "$out" | sed -n 6p | awk -F'|' '{gsub(/ /, "", $4); print $4}')"
+    # The server's CPU time per request served (both scenarios): less sensitive than throughput
+    # to other work on the machine.
+    requests=$(( ($(echo "${SSE[$mode]}" | awk '{print $NF}') + $(echo "${OPENAI[$mode]}" | awk '{print $NF}')) * SECS ))
+    CPU[$mode]="${CPU[$mode]:-} $(( cpu * 1000000 / TICKS / requests ))"
+    echo "server CPU: $(( cpu * 1000 / TICKS )) ms for about $requests requests"
     if [ "$mode" = on ]; then
       curl -sf "http://127.0.0.1:$METRICS_PORT/metrics" | grep -E '^astrgate_http_requests_total\{route="/api/v1/chat"' || true
     fi
@@ -84,5 +98,5 @@ for round in $(seq "$ROUNDS"); do
 done
 mean() { awk '{ s = 0; for (i = 1; i <= NF; i++) s += $i; printf "%.0f", s / NF }' <<<"$1"; }
 for mode in off on; do
-  echo "metrics $mode: SSE chat req/s${SSE[$mode]} (mean $(mean "${SSE[$mode]}")); /v1/chat/completions req/s${OPENAI[$mode]} (mean $(mean "${OPENAI[$mode]}"))"
+  echo "metrics $mode: SSE chat req/s${SSE[$mode]} (mean $(mean "${SSE[$mode]}")); /v1/chat/completions req/s${OPENAI[$mode]} (mean $(mean "${OPENAI[$mode]}")); server CPU µs/request${CPU[$mode]} (mean $(mean "${CPU[$mode]}"))"
 done
