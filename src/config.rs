@@ -87,6 +87,8 @@ pub struct Config {
     pub stage: StageConfig,
     #[serde(default)]
     pub openai: OpenAiConfig,
+    #[serde(default)]
+    pub metrics: MetricsConfig,
 }
 
 fn default_db_connections() -> u32 {
@@ -609,6 +611,15 @@ impl Default for OpenAiConfig {
     }
 }
 
+/// `[metrics]`: Prometheus metrics, served at `GET /metrics` on a listener of their own.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsConfig {
+    /// Where the metrics listener binds (`127.0.0.1:9464`); unset = no listener and nothing
+    /// recorded. Env `ASTRGATE_METRICS__LISTEN`.
+    pub listen: Option<SocketAddr>,
+}
+
 /// `[stage]`: the stage-code table of the `/chat` API.
 #[derive(Debug, Clone, Deserialize, Default)]
 #[serde(deny_unknown_fields, default)]
@@ -690,6 +701,13 @@ impl Config {
             && !matches!(st.as_str(), "local" | "database")
         {
             return bad(format!("files.storage must be \"local\" or \"database\", got {st:?}"));
+        }
+        if let Some(m) = self.metrics.listen
+            && m.port() != 0
+            && m.port() == self.listen.port()
+            && (m.ip() == self.listen.ip() || m.ip().is_unspecified() || self.listen.ip().is_unspecified())
+        {
+            return bad(format!("metrics.listen {m} is the server's own address (listen = {})", self.listen));
         }
         if self.database_max_connections == 0 {
             return bad("database_max_connections must be at least 1".into());

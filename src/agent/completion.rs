@@ -208,9 +208,16 @@ impl Agent {
         Err(CompletionError::ModelNotFound(name.to_string()))
     }
 
+    /// `model` as the metrics label it: a model the configuration names (a provider's or a
+    /// profile's), else [`crate::metrics::OTHER_MODEL`], so clients cannot add label values.
+    pub fn model_label<'a>(&self, provider: &OpenAiProvider, model: &'a str) -> &'a str {
+        if model == provider.model || self.profiles.names_model(model) { model } else { crate::metrics::OTHER_MODEL }
+    }
+
     /// Checks, then asks the provider (see the module docs).
     pub async fn complete_stateless(self: &Arc<Self>, req: CompletionRequest) -> Result<Answer, CompletionError> {
         let CompletionRequest { caller, model, messages, params, stream } = req;
+        let started = std::time::Instant::now();
         let target = self.resolve_model(&model)?;
         let slot = self.admit_stateless(&caller).await?;
         let messages = self.upstream_messages(&caller, &target, messages).await?;
@@ -230,6 +237,7 @@ impl Agent {
                 caller,
                 usage: None,
                 done: false,
+                started: Some(started),
                 _slot: slot,
             })));
         }
@@ -238,6 +246,7 @@ impl Agent {
             _ = cancel.cancelled() => return Err(CompletionError::Cancelled),
             r = provider.complete(&chat) => r.map_err(|e| upstream_failed(&provider.id, e))?,
         };
+        crate::metrics::first_token(crate::metrics::Door::OpenAi, started.elapsed());
         self.record_usage(&caller, &whole.answered_by.provider, &whole.answered_by.model, whole.usage);
         Ok(Answer::Whole(Box::new(whole)))
     }
@@ -257,6 +266,9 @@ impl Agent {
                     ..Default::default()
                 },
             );
+        }
+        if let Some(p) = usage.and(self.providers.llm(provider)) {
+            crate::metrics::tokens(provider, self.model_label(p, model), u.prompt_tokens, u.completion_tokens);
         }
         tracing::info!(
             caller = %caller.label(), provider, model, usage_reported = usage.is_some(),
@@ -418,6 +430,8 @@ pub struct CompletionStream {
     caller: Caller,
     usage: Option<Usage>,
     done: bool,
+    /// When the request arrived, until its first token is counted.
+    started: Option<std::time::Instant>,
     _slot: super::metering::StatelessSlot,
 }
 
@@ -441,6 +455,11 @@ impl CompletionStream {
             }
             Some(Err(_)) => self.done = true,
             Some(Ok(LlmEvent::Usage(u))) => self.usage = Some(*u),
+            Some(Ok(LlmEvent::Content(_) | LlmEvent::Reasoning(_) | LlmEvent::ToolCalls(_))) => {
+                if let Some(t) = self.started.take() {
+                    crate::metrics::first_token(crate::metrics::Door::OpenAi, t.elapsed());
+                }
+            }
             Some(Ok(_)) => {}
         }
         ev

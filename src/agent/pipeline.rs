@@ -54,6 +54,9 @@ pub struct Turn {
     pub parent_cancel: Option<tokio_util::sync::CancellationToken>,
     /// The key's run slot, held until the run ends; its tokens and audio are recorded on it.
     pub meter: Option<crate::governance::RunPermit>,
+    /// The front door, and when the turn service took the turn (for the first-token metric).
+    pub door: crate::metrics::Door,
+    pub accepted: Instant,
 }
 
 pub use crate::voice::speak::Speech;
@@ -200,6 +203,7 @@ async fn drive(agent: &Agent, turn: &mut Turn, h: &Arc<RunHandle>, ckpt: &mut Ch
         .answered_by
         .take()
         .unwrap_or_else(|| Answerer { provider: turn.provider.id.clone(), model: turn.model.clone() });
+    record_metrics(agent, turn, &p, &answered_by);
     let stats = AgentStats {
         input_other: p.usage.map(|u| u.prompt_tokens.saturating_sub(u.cached_tokens)).unwrap_or(0),
         input_cached: p.usage.map(|u| u.cached_tokens).unwrap_or(0),
@@ -338,6 +342,20 @@ async fn speak_reply(
             tracing::error!(run.id = %h.run_id, error = %e, "saving the spoken reply failed");
             content["tts_error"] = json!("saving the audio failed");
         }
+    }
+}
+
+/// The run's first token, its tokens and a provider failure, as metrics.
+/// The turn's first-token time, and its tokens under the provider and model that answered
+/// (failed attempts are counted where they happen, in `providers::llm`).
+fn record_metrics(agent: &Agent, turn: &Turn, p: &Progress, answered_by: &Answerer) {
+    if let Some(t) = p.first_token {
+        crate::metrics::first_token(turn.door, t.duration_since(turn.accepted));
+    }
+    if let Some(u) = p.usage {
+        let provider = agent.providers.llm(&answered_by.provider).unwrap_or(&turn.provider);
+        let model = agent.model_label(provider, &answered_by.model);
+        crate::metrics::tokens(&answered_by.provider, model, u.prompt_tokens, u.completion_tokens);
     }
 }
 

@@ -365,6 +365,7 @@ fn backoff(retry: u32) -> Duration {
 /// key (an upstream's own text can quote one masked, as OpenAI's does; it stays in the log).
 pub fn note_attempt_failed(provider: &str, err: &LlmError) {
     tracing::warn!(provider, kind = err.kind(), error = %err, "upstream attempt failed");
+    crate::metrics::upstream_error(provider, err.kind());
 }
 
 /// Asks from `at` on: each endpoint up to its retries, then the next, until one answers. `last`

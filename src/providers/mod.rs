@@ -43,7 +43,9 @@ impl Providers {
             })
             .collect::<anyhow::Result<Vec<_>>>()?;
         let default_llm = cfg.providers.iter().position(|p| p.default).or(if llm.is_empty() { None } else { Some(0) });
-        Ok(Self { llm, default_llm, stt: build_stt(cfg)?, tts: build_tts(cfg)? })
+        let stt = build_stt(cfg)?.map(|s| Arc::new(Counted(s)) as Arc<dyn stt::Stt>);
+        let tts = build_tts(cfg)?.map(|t| Arc::new(Counted(t)) as Arc<dyn tts::Tts>);
+        Ok(Self { llm, default_llm, stt, tts })
     }
 
     pub fn llm(&self, id: &str) -> Option<&Arc<OpenAiProvider>> {
@@ -65,6 +67,41 @@ impl Providers {
 
     pub fn tts(&self) -> Option<&Arc<dyn tts::Tts>> {
         self.tts.as_ref()
+    }
+}
+
+/// A speech provider whose failures are counted in `astrgate_upstream_errors_total`, under its
+/// role and type (`stt:openai`, `stt:pocketsphinx`, `tts:espeak-ng`).
+struct Counted<T: ?Sized>(Arc<T>);
+
+#[async_trait::async_trait]
+impl stt::Stt for Counted<dyn stt::Stt> {
+    fn name(&self) -> &str {
+        self.0.name()
+    }
+    async fn transcribe(&self, audio: bytes::Bytes, filename: &str, mime: &str) -> Result<String, stt::SttError> {
+        let r = self.0.transcribe(audio, filename, mime).await;
+        if let Some(kind) = r.as_ref().err().and_then(stt::SttError::kind) {
+            crate::metrics::upstream_error(&format!("stt:{}", self.0.name()), kind);
+        }
+        r
+    }
+}
+
+#[async_trait::async_trait]
+impl tts::Tts for Counted<dyn tts::Tts> {
+    fn name(&self) -> &str {
+        self.0.name()
+    }
+    fn mime(&self) -> &str {
+        self.0.mime()
+    }
+    async fn synthesize(&self, text: &str) -> Result<bytes::Bytes, tts::TtsError> {
+        let r = self.0.synthesize(text).await;
+        if let Err(e) = &r {
+            crate::metrics::upstream_error(&format!("tts:{}", self.0.name()), e.kind());
+        }
+        r
     }
 }
 

@@ -633,16 +633,7 @@ async fn concurrent_runs_are_capped() {
     let llm = crate::fake_llm::FakeLlm::start().await;
     let app = spawn_toml(&format!("{}\n[runs]\nmax_active = 2\n", llm.provider_toml("fake"))).await;
     let key = app.key(&["chat"]).await;
-    for _ in 0..2 {
-        llm.push(crate::fake_llm::Reply::HangAfter(crate::fake_llm::text("thinking")));
-    }
-    let _a = chat(&app, &key, json!({"username": "u", "message": "one"})).await;
-    let _b = chat(&app, &key, json!({"username": "u", "message": "two"})).await;
-    eventually(|| {
-        let n = app.state.agent.runs.len();
-        async move { (n == 2).then_some(()) }
-    })
-    .await;
+    let _hanging = hanging_chats(&app, &llm, &key, 2).await;
     let res = app
         .http
         .post(app.url("/api/v1/chat"))

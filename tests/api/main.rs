@@ -24,6 +24,7 @@ mod governance;
 mod hardening;
 mod im;
 mod live;
+mod metrics;
 mod openai;
 mod openai_audio;
 mod openai_sdk;
