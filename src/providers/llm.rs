@@ -15,6 +15,7 @@ use futures_util::{Stream, StreamExt};
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::{Value, json};
 
+use super::sse_limit;
 use crate::config::{PdfInput, ProviderConfig};
 
 /// Largest upstream error body we read (the rest is ignored).
@@ -200,7 +201,7 @@ impl OpenAiProvider {
     pub async fn stream(&self, req: &ChatRequest) -> Result<ChatStream, LlmError> {
         let res = self.send(&self.body(req, true), "text/event-stream").await?;
         Ok(ChatStream {
-            inner: Box::pin(res.bytes_stream().eventsource()),
+            inner: Box::pin(sse_limit::capped(res.bytes_stream(), sse_limit::MAX_EVENT_BYTES).eventsource()),
             pending: VecDeque::new(),
             deadline: None,
             first: true,
@@ -237,10 +238,11 @@ impl OpenAiProvider {
 }
 
 type SseStream =
-    Pin<Box<dyn Stream<Item = Result<eventsource_stream::Event, EventStreamError<reqwest::Error>>> + Send>>;
+    Pin<Box<dyn Stream<Item = Result<eventsource_stream::Event, EventStreamError<sse_limit::ReadError>>> + Send>>;
 
 /// A streamed answer; read it with [`ChatStream::next`]. The first-token and idle timeouts run
-/// from the last event received, whatever the reads in between: [`ChatStream::next`] is
+/// from the last event that carried something (text, a tool call, a finish, usage), whatever
+/// the reads in between: [`ChatStream::next`] is
 /// cancel-safe (a caller may drop it in a `select!`) and dropping it does not restart the clock.
 pub struct ChatStream {
     inner: SseStream,
@@ -276,12 +278,8 @@ impl ChatStream {
                         LlmError::IdleTimeout(secs)
                     }));
                 }
-                Ok(i) => {
-                    self.deadline = None;
-                    i
-                }
+                Ok(i) => i,
             };
-            self.first = false;
             match item {
                 None => {
                     self.done = true;
@@ -291,7 +289,7 @@ impl ChatStream {
                     }
                     return Some(Err(LlmError::Interrupted("the stream ended before the answer was complete".into())));
                 }
-                Some(Err(EventStreamError::Transport(e))) => {
+                Some(Err(EventStreamError::Transport(sse_limit::ReadError::Transport(e)))) => {
                     self.done = true;
                     return Some(Err(LlmError::Interrupted(describe(e))));
                 }
@@ -321,6 +319,12 @@ impl ChatStream {
                         return Some(Err(LlmError::Upstream { status: 200, message: error_text(err) }));
                     }
                     self.absorb(chunk);
+                    // Only an event that says something restarts the clock: empty or
+                    // content-less events for ever would otherwise hold the run open.
+                    if !self.pending.is_empty() {
+                        self.deadline = None;
+                        self.first = false;
+                    }
                 }
             }
         }

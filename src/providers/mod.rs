@@ -2,6 +2,7 @@
 //! These are the only paid services; tests stand them in with local fake servers.
 
 pub mod llm;
+pub mod sse_limit;
 pub mod stt;
 pub mod tts;
 
