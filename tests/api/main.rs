@@ -18,6 +18,7 @@ mod dashboard;
 mod dashboard_chat;
 mod documents;
 mod errors;
+mod faults;
 mod files;
 mod governance;
 mod hardening;
