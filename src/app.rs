@@ -18,6 +18,7 @@ use tokio_util::task::TaskTracker;
 use crate::agent::Agent;
 use crate::agent::profiles::Profiles;
 use crate::agent::prompt::PromptBuilder;
+use crate::audit::Audit;
 use crate::auth::api_key::ApiKeys;
 use crate::auth::dashboard::DashboardAuth;
 use crate::config::Config;
@@ -33,6 +34,8 @@ pub struct AppState {
     pub store: Arc<dyn Store>,
     pub keys: Arc<ApiKeys>,
     pub dashboard: Arc<DashboardAuth>,
+    /// The audit log: logins, failed logins, API-key changes (`Audit::record`).
+    pub audit: Arc<Audit>,
     /// The domain: turns, runs, sessions, profiles, providers, proactive messages.
     pub agent: Arc<Agent>,
     /// Cancelled on shutdown; long-lived tasks hold child tokens.
@@ -108,6 +111,7 @@ impl AppState {
             cluster.as_ref().map(|c| Arc::new(cluster::Counters(c.clone())) as Arc<dyn crate::governance::Shared>),
             tasks.clone(),
         );
+        let audit = Arc::new(Audit::new(store.clone(), config.audit.retention_days));
         let profiles = Arc::new(Profiles::from_config(&config));
         let providers = Arc::new(Providers::from_config(&config)?);
         let blobs = Arc::new(if config.attachments_in_database() {
@@ -156,6 +160,7 @@ impl AppState {
             store,
             keys,
             dashboard,
+            audit,
             agent,
             shutdown,
             tasks,
@@ -165,8 +170,10 @@ impl AppState {
         })
     }
 
-    /// Starts periodic maintenance: batched `last_used_at` and usage writes, old-run purging.
+    /// Starts periodic maintenance: batched `last_used_at` and usage writes, old-run purging, and
+    /// the audit log's writer and purge.
     fn spawn_background(&self) {
+        self.audit.start(&self.tasks);
         let s = self.clone();
         let every = Duration::from_secs(self.config.api_keys.usage_flush_secs.max(1));
         self.tasks.spawn(async move {
@@ -242,6 +249,8 @@ impl Server {
             if tokio::time::timeout(grace, connections.wait()).await.is_err() {
                 tracing::warn!("shutdown grace period elapsed; closing remaining connections");
             }
+            // No request is left to record anything: what the audit log has queued is written.
+            s.audit.close().await;
             s.tasks.close();
             if tokio::time::timeout(grace, s.tasks.wait()).await.is_err() {
                 tracing::warn!("background tasks did not finish within the grace period");

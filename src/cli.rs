@@ -7,6 +7,7 @@ use clap::{Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 
 use crate::app::AppState;
+use crate::audit::Action;
 use crate::auth::Scope;
 use crate::config::Config;
 
@@ -207,6 +208,8 @@ async fn keys(command: KeysCommand, config: Config) -> anyhow::Result<()> {
             }
             let (rec, raw) =
                 state.keys.create(&name, &scopes, expires_in_days, username.as_deref(), limits, "cli").await?;
+            let detail = crate::audit::key_detail(&rec);
+            state.audit.record_detail("cli", Action::ApiKeyCreate, Some(&rec.key_id), None, detail);
             println!("key_id  {}", rec.key_id);
             println!("name    {}", rec.name);
             println!("scopes  {}", rec.scopes.join(","));
@@ -230,8 +233,11 @@ async fn keys(command: KeysCommand, config: Config) -> anyhow::Result<()> {
             if !state.keys.revoke(&key_id).await? {
                 anyhow::bail!("API key not found: {key_id}");
             }
+            state.audit.record("cli", Action::ApiKeyRevoke, Some(&key_id), None);
             println!("revoked {key_id}");
         }
     }
+    // What was recorded is written before the command ends.
+    state.audit.close().await;
     Ok(())
 }

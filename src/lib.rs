@@ -7,6 +7,7 @@ pub mod agent;
 pub mod app;
 pub mod attachments;
 pub mod audio;
+pub mod audit;
 pub mod auth;
 pub mod bus;
 pub mod cli;

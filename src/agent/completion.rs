@@ -160,7 +160,7 @@ pub struct ModelTarget {
 /// A stateless answer.
 pub enum Answer {
     Stream(Box<CompletionStream>),
-    Whole(Completion),
+    Whole(Box<Completion>),
 }
 
 impl Agent {
@@ -221,15 +221,13 @@ impl Agent {
             let inner = tokio::select! {
                 biased;
                 _ = cancel.cancelled() => return Err(CompletionError::Cancelled),
-                r = provider.stream(&chat) => r.map_err(|e| upstream_failed(&provider.id, e))?,
+                r = provider.stream(chat) => r.map_err(|e| upstream_failed(&provider.id, e))?,
             };
             return Ok(Answer::Stream(Box::new(CompletionStream {
                 inner,
                 cancel,
                 agent: self.clone(),
                 caller,
-                provider: provider.id.clone(),
-                model: target.model,
                 usage: None,
                 done: false,
                 _slot: slot,
@@ -240,11 +238,12 @@ impl Agent {
             _ = cancel.cancelled() => return Err(CompletionError::Cancelled),
             r = provider.complete(&chat) => r.map_err(|e| upstream_failed(&provider.id, e))?,
         };
-        self.record_usage(&caller, &provider.id, &target.model, whole.usage);
-        Ok(Answer::Whole(whole))
+        self.record_usage(&caller, &whole.answered_by.provider, &whole.answered_by.model, whole.usage);
+        Ok(Answer::Whole(Box::new(whole)))
     }
 
-    /// Accounts the tokens of a stateless request: a log line (naming the key, never the key
+    /// Accounts the tokens of a stateless request, under the provider and model that answered
+    /// (a fallback's when the one asked failed first): a log line (naming the key, never the key
     /// itself), and the key's usage of the day.
     pub fn record_usage(&self, caller: &Caller, provider: &str, model: &str, usage: Option<Usage>) {
         let u = usage.unwrap_or_default();
@@ -417,8 +416,6 @@ pub struct CompletionStream {
     cancel: CancellationToken,
     agent: Arc<Agent>,
     caller: Caller,
-    provider: String,
-    model: String,
     usage: Option<Usage>,
     done: bool,
     _slot: super::metering::StatelessSlot,
@@ -434,12 +431,13 @@ impl CompletionStream {
         let ev = tokio::select! {
             biased;
             _ = self.cancel.cancelled() => Some(Err(CompletionError::Cancelled)),
-            ev = self.inner.next() => ev.map(|r| r.map_err(|e| upstream_failed(&self.provider, e))),
+            ev = self.inner.next() => ev.map(|r| r.map_err(|e| upstream_failed(&self.inner.answered_by().provider, e))),
         };
         match &ev {
             None => {
                 self.done = true;
-                self.agent.record_usage(&self.caller, &self.provider, &self.model, self.usage);
+                let by = self.inner.answered_by();
+                self.agent.record_usage(&self.caller, &by.provider, &by.model, self.usage);
             }
             Some(Err(_)) => self.done = true,
             Some(Ok(LlmEvent::Usage(u))) => self.usage = Some(*u),

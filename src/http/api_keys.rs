@@ -2,12 +2,15 @@
 //!
 //! Bodies, key object fields and error texts follow AstrBot (notes §3.4); validation errors are
 //! 400 and an unknown key is 404. The raw key appears exactly once, in the create response.
+//! Creating, revoking and deleting a key are recorded in the audit log (`super::audit::Actor`).
 
 use axum::extract::{Path, State};
 use axum::response::Response;
 use serde_json::{Map, Value, json};
 
+use super::audit::Actor;
 use crate::app::AppState;
+use crate::audit::Action;
 use crate::auth::Scope;
 use crate::auth::caller::Caller;
 use crate::error::{ApiError, ApiResult, RawBody, ok};
@@ -126,7 +129,7 @@ fn body_object(body: &[u8]) -> Result<Map<String, Value>, ApiError> {
     }
 }
 
-pub async fn create(State(state): State<AppState>, caller: Caller, RawBody(body): RawBody) -> ApiResult {
+pub async fn create(State(state): State<AppState>, caller: Caller, actor: Actor, RawBody(body): RawBody) -> ApiResult {
     let req = parse_create(&body_object(&body)?, state.config.api_keys.default_limits)?;
     let created_by = caller.dashboard_username().unwrap_or("dashboard").to_string();
     let (rec, raw) = state
@@ -134,24 +137,27 @@ pub async fn create(State(state): State<AppState>, caller: Caller, RawBody(body)
         .create(&req.name, &req.scopes, req.expires_in_days, req.username.as_deref(), req.limits, &created_by)
         .await?;
     tracing::info!(key.id = %rec.key_id, "api key created");
+    actor.record_detail(&state, Action::ApiKeyCreate, Some(&rec.key_id), crate::audit::key_detail(&rec));
     let mut obj = key_json(&rec);
     obj["api_key"] = Value::String(raw);
     Ok(ok(obj))
 }
 
-async fn do_revoke(state: &AppState, key_id: &str) -> ApiResult {
+async fn do_revoke(state: &AppState, actor: &Actor, key_id: &str) -> ApiResult {
     if !state.keys.revoke(key_id).await? {
         return Err(ApiError::not_found("API key not found"));
     }
     tracing::info!(key.id = %key_id, "api key revoked");
+    actor.record(state, Action::ApiKeyRevoke, Some(key_id));
     Ok(ok(json!({})))
 }
 
-async fn do_delete(state: &AppState, key_id: &str) -> ApiResult {
+async fn do_delete(state: &AppState, actor: &Actor, key_id: &str) -> ApiResult {
     if !state.keys.delete(key_id).await? {
         return Err(ApiError::not_found("API key not found"));
     }
     tracing::info!(key.id = %key_id, "api key deleted");
+    actor.record(state, Action::ApiKeyDelete, Some(key_id));
     Ok(ok(json!({})))
 }
 
@@ -162,20 +168,28 @@ fn key_id_from_body(body: &[u8]) -> Result<String, ApiError> {
     }
 }
 
-pub async fn revoke(State(state): State<AppState>, _c: Caller, Path(key_id): Path<String>) -> ApiResult<Response> {
-    do_revoke(&state, &key_id).await
+pub async fn revoke(State(state): State<AppState>, actor: Actor, Path(key_id): Path<String>) -> ApiResult<Response> {
+    do_revoke(&state, &actor, &key_id).await
 }
 
-pub async fn delete(State(state): State<AppState>, _c: Caller, Path(key_id): Path<String>) -> ApiResult<Response> {
-    do_delete(&state, &key_id).await
+pub async fn delete(State(state): State<AppState>, actor: Actor, Path(key_id): Path<String>) -> ApiResult<Response> {
+    do_delete(&state, &actor, &key_id).await
 }
 
-pub async fn revoke_by_body(State(state): State<AppState>, _c: Caller, RawBody(body): RawBody) -> ApiResult<Response> {
-    do_revoke(&state, &key_id_from_body(&body)?).await
+pub async fn revoke_by_body(
+    State(state): State<AppState>,
+    actor: Actor,
+    RawBody(body): RawBody,
+) -> ApiResult<Response> {
+    do_revoke(&state, &actor, &key_id_from_body(&body)?).await
 }
 
-pub async fn delete_by_body(State(state): State<AppState>, _c: Caller, RawBody(body): RawBody) -> ApiResult<Response> {
-    do_delete(&state, &key_id_from_body(&body)?).await
+pub async fn delete_by_body(
+    State(state): State<AppState>,
+    actor: Actor,
+    RawBody(body): RawBody,
+) -> ApiResult<Response> {
+    do_delete(&state, &actor, &key_id_from_body(&body)?).await
 }
 
 #[cfg(test)]

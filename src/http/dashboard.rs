@@ -2,6 +2,11 @@
 //!
 //! Rate limited per client IP (token bucket) before any work; a wrong username or password is
 //! answered 401 after a fixed delay, so guessing is slow whatever the outcome.
+//!
+//! Audited: every login (`login`) and every wrong username or password (`login_failed`, with the
+//! username tried and the client address; never the password). Refusals by the rate limiter and
+//! the failure budget are not: they carry nothing verified and come at the attacker's pace, while
+//! the attempts that reach the password check are bounded by the failure budget.
 
 use std::net::SocketAddr;
 
@@ -12,6 +17,7 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
 use crate::app::AppState;
+use crate::audit::Action;
 use crate::auth::caller::{COOKIE_NAME, client_ip};
 use crate::auth::texts;
 use crate::error::{ApiError, ok};
@@ -46,9 +52,10 @@ pub async fn login(State(state): State<AppState>, req: Request) -> Response {
         return rate_limited(retry_after);
     }
     match d.verify(&username, &password).await {
-        Ok(true) => {}
+        Ok(true) => state.audit.record(&username, Action::Login, None, Some(ip)),
         Ok(false) => {
             tracing::warn!(client.ip = %ip, "dashboard login failed");
+            state.audit.record(&username, Action::LoginFailed, None, Some(ip));
             tokio::time::sleep(d.failure_delay).await;
             return ApiError::unauthorized(texts::LOGIN_FAILED).into_response();
         }

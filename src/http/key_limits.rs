@@ -64,7 +64,7 @@ pub fn parse_limits(v: Option<&Value>, base: Limits) -> Result<Limits, ApiError>
 /// `PATCH /api/v1/api-keys/{key_id}`: `name` and `limits` (merged, see [`parse_limits`]).
 pub async fn update(
     State(state): State<AppState>,
-    _caller: Caller,
+    actor: super::audit::Actor,
     Path(key_id): Path<String>,
     RawBody(body): RawBody,
 ) -> ApiResult<Response> {
@@ -90,6 +90,14 @@ pub async fn update(
         return Err(ApiError::not_found("API key not found"));
     };
     tracing::info!(key.id = %key_id, "api key updated");
+    let mut changed = Map::new();
+    if let Some(n) = &update.name {
+        changed.insert("name".into(), json!(n));
+    }
+    if let Some(l) = &update.limits {
+        changed.insert("limits".into(), limits_json(l));
+    }
+    actor.record_detail(&state, crate::audit::Action::ApiKeyUpdate, Some(&key_id), Value::Object(changed));
     Ok(ok(super::api_keys::key_json(&rec)))
 }
 

@@ -3,6 +3,7 @@
 
 pub mod account;
 pub mod api_keys;
+pub mod audit;
 pub mod binds;
 pub mod chat;
 pub mod chat_mux;
@@ -85,6 +86,7 @@ fn v1_routes(state: &AppState) -> Vec<(&'static str, Requirement, MethodRouter<A
         ("/api/v1/api-keys/{key_id}/revoke", Dashboard, post(api_keys::revoke)),
         ("/api/v1/api-keys/{key_id}", Dashboard, delete(api_keys::delete).patch(key_limits::update)),
         ("/api/v1/api-keys/{key_id}/usage", Dashboard, get(key_limits::usage)),
+        ("/api/v1/audit", Dashboard, get(audit::list)),
         ("/api/v1/auth/account", Dashboard, axum::routing::patch(account::edit_account)),
         ("/api/v1/auth/socket-token", Dashboard, post(account::socket_token)),
         // What AstrBot's WebUI loads on every page and for its onboarding check.

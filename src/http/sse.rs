@@ -47,6 +47,8 @@ pub fn chat_event_json(run_id: &str, ev: &AgentEvent) -> Option<Value> {
                 "start_time": stats.start_time,
                 "end_time": stats.end_time,
                 "time_to_first_token": stats.time_to_first_token,
+                "provider_id": stats.provider_id,
+                "model": stats.model,
             },
         }),
         AgentEvent::Complete { text, reasoning } => {

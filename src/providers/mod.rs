@@ -1,6 +1,7 @@
 //! External model providers: LLM (OpenAI-compatible chat completions), and later STT and TTS.
 //! These are the only paid services; tests stand them in with local fake servers.
 
+pub mod keys;
 pub mod llm;
 pub mod sse_limit;
 pub mod stt;
@@ -11,7 +12,7 @@ use std::sync::Arc;
 use anyhow::Context;
 
 use crate::config::Config;
-use llm::OpenAiProvider;
+use llm::{Endpoint, OpenAiProvider};
 
 /// The configured providers, built once at start.
 pub struct Providers {
@@ -23,10 +24,24 @@ pub struct Providers {
 
 impl Providers {
     pub fn from_config(cfg: &Config) -> anyhow::Result<Self> {
+        let endpoints = cfg
+            .providers
+            .iter()
+            .map(|p| Endpoint::new(p).map(Arc::new).with_context(|| format!("provider {}", p.id)))
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        // Each provider with its own fallbacks (the endpoints are shared: one key state each).
         let llm = cfg
             .providers
             .iter()
-            .map(|p| OpenAiProvider::new(p).map(Arc::new).with_context(|| format!("provider {}", p.id)))
+            .zip(&endpoints)
+            .map(|(p, ep)| {
+                let fallbacks = p
+                    .fallbacks
+                    .iter()
+                    .map(|f| endpoints.iter().find(|e| &e.id == f).cloned().with_context(|| format!("fallback {f}")))
+                    .collect::<anyhow::Result<Vec<_>>>()?;
+                Ok(Arc::new(OpenAiProvider::with_fallbacks(ep.clone(), fallbacks)))
+            })
             .collect::<anyhow::Result<Vec<_>>>()?;
         let default_llm = cfg.providers.iter().position(|p| p.default).or(if llm.is_empty() { None } else { Some(0) });
         Ok(Self { llm, default_llm, stt: build_stt(cfg)?, tts: build_tts(cfg)? })

@@ -2,7 +2,9 @@
 //! in pages in primary-key order and written to the destination with its ids kept, then the row
 //! counts of both sides are compared.
 
-use super::{ApiKeyRecord, AttachmentRecord, Micros, RunRecord, SessionRecord, Store, StoreResult, UsageRow};
+use super::{
+    ApiKeyRecord, AttachmentRecord, AuditRecord, Micros, RunRecord, SessionRecord, Store, StoreResult, UsageRow,
+};
 use crate::store::MessageRecord;
 
 /// The tables, in an order that satisfies foreign keys.
@@ -17,10 +19,11 @@ pub enum Table {
     AttachmentChunks,
     SessionVars,
     KeyUsage,
+    AuditEvents,
 }
 
 impl Table {
-    pub const ALL: [Table; 9] = [
+    pub const ALL: [Table; 10] = [
         Table::Settings,
         Table::ApiKeys,
         Table::Sessions,
@@ -30,6 +33,7 @@ impl Table {
         Table::AttachmentChunks,
         Table::SessionVars,
         Table::KeyUsage,
+        Table::AuditEvents,
     ];
 
     pub fn name(self) -> &'static str {
@@ -43,6 +47,7 @@ impl Table {
             Table::AttachmentChunks => "attachment_chunks",
             Table::SessionVars => "session_vars",
             Table::KeyUsage => "key_usage",
+            Table::AuditEvents => "audit_events",
         }
     }
 
@@ -58,6 +63,7 @@ impl Table {
             Table::AttachmentChunks => "attachment_id, idx",
             Table::SessionVars => "session_id, key",
             Table::KeyUsage => "key_id, day",
+            Table::AuditEvents => "id",
         }
     }
 
@@ -108,6 +114,7 @@ pub enum Rows {
     Chunks(Vec<ChunkRow>),
     SessionVars(Vec<VarRow>),
     KeyUsage(Vec<UsageRow>),
+    AuditEvents(Vec<AuditRecord>),
 }
 
 impl Rows {
@@ -122,6 +129,7 @@ impl Rows {
             Rows::Chunks(v) => v.len(),
             Rows::SessionVars(v) => v.len(),
             Rows::KeyUsage(v) => v.len(),
+            Rows::AuditEvents(v) => v.len(),
         }
     }
 

@@ -5,6 +5,7 @@
 //! know which. Timestamps are unix microseconds (UTC) in the database and are formatted at the
 //! HTTP edge. Nothing here knows about HTTP.
 
+mod audit;
 mod batch;
 pub mod copy;
 mod postgres;
@@ -243,6 +244,29 @@ pub struct AttachmentRecord {
     pub owner: Option<String>,
 }
 
+/// One event of the audit log, as recorded (the database gives it its id).
+#[derive(Debug, Clone, PartialEq)]
+pub struct AuditEvent {
+    pub time: Micros,
+    /// Who acted: the dashboard username, `cli`, or the username a failed login tried.
+    pub actor: String,
+    /// `login`, `login_failed`, `api_key.create`, `api_key.revoke`, `api_key.delete`, …
+    pub action: String,
+    /// What it acted on (a key id), when anything.
+    pub target: Option<String>,
+    /// The client address, for actions that came over HTTP.
+    pub ip: Option<String>,
+    /// A small JSON object with more about the event (e.g. a new key's name and scopes).
+    pub detail: Option<Value>,
+}
+
+/// A stored audit event: its id (which orders the log) and the event.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AuditRecord {
+    pub id: i64,
+    pub event: AuditEvent,
+}
+
 /// One page of a listing plus the total of the filtered set.
 #[derive(Debug, Clone)]
 pub struct Page<T> {
@@ -362,6 +386,15 @@ pub trait Store: Send + Sync + 'static {
     async fn import_rows(&self, rows: &Rows) -> StoreResult<()>;
     /// After an import: generated ids continue after the imported ones.
     async fn finish_import(&self) -> StoreResult<()>;
+
+    // the audit log
+    /// Appends events in one transaction; their ids follow the slice's order.
+    async fn insert_audit_events(&self, events: &[AuditEvent]) -> StoreResult<()>;
+    /// Newest first (highest id first): at most `limit` events, only those with an id below
+    /// `before` when it is given.
+    async fn list_audit_events(&self, before: Option<i64>, limit: i64) -> StoreResult<Vec<AuditRecord>>;
+    /// Removes the events recorded before `before`; how many.
+    async fn purge_audit_events(&self, before: Micros) -> StoreResult<u64>;
 
     // per-session variables (stage API)
     async fn set_session_var(&self, session_id: &str, key: &str, value: &str) -> StoreResult<()>;

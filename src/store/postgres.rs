@@ -17,6 +17,7 @@ use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
 use sqlx::{AssertSqlSafe, Row, SqlSafeStr};
 
 use super::*;
+use crate::store::audit;
 
 mod copy;
 
@@ -27,6 +28,7 @@ pub const DEFAULT_POOL: u32 = 16;
 const MIGRATIONS: &[(i64, &str, &str)] = &[
     (1, "init", include_str!("../../migrations/postgres/0001_init.sql")),
     (2, "governance", include_str!("../../migrations/postgres/0002_governance.sql")),
+    (3, "audit log", include_str!("../../migrations/postgres/0003_audit.sql")),
 ];
 
 fn migrator() -> Migrator {
@@ -692,12 +694,36 @@ impl Store for PgStore {
     }
 
     async fn finish_import(&self) -> StoreResult<()> {
-        sqlx::query(
-            "SELECT setval(pg_get_serial_sequence('messages', 'id'), COALESCE((SELECT MAX(id) FROM messages), 0) + 1, false)",
-        )
-        .execute(&self.pool)
-        .await?;
+        for table in ["messages", "audit_events"] {
+            let sql = AssertSqlSafe(format!(
+                "SELECT setval(pg_get_serial_sequence('{table}', 'id'), COALESCE((SELECT MAX(id) FROM {table}), 0) + 1, false)"
+            ));
+            sqlx::query(sql).execute(&self.pool).await?;
+        }
         Ok(())
+    }
+
+    async fn insert_audit_events(&self, events: &[AuditEvent]) -> StoreResult<()> {
+        if events.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.pool.begin().await?;
+        for chunk in events.chunks(audit::ROWS_PER_INSERT) {
+            audit::insert::<sqlx::Postgres>(chunk.iter().map(|e| (None, e)))?.build().execute(&mut *tx).await?;
+        }
+        let r = tx.commit().await;
+        self.track(r)?;
+        Ok(())
+    }
+
+    async fn list_audit_events(&self, before: Option<i64>, limit: i64) -> StoreResult<Vec<AuditRecord>> {
+        let rows = audit::list::<sqlx::Postgres>(before, limit).build().fetch_all(&self.pool).await?;
+        rows.iter().map(audit::from_row).collect()
+    }
+
+    async fn purge_audit_events(&self, before: Micros) -> StoreResult<u64> {
+        let r = audit::purge::<sqlx::Postgres>(before).build().execute(&self.pool).await;
+        Ok(self.track(r)?.rows_affected())
     }
 
     async fn set_session_var(&self, session_id: &str, key: &str, value: &str) -> StoreResult<()> {

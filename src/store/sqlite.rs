@@ -18,6 +18,7 @@ use sqlx::sqlite::{
 use sqlx::{AssertSqlSafe, Row, SqlSafeStr};
 
 use super::*;
+use crate::store::audit;
 
 mod copy;
 
@@ -29,6 +30,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     (4, "in-flight runs", include_str!("../../migrations/sqlite/0004_inflight_runs.sql")),
     (5, "run instance, attachment chunks", include_str!("../../migrations/sqlite/0005_run_instance.sql")),
     (6, "governance", include_str!("../../migrations/sqlite/0006_governance.sql")),
+    (7, "audit log", include_str!("../../migrations/sqlite/0007_audit.sql")),
 ];
 
 fn migrator() -> Migrator {
@@ -664,6 +666,27 @@ impl Store for SqliteStore {
     async fn finish_import(&self) -> StoreResult<()> {
         // AUTOINCREMENT continues after the largest id inserted: nothing to do.
         Ok(())
+    }
+
+    async fn insert_audit_events(&self, events: &[AuditEvent]) -> StoreResult<()> {
+        if events.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.write.begin().await?;
+        for chunk in events.chunks(audit::ROWS_PER_INSERT) {
+            audit::insert::<sqlx::Sqlite>(chunk.iter().map(|e| (None, e)))?.build().execute(&mut *tx).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn list_audit_events(&self, before: Option<i64>, limit: i64) -> StoreResult<Vec<AuditRecord>> {
+        let rows = audit::list::<sqlx::Sqlite>(before, limit).build().fetch_all(&self.read).await?;
+        rows.iter().map(audit::from_row).collect()
+    }
+
+    async fn purge_audit_events(&self, before: Micros) -> StoreResult<u64> {
+        Ok(audit::purge::<sqlx::Sqlite>(before).build().execute(&self.write).await?.rows_affected())
     }
 
     async fn set_session_var(&self, session_id: &str, key: &str, value: &str) -> StoreResult<()> {

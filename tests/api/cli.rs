@@ -23,7 +23,7 @@ pub fn write_config(dir: &std::path::Path, extra: &str) -> std::path::PathBuf {
 
 /// Runs the CLI without blocking the test's runtime (which also runs the app under test: a
 /// blocked runtime could hold the app's database transaction open while the CLI waits for it).
-async fn astrgate(config: &std::path::Path, args: &[&str]) -> std::process::Output {
+pub async fn astrgate(config: &std::path::Path, args: &[&str]) -> std::process::Output {
     tokio::process::Command::new(BIN)
         .arg("--config")
         .arg(config)
@@ -67,6 +67,20 @@ async fn cli_keys_work_over_http() {
     app.state.keys.invalidate(&key_id);
     let (s, b) = send(app.http.get(app.url("/api/v1/im/bots")).header("X-API-Key", &key)).await;
     assert_error(s, &b, 401, "Invalid API key");
+    // Both are in the audit log, by `cli`, with no address.
+    let (s, b) = send(app.http.get(app.url("/api/v1/audit")).bearer_auth(&app.jwt)).await;
+    assert_eq!(s, 200, "{b}");
+    let events: Vec<(&str, &str, &str, &serde_json::Value)> = b["data"]["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| (e["action"].as_str().unwrap(), e["actor"].as_str().unwrap(), e["target"].as_str().unwrap(), &e["ip"]))
+        .collect();
+    let null = serde_json::Value::Null;
+    assert_eq!(
+        events,
+        [("api_key.revoke", "cli", key_id.as_str(), &null), ("api_key.create", "cli", key_id.as_str(), &null)]
+    );
     let out = astrgate(&cfg, &["keys", "revoke", "no-such-id"]).await;
     assert!(!out.status.success());
     let out = astrgate(&cfg, &["keys", "create", "--scopes", "chat,root"]).await;

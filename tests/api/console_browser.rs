@@ -1,6 +1,6 @@
 //! The web console in Debian's Chromium (`tests/browser/console.mjs`, through Node's
 //! playwright-core) against the real app with a scripted fake model: logging in, keys, chat with
-//! streaming, reload, resume, stop, attachments, revoke; and the Voice page with a fake microphone
+//! streaming, reload, resume, stop, attachments, revoke, the audit log; and the Voice page with a fake microphone
 //! speaking espeak-ng's voice to the offline pocketsphinx and espeak-ng. Then what the browser did
 //! is checked against what the server holds. Also the markdown renderer's unit tests (Node's test
 //! runner). `scripts/test.sh` installs Chromium, Node and playwright-core and sets
@@ -137,6 +137,18 @@ async fn the_console_in_chromium() {
     assert_eq!(key["is_revoked"], true);
     assert!(key["expires_at"].is_string(), "30 days");
     assert!(key["last_used_at"].is_string(), "the key was used over HTTP");
+
+    // The Audit page showed the server's log, newest first: the key's revocation and creation,
+    // the login and the failed login before it.
+    let (_, log) = send(app.http.get(app.url("/api/v1/audit")).bearer_auth(&jwt)).await;
+    let server: Vec<Value> = log["data"]["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| json!({"id": e["id"], "action": e["action"], "target": e["target"].as_str().unwrap_or("—")}))
+        .collect();
+    assert_eq!(Value::Array(server), summary["audit"]);
+    assert_eq!(summary["audit"][0]["target"], key["key_id"]);
 }
 
 /// espeak-ng's "Hello world.", twice, over a quiet noise floor (pocketsphinx mishears speech that

@@ -59,7 +59,7 @@ async fn abandoned(fake: &FakeLlm, n: usize) {
 async fn an_upstream_reset_mid_stream_keeps_the_partial_reply_with_the_error() {
     let (app, fake, key) = openai_app("").await;
     // The fake's reset is a real RST: a raw client reading on gets ECONNRESET, not an end of file.
-    fake.push(Reply::Reset(tokens(&["x"])));
+    fake.push(Reply::ResetAfter(tokens(&["x"])));
     let addr = fake.base_url.trim_start_matches("http://").trim_end_matches("/v1").to_string();
     let mut raw = TcpStream::connect(&addr).await.unwrap();
     let body = r#"{"stream":true,"messages":[]}"#;
@@ -79,7 +79,7 @@ async fn an_upstream_reset_mid_stream_keeps_the_partial_reply_with_the_error() {
     assert_eq!(ended, Some(std::io::ErrorKind::ConnectionReset));
 
     // The chat door: what came before the reset is shown and saved, with the error.
-    fake.push(Reply::Reset(tokens(&["Par", "tial"])));
+    fake.push(Reply::ResetAfter(tokens(&["Par", "tial"])));
     let frames = run_to_end(&app, &key, json!({"message": "q", "username": "u", "session_id": "rst"})).await;
     assert_eq!(
         types(&frames),
@@ -104,7 +104,7 @@ async fn an_upstream_reset_mid_stream_keeps_the_partial_reply_with_the_error() {
     assert_eq!(outcome(&frames), (None, "Echo: again".to_string()));
 
     // The OpenAI door: the partial content, then an error chunk and no [DONE] (docs/api/openai.md).
-    fake.push(Reply::Reset(tokens(&["Half ", "an "])));
+    fake.push(Reply::ResetAfter(tokens(&["Half ", "an "])));
     let (content, last, done) = openai_stream(&app, &key).await;
     assert_eq!(content, "Half an ");
     assert!(!done);
@@ -119,7 +119,7 @@ async fn an_upstream_reset_mid_stream_keeps_the_partial_reply_with_the_error() {
 async fn impatient() -> (TestApp, FakeLlm, String) {
     let fake = FakeLlm::start().await;
     let toml = format!(
-        "[[providers]]\nid = \"fake\"\nbase_url = \"{}\"\nmodel = \"m\"\nfirst_token_timeout_secs = 1\nidle_timeout_secs = 1\n\
+        "[[providers]]\nid = \"fake\"\nbase_url = \"{}\"\nmodel = \"m\"\nfirst_token_timeout_secs = 1\nidle_timeout_secs = 1\nretries = 0\n\
          [[profiles]]\nid = \"default\"\ndefault = true\n",
         fake.base_url
     );

@@ -73,6 +73,16 @@ async fn limits_are_set_on_create_listed_and_patched() {
     assert_eq!(b["data"]["name"], "renamed");
     assert_eq!(b["data"]["limits"], json!({"requests_per_minute": null, "concurrent_runs": 3, "tokens_per_day": 5000}));
     assert!(b["data"].get("api_key").is_none(), "the secret is never shown again");
+    // Audited, with what changed.
+    let (s, b) = send(app.http.get(app.url("/api/v1/audit?limit=1")).bearer_auth(&app.jwt)).await;
+    assert_eq!(s, 200, "{b}");
+    let ev = &b["data"]["events"][0];
+    assert_eq!(
+        (ev["action"].as_str(), ev["target"].as_str(), ev["actor"].as_str()),
+        (Some("api_key.update"), Some(id.as_str()), Some("astrgate"))
+    );
+    assert_eq!(ev["detail"]["limits"]["concurrent_runs"], 3, "{ev}");
+    assert_eq!(ev["detail"]["name"], "renamed");
 
     // Bad input: clear errors, nothing changed.
     for (body, text) in [

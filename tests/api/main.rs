@@ -6,6 +6,7 @@ mod fake_llm;
 mod helpers;
 
 mod api_keys;
+mod audit;
 mod auth;
 mod browser;
 mod chat;
@@ -27,6 +28,7 @@ mod live;
 mod openai;
 mod openai_audio;
 mod openai_sdk;
+mod resilience;
 mod store;
 mod voice_formats;
 mod webui;

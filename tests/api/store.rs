@@ -5,8 +5,8 @@
 use std::sync::Arc;
 
 use astrgate::store::{
-    self, ApiKeyRecord, AttachmentRecord, KeyUpdate, Limits, NewMessage, RunRecord, SessionRecord, Store, Table,
-    UsageCounts, UsageRow, now_micros,
+    self, ApiKeyRecord, AttachmentRecord, AuditEvent, KeyUpdate, Limits, NewMessage, RunRecord, SessionRecord, Store,
+    Table, UsageCounts, UsageRow, now_micros,
 };
 use serde_json::json;
 
@@ -42,6 +42,17 @@ fn msg(session: &str, text: &str) -> NewMessage {
         sender_name: "alice".into(),
         content: json!({"type": "user", "message": [{"type": "plain", "text": text}]}),
         llm_checkpoint_id: Some(format!("ck-{text}")),
+    }
+}
+
+fn audit(time: i64, action: &str, target: Option<&str>) -> AuditEvent {
+    AuditEvent {
+        time,
+        actor: "astrgate".into(),
+        action: action.into(),
+        target: target.map(Into::into),
+        ip: Some("203.0.113.7".into()),
+        detail: None,
     }
 }
 
@@ -233,6 +244,31 @@ async fn exercise(s: Arc<dyn Store>) {
     s.set_session_var("s1", "city", "Lyon").await.unwrap();
     assert_eq!(s.session_vars("s1").await.unwrap(), vec![("age".into(), "30".into()), ("city".into(), "Lyon".into())]);
 
+    // the audit log: newest first by id, paged below an id, purged by time; batches larger than
+    // one INSERT statement (500 rows) keep their order
+    assert!(s.list_audit_events(None, 10).await.unwrap().is_empty());
+    s.insert_audit_events(&[]).await.unwrap();
+    let base = t - 10_000;
+    let failures: Vec<AuditEvent> = (0..1200).map(|i| audit(base + i, "login_failed", None)).collect();
+    s.insert_audit_events(&failures).await.unwrap();
+    let created = AuditEvent {
+        ip: None,
+        detail: Some(json!({"name": "n", "scopes": ["chat"], "username": null})),
+        ..audit(t, "api_key.create", Some("k1"))
+    };
+    s.insert_audit_events(std::slice::from_ref(&created)).await.unwrap();
+    let first = s.list_audit_events(None, 3).await.unwrap();
+    assert_eq!(first[0].event, created, "read back exactly, detail and null ip included");
+    assert_eq!((first[1].event.time, first[2].event.time), (base + 1199, base + 1198));
+    let older = s.list_audit_events(Some(first[2].id), 1000).await.unwrap();
+    assert_eq!((older.len(), older[0].event.time, older[999].event.time), (1000, base + 1197, base + 198));
+    let all = s.list_audit_events(None, 5000).await.unwrap();
+    assert_eq!(all.len(), 1201);
+    assert!(all.windows(2).all(|w| w[0].id > w[1].id && w[0].event.time > w[1].event.time), "ids follow the order");
+    assert_eq!(s.purge_audit_events(base + 600).await.unwrap(), 600);
+    assert_eq!(s.count_rows(Table::AuditEvents).await.unwrap(), 601);
+    assert_eq!(s.list_audit_events(None, 5000).await.unwrap().last().unwrap().event.time, base + 600);
+
     // counts and export pages
     assert_eq!(s.count_rows(Table::Messages).await.unwrap(), 3);
     assert_eq!(s.count_rows(Table::AttachmentChunks).await.unwrap(), 2);
@@ -304,6 +340,8 @@ async fn populate(s: &dyn Store) -> i64 {
     };
     s.insert_attachment(&att).await.unwrap();
     s.put_chunk("a1", 0, b"abc").await.unwrap();
+    let events: Vec<AuditEvent> = (0..1100).map(|i| audit(t + i, "api_key.revoke", Some("k1"))).collect();
+    s.insert_audit_events(&events).await.unwrap();
     last
 }
 
@@ -314,6 +352,9 @@ async fn check_copy(from: Arc<dyn Store>, to: Arc<dyn Store>) {
     assert_eq!(by(Table::Messages), (90, 90));
     assert_eq!(by(Table::Sessions), (30, 30));
     assert_eq!(by(Table::AttachmentChunks), (1, 1));
+    assert_eq!(by(Table::AuditEvents), (1100, 1100));
+    let (a, b) = (from.list_audit_events(None, 2000).await.unwrap(), to.list_audit_events(None, 2000).await.unwrap());
+    assert_eq!(a, b, "the audit log is copied with its ids");
     // Everything reads back the same, ids and timestamps included.
     for sid in ["s00", "s17", "s29"] {
         assert_eq!(from.get_session(sid).await.unwrap(), to.get_session(sid).await.unwrap(), "{sid}");
@@ -335,6 +376,9 @@ async fn check_copy(from: Arc<dyn Store>, to: Arc<dyn Store>) {
     // New messages continue after the copied ids.
     let (id, _) = to.insert_message(&msg("s05", "after")).await.unwrap();
     assert!(id > last, "{id} > {last}");
+    to.insert_audit_events(&[audit(now_micros(), "login", None)]).await.unwrap();
+    let newest = to.list_audit_events(None, 1).await.unwrap().remove(0);
+    assert!(newest.id > a[0].id && newest.event.action == "login", "{} > {}", newest.id, a[0].id);
     // A second copy into the same destination is refused.
     let again = store::copy::copy_all(from.as_ref(), to.as_ref(), |_| {}).await;
     assert!(matches!(again, Err(store::copy::CopyError::NotEmpty("settings"))), "{again:?}");

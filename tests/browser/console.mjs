@@ -3,7 +3,8 @@
 //   node console.mjs main  <base-url>          log in (a bad password first), create a key and use it
 //                                              over HTTP, chat with a streamed markdown reply, reload,
 //                                              resume a reply after a reload, stop one, attach a file,
-//                                              revoke the key, Usage, Audit, log out
+//                                              revoke the key, Usage, the Audit page (its rows and
+//                                              paging), log out
 //   node console.mjs voice <base-url> <wav>    the Voice page with a fake microphone playing <wav>:
 //                                              two utterances (the second interrupts the spoken
 //                                              reply), then a typed turn interrupted by the button
@@ -219,11 +220,47 @@ async function mainScenario(page, ctx) {
   summary.usage_rows = 7;
   await shot(page, 'usage');
 
-  // --- Audit.
+  // --- Audit: the failed login, the login, the key's creation, its new limits and its revocation,
+  // newest first.
   await page.getByRole('link', { name: 'Audit', exact: true }).click();
   await page.getByRole('heading', { name: 'Audit', level: 1 }).waitFor();
-  await page.getByText('arrive', { exact: false }).first().waitFor();
+  const auditRows = page.locator('table.audit tbody tr[data-action]');
+  await auditRows.first().waitFor();
+  const audit = await auditRows.evaluateAll((trs) => trs.map((tr) => ({
+    id: Number(tr.dataset.id),
+    cells: [...tr.querySelectorAll('td')].map((td) => td.textContent.trim()),
+  })));
+  const actions = audit.map((r) => r.cells[2]);
+  check(JSON.stringify(actions) === JSON.stringify(['api_key.revoke', 'api_key.update', 'api_key.create', 'login', 'login_failed']),
+    `audit actions: ${JSON.stringify(actions)}`);
+  check(audit.every((r) => r.cells[1] === user && r.cells[4] === '127.0.0.1'), `audit rows: ${JSON.stringify(audit)}`);
+  check(audit[0].cells[3] === audit[2].cells[3] && audit[1].cells[3] === audit[2].cells[3] && audit[0].cells[3] !== '—',
+    'the key events do not name the key');
+  check(audit[2].cells[5].includes('name: browser-key') && audit[2].cells[5].includes('scopes: chat, file'),
+    `creation details: ${audit[2].cells[5]}`);
+  check(!(await page.locator('table.audit').textContent()).includes(password), 'the audit page shows the password');
+  summary.audit = audit.map((r) => ({ id: r.id, action: r.cells[2], target: r.cells[3] }));
   await shot(page, 'audit');
+  check(await page.getByRole('button', { name: 'Older' }).isDisabled(), 'Older is offered on a page that holds every event');
+  // Two events a page (`limit` in the page's address): Older walks back, a reload stays, Newest returns.
+  await page.evaluate(() => { location.hash = '#/audit?limit=2'; });
+  const shown = async () => (await auditRows.evaluateAll((trs) => trs.map((tr) => tr.dataset.action))).join(',');
+  await page.waitForFunction(() => document.querySelectorAll('table.audit tbody tr[data-action]').length === 2);
+  check(await shown() === 'api_key.revoke,api_key.update', `first page: ${await shown()}`);
+  check(await page.getByRole('button', { name: 'Newest' }).isDisabled(), 'Newest is offered on the newest page');
+  await page.getByRole('button', { name: 'Older' }).click();
+  await page.waitForFunction(() => document.querySelector('table.audit tbody tr[data-action]')?.dataset.action === 'api_key.create');
+  check(await shown() === 'api_key.create,login', `older page: ${await shown()}`);
+  await page.getByRole('button', { name: 'Older' }).click();
+  await page.waitForFunction(() => document.querySelector('table.audit tbody tr[data-action]')?.dataset.action === 'login_failed');
+  check(await shown() === 'login_failed', `oldest page: ${await shown()}`);
+  check(await page.getByRole('button', { name: 'Older' }).isDisabled(), 'Older is offered on the oldest page');
+  check(new URLSearchParams(new URL(page.url()).hash.split('?')[1]).get('before') === String(audit[3].id),
+    `the address does not hold the page: ${page.url()}`);
+  await page.reload();
+  await page.waitForFunction(() => document.querySelector('table.audit tbody tr[data-action]')?.dataset.action === 'login_failed');
+  await page.getByRole('button', { name: 'Newest' }).click();
+  await page.waitForFunction(() => document.querySelector('table.audit tbody tr[data-action]')?.dataset.action === 'api_key.revoke');
 
   // --- The cookie is HttpOnly and Strict; nothing secret is stored in the page.
   const cookie = (await ctx.cookies()).find((c) => c.name === 'astrbot_dashboard_jwt');

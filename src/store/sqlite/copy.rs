@@ -51,6 +51,9 @@ impl SqliteStore {
                     .collect::<StoreResult<_>>()?,
             ),
             Table::KeyUsage => Rows::KeyUsage(rows.iter().map(usage_from_row).collect::<StoreResult<_>>()?),
+            Table::AuditEvents => {
+                Rows::AuditEvents(rows.iter().map(crate::store::audit::from_row).collect::<StoreResult<_>>()?)
+            }
         })
     }
 
@@ -151,6 +154,12 @@ impl SqliteStore {
             Rows::KeyUsage(v) => {
                 for r in v {
                     bind_usage(sqlx::query(ADD_USAGE), r).execute(&mut *tx).await?;
+                }
+            }
+            Rows::AuditEvents(v) => {
+                for chunk in v.chunks(crate::store::audit::ROWS_PER_INSERT) {
+                    let rows = chunk.iter().map(|r| (Some(r.id), &r.event));
+                    crate::store::audit::insert::<sqlx::Sqlite>(rows)?.build().execute(&mut *tx).await?;
                 }
             }
         }
