@@ -26,7 +26,7 @@ pub fn chatui_error(e: ChatUiError) -> ApiError {
         ChatUiError::PermissionDenied => ApiError::forbidden(e.to_string()),
         ChatUiError::Invalid(_) | ChatUiError::UnknownConfig(_) => ApiError::bad_request(e.to_string()),
         ChatUiError::Session(s) => super::errors::session_error(s),
-        ChatUiError::Store(e) => ApiError::internal(e),
+        ChatUiError::Store(e) => ApiError::store(e),
     }
 }
 

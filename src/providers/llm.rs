@@ -25,6 +25,7 @@ use secrecy::ExposeSecret;
 use serde_json::{Value, json};
 
 use super::keys::{self, KeyRing};
+use super::sse_limit;
 use crate::config::{PdfInput, ProviderConfig};
 
 /// Largest upstream error body we read (the rest is ignored).
@@ -482,13 +483,14 @@ impl OpenAiProvider {
 }
 
 type SseStream =
-    Pin<Box<dyn Stream<Item = Result<eventsource_stream::Event, EventStreamError<reqwest::Error>>> + Send>>;
+    Pin<Box<dyn Stream<Item = Result<eventsource_stream::Event, EventStreamError<sse_limit::ReadError>>> + Send>>;
 
 type Reopen = Pin<Box<dyn Future<Output = Result<(Got, Cursor), LlmError>> + Send>>;
 
 /// A streamed answer; read it with [`ChatStream::next`], which is cancel-safe (a caller may drop
-/// it in a `select!`): the timeouts run from the last event received whatever the reads in
-/// between, and a retry or fallback under way goes on where it was.
+/// it in a `select!`): the timeouts run from the last event that carried something (text, a tool
+/// call, a finish, usage) whatever the reads in between, and a retry or fallback under way goes
+/// on where it was.
 pub struct ChatStream {
     legs: Arc<[Arc<Endpoint>]>,
     asked_model: String,
@@ -580,7 +582,7 @@ struct Leg {
 impl Leg {
     fn new(res: reqwest::Response, first_timeout: Duration, idle_timeout: Duration) -> Self {
         Leg {
-            inner: Box::pin(res.bytes_stream().eventsource()),
+            inner: Box::pin(sse_limit::capped(res.bytes_stream(), sse_limit::MAX_EVENT_BYTES).eventsource()),
             pending: VecDeque::new(),
             deadline: None,
             first: true,
@@ -612,12 +614,8 @@ impl Leg {
                         LlmError::IdleTimeout(secs)
                     }));
                 }
-                Ok(i) => {
-                    self.deadline = None;
-                    i
-                }
+                Ok(i) => i,
             };
-            self.first = false;
             match item {
                 None => {
                     self.done = true;
@@ -627,7 +625,7 @@ impl Leg {
                     }
                     return Some(Err(LlmError::Interrupted("the stream ended before the answer was complete".into())));
                 }
-                Some(Err(EventStreamError::Transport(e))) => {
+                Some(Err(EventStreamError::Transport(sse_limit::ReadError::Transport(e)))) => {
                     self.done = true;
                     return Some(Err(LlmError::Interrupted(describe(e))));
                 }
@@ -638,7 +636,15 @@ impl Leg {
                 Some(Ok(ev)) => match parse_stream_data(&ev.data, &mut self.pending) {
                     Ok(Payload::Empty) => {}
                     Ok(Payload::Done) => self.done = true,
-                    Ok(Payload::Chunk { finished }) => self.finished_reason |= finished,
+                    Ok(Payload::Chunk { finished }) => {
+                        self.finished_reason |= finished;
+                        // Only a chunk that says something restarts the clock: empty or
+                        // content-less events for ever would otherwise hold the run open.
+                        if !self.pending.is_empty() {
+                            self.deadline = None;
+                            self.first = false;
+                        }
+                    }
                     Err(e) => {
                         self.done = true;
                         return Some(Err(e));

@@ -3,6 +3,7 @@
 
 pub mod keys;
 pub mod llm;
+pub mod sse_limit;
 pub mod stt;
 pub mod tts;
 

@@ -39,6 +39,14 @@ pub enum Reply {
     ErrorWith(u16, Vec<(&'static str, String)>, Value),
     /// The connection is dropped before any chunk (the client sees it reset or broken off).
     Reset,
+    /// Sends these chunks, then resets the TCP connection (an RST, not a clean close).
+    ResetAfter(Vec<Chunk>),
+    /// A 200 `text/event-stream` whose body is exactly these bytes, then a clean end.
+    Garbage(Vec<u8>),
+    /// A 200 `text/event-stream` repeating these bytes until the client goes away.
+    Endless(Vec<u8>),
+    /// Never answers, not even with headers, until the client goes away.
+    Silent,
 }
 
 pub fn text(s: &str) -> Vec<Chunk> {
@@ -92,7 +100,8 @@ impl FakeLlm {
             .with_state(inner.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        let app = app.into_make_service_with_connect_info::<Conn>();
+        tokio::spawn(async move { axum::serve(ResettableListener(listener), app).await.unwrap() });
         FakeLlm { base_url: format!("http://{addr}/v1"), inner }
     }
 
@@ -209,9 +218,15 @@ enum Step {
     Send(String, Duration),
     Fail,
     Hang,
+    Reset(Conn),
 }
 
-async fn completions(State(inner): State<Arc<Inner>>, headers: axum::http::HeaderMap, body: Bytes) -> Response {
+async fn completions(
+    State(inner): State<Arc<Inner>>,
+    axum::extract::ConnectInfo(conn): axum::extract::ConnectInfo<Conn>,
+    headers: axum::http::HeaderMap,
+    body: Bytes,
+) -> Response {
     let mut body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
     if inner.forget_requests.load(Ordering::SeqCst) {
         // Keep the shape the default reply reads, without the (huge) content.
@@ -243,6 +258,20 @@ async fn completions(State(inner): State<Arc<Inner>>, headers: axum::http::Heade
         Reply::Chunks { chunks, delay, first_delay } => (chunks, delay, first_delay, None),
         Reply::CutAfter(chunks) => (chunks, Duration::ZERO, Duration::ZERO, Some(Step::Fail)),
         Reply::HangAfter(chunks) => (chunks, Duration::ZERO, Duration::ZERO, Some(Step::Hang)),
+        Reply::ResetAfter(chunks) => (chunks, Duration::ZERO, Duration::ZERO, Some(Step::Reset(conn))),
+        Reply::Garbage(bytes) => return event_stream(futures_util::stream::iter([Ok(Bytes::from(bytes))])),
+        Reply::Endless(piece) => {
+            let guard = Guard { inner: inner.clone(), finished: false };
+            let piece = Bytes::from(piece);
+            return event_stream(futures_util::stream::repeat_with(move || {
+                let _ = &guard;
+                Ok(piece.clone())
+            }));
+        }
+        Reply::Silent => {
+            let _guard = Guard { inner: inner.clone(), finished: false };
+            return std::future::pending::<Response>().await;
+        }
     };
     let finish = if chunks.iter().any(|c| matches!(c, Chunk::ToolCalls(_))) { "tool_calls" } else { "stop" };
     if !stream {
@@ -332,9 +361,98 @@ async fn completions(State(inner): State<Arc<Inner>>, headers: axum::http::Heade
                 std::future::pending::<()>().await;
                 None
             }
+            Some(Step::Reset(conn)) => {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                guard.finished = true;
+                // The failed body makes the server drop the connection, which the flag turns into an RST.
+                conn.0.store(true, Ordering::SeqCst);
+                Some((Err(std::io::Error::other("reset")), (steps, guard)))
+            }
         }
     });
+    event_stream(s)
+}
+
+fn event_stream(s: impl futures_util::Stream<Item = Result<Bytes, std::io::Error>> + Send + 'static) -> Response {
     Response::builder().header("content-type", "text/event-stream").body(Body::from_stream(s)).unwrap()
+}
+
+/// A connection's reset flag: set, the connection is closed with an RST (SO_LINGER 0) when dropped.
+#[derive(Clone, Default)]
+pub struct Conn(Arc<std::sync::atomic::AtomicBool>);
+
+struct ResettableListener(tokio::net::TcpListener);
+
+struct ResettableIo {
+    tcp: tokio::net::TcpStream,
+    conn: Conn,
+}
+
+impl axum::serve::Listener for ResettableListener {
+    type Io = ResettableIo;
+    type Addr = std::net::SocketAddr;
+
+    async fn accept(&mut self) -> (ResettableIo, std::net::SocketAddr) {
+        loop {
+            if let Ok((tcp, addr)) = self.0.accept().await {
+                return (ResettableIo { tcp, conn: Conn::default() }, addr);
+            }
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<std::net::SocketAddr> {
+        self.0.local_addr()
+    }
+}
+
+impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, ResettableListener>> for Conn {
+    fn connect_info(stream: axum::serve::IncomingStream<'_, ResettableListener>) -> Conn {
+        stream.io().conn.clone()
+    }
+}
+
+impl Drop for ResettableIo {
+    fn drop(&mut self) {
+        if self.conn.0.load(Ordering::SeqCst) {
+            // A zero linger never blocks: the close sends an RST at once.
+            #[allow(deprecated)]
+            let _ = self.tcp.set_linger(Some(Duration::ZERO));
+        }
+    }
+}
+
+impl tokio::io::AsyncRead for ResettableIo {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.tcp).poll_read(cx, buf)
+    }
+}
+
+impl tokio::io::AsyncWrite for ResettableIo {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.tcp).poll_write(cx, buf)
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.tcp).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.tcp).poll_shutdown(cx)
+    }
 }
 
 /// The WAV the fake TTS returns for `text`: 0.1 s of tone whose first samples spell the text length.

@@ -455,7 +455,8 @@ impl Pair {
     }
 }
 
-async fn spawn_member(extra: &Config, db_url: &str, redis_url: &str, prefix: &str, name: &str) -> TestApp {
+/// One instance of a cluster on this database and Redis, under this key prefix.
+pub async fn spawn_member(extra: &Config, db_url: &str, redis_url: &str, prefix: &str, name: &str) -> TestApp {
     let (extra, url, redis_url, prefix, name) =
         (extra.clone(), db_url.to_string(), redis_url.to_string(), prefix.to_string(), name.to_string());
     spawn_with(move |c| {

@@ -19,6 +19,7 @@ mod dashboard;
 mod dashboard_chat;
 mod documents;
 mod errors;
+mod faults;
 mod files;
 mod governance;
 mod hardening;
