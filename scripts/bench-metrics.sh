@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
-# What Prometheus metrics cost on the hot path: SSE chat and /v1/chat/completions at c = 64 through
-# astrgate with `[metrics] listen` unset and set, in alternating rounds on the same machine (the
+# What governance costs on the hot path: SSE chat and /v1/chat/completions at c = 64 through
+# astrgate with per-key limits and Prometheus metrics off (a key without limits, `[metrics] listen`
+# unset) and on (a key with all three limits, set high enough never to refuse, so every request
+# takes its bucket token, every run its slot and its day's token check; `[metrics] listen` set),
+# in alternating rounds on the same machine (the
 # fake upstream streams 20 tokens at once, as in scripts/bench.sh). Prints each round's rows, and
 # each setting's mean throughput and the server's CPU time per request (steadier than throughput
 # when other work shares the machine); /metrics is scraped once a second during the "on" rounds,
@@ -68,7 +71,11 @@ for round in $(seq "$ROUNDS"); do
   for mode in off on; do
     pid=$(start "$mode")
     PIDS+=("$pid")
-    key=$("$BIN" --config "$WORK/$mode/astrgate.toml" keys create --name bench | tail -n 1)
+    limits=()
+    if [ "$mode" = on ]; then
+      limits=(--requests-per-minute 100000000 --concurrent-runs 100000 --tokens-per-day 1000000000000)
+    fi
+    key=$("$BIN" --config "$WORK/$mode/astrgate.toml" keys create --name bench "${limits[@]}" | tail -n 1)
     scraper=""
     if [ "$mode" = on ]; then
       (while sleep 1; do curl -sf "http://127.0.0.1:$METRICS_PORT/metrics" >/dev/null || true; done) &
@@ -79,7 +86,7 @@ for round in $(seq "$ROUNDS"); do
       --key "$key" -c 64 -d "$SECS" --openai)
     [ -n "$scraper" ] && kill "$scraper" 2>/dev/null || true
     cpu=$(( $(cpu_ticks "$pid") - cpu_before ))
-    echo "round $round, metrics $mode:"
+    echo "round $round, limits and metrics $mode:"
     echo "$out"
     # Rows: | scenario | c | req/s | …: the astrgate SSE row is the 4th line, the OpenAI row the 6th.
     SSE[$mode]="${SSE[$mode]:-} $(echo "$out" | sed -n 4p | awk -F'|' '{gsub(/ /, "", $4); print $4}')"
@@ -98,5 +105,5 @@ for round in $(seq "$ROUNDS"); do
 done
 mean() { awk '{ s = 0; for (i = 1; i <= NF; i++) s += $i; printf "%.0f", s / NF }' <<<"$1"; }
 for mode in off on; do
-  echo "metrics $mode: SSE chat req/s${SSE[$mode]} (mean $(mean "${SSE[$mode]}")); /v1/chat/completions req/s${OPENAI[$mode]} (mean $(mean "${OPENAI[$mode]}")); server CPU µs/request${CPU[$mode]} (mean $(mean "${CPU[$mode]}"))"
+  echo "limits and metrics $mode: SSE chat req/s${SSE[$mode]} (mean $(mean "${SSE[$mode]}")); /v1/chat/completions req/s${OPENAI[$mode]} (mean $(mean "${OPENAI[$mode]}")); server CPU µs/request${CPU[$mode]} (mean $(mean "${CPU[$mode]}"))"
 done
