@@ -60,6 +60,12 @@ if ! "$pyenv/bin/python" -c "import openai, sys; sys.exit(openai.__version__ != 
   "$pyenv/bin/python" -m pip install --quiet --disable-pip-version-check "openai==$openai_sdk"
 fi
 export OPENAI_SDK_PYTHON="$PWD/$pyenv/bin/python"
+# The official Prometheus Python client's text parser reads /metrics in tests/api/metrics.rs.
+prom_client="0.26.0"
+if ! "$pyenv/bin/python" -c "import importlib.metadata as m, sys; sys.exit(m.version('prometheus_client') != '$prom_client')" >/dev/null 2>&1; then
+  "$pyenv/bin/python" -m pip install --quiet --disable-pip-version-check "prometheus_client==$prom_client"
+fi
+export PROM_PARSER_PYTHON="$PWD/$pyenv/bin/python"
 
 # PostgreSQL and Redis, for this run only: temporary data, loopback, free ports, stopped on exit.
 # Their URLs go in TEST_* variables (ASTRGATE_* would be read by the config loader); tests that

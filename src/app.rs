@@ -80,6 +80,9 @@ impl AppState {
     /// Opens the store and prepares every service.
     pub async fn build(config: Config, shutdown: CancellationToken) -> anyhow::Result<AppState> {
         crate::util::install_crypto_provider();
+        if config.metrics.listen.is_some() {
+            crate::metrics::install();
+        }
         let config = Arc::new(config);
         std::fs::create_dir_all(&config.data_dir)
             .with_context(|| format!("creating data dir {}", config.data_dir.display()))?;
@@ -106,10 +109,11 @@ impl AppState {
         );
         let dashboard =
             Arc::new(DashboardAuth::init(&config.dashboard, store.clone(), &config.data_dir, shared).await?);
-        let governor = crate::governance::Governor::new(
+        let governor = crate::governance::Governor::with_refusal_hook(
             store.clone(),
             cluster.as_ref().map(|c| Arc::new(cluster::Counters(c.clone())) as Arc<dyn crate::governance::Shared>),
             tasks.clone(),
+            crate::metrics::rate_limited,
         );
         let audit = Arc::new(Audit::new(store.clone(), config.audit.retention_days));
         let profiles = Arc::new(Profiles::from_config(&config));
@@ -230,6 +234,8 @@ impl AppState {
 /// A running server: its address and the handle to stop it.
 pub struct Server {
     pub addr: SocketAddr,
+    /// Where `GET /metrics` is served (`[metrics] listen`, bound), when it is.
+    pub metrics_addr: Option<SocketAddr>,
     pub state: AppState,
     join: JoinHandle<anyhow::Result<()>>,
 }
@@ -238,6 +244,10 @@ impl Server {
     /// Binds `listener`, serves until the state's shutdown token is cancelled, then drains.
     pub async fn start(state: AppState, listener: TcpListener) -> anyhow::Result<Server> {
         let addr = listener.local_addr()?;
+        let metrics_addr = match state.config.metrics.listen {
+            Some(m) => Some(crate::http::metrics::start_listener(&state, m).await?),
+            None => None,
+        };
         state.spawn_background();
         let app = crate::http::router(state.clone());
         let s = state.clone();
@@ -264,7 +274,7 @@ impl Server {
             s.store.close().await;
             Ok(())
         });
-        Ok(Server { addr, state, join })
+        Ok(Server { addr, metrics_addr, state, join })
     }
 
     /// Cancels and waits for the drain.
@@ -285,6 +295,9 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let listen = config.listen;
     if !config.compat.require_api_key && !listen.ip().is_loopback() {
         tracing::warn!(%listen, "[compat] require_api_key = false on a non-loopback address: /v1/conversation and /chat are open to anyone who can reach it");
+    }
+    if let Some(m) = config.metrics.listen.filter(|m| !m.ip().is_loopback()) {
+        tracing::warn!(metrics.listen = %m, "[metrics] listen is not a loopback address: /metrics has no authentication");
     }
     crate::server::raise_fd_limit();
     let state = AppState::build(config, shutdown.clone()).await?;

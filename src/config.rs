@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 
 use figment::Figment;
 use figment::providers::{Env, Format, Toml};
-use secrecy::SecretString;
+use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Deserializer};
 
 /// Environment variables read by the config loader start with this prefix; `__` separates sections.
@@ -87,6 +87,8 @@ pub struct Config {
     pub stage: StageConfig,
     #[serde(default)]
     pub openai: OpenAiConfig,
+    #[serde(default)]
+    pub metrics: MetricsConfig,
 }
 
 fn default_db_connections() -> u32 {
@@ -291,6 +293,10 @@ pub struct ProviderConfig {
     pub base_url: String,
     #[serde(default, deserialize_with = "lenient_secret_opt")]
     pub api_key: Option<SecretString>,
+    /// Several keys, used in turn (instead of `api_key`); a key answered with 429 or 401 cools
+    /// down (`Retry-After` when the provider sends one).
+    #[serde(default, deserialize_with = "lenient_secrets")]
+    pub api_keys: Vec<SecretString>,
     #[serde(deserialize_with = "lenient_string")]
     pub model: String,
     #[serde(default)]
@@ -311,6 +317,21 @@ pub struct ProviderConfig {
     /// PDF itself as an OpenAI `file` content part (`file`, for providers that read PDFs).
     #[serde(default)]
     pub pdf_input: PdfInput,
+    /// Further attempts on this provider after a connect error, 429 or 5xx before the first
+    /// token (exponential backoff with jitter). At most [`MAX_PROVIDER_RETRIES`].
+    #[serde(default = "default_retries")]
+    pub retries: u32,
+    /// Provider ids tried in order, each with its own model and retries, when this one fails
+    /// before the first token. Only this list is followed (a fallback's own is not).
+    #[serde(default)]
+    pub fallbacks: Vec<String>,
+}
+
+/// The most `[[providers]] retries` can be.
+pub const MAX_PROVIDER_RETRIES: u32 = 10;
+
+fn default_retries() -> u32 {
+    2
 }
 
 /// `[[providers]] pdf_input`.
@@ -590,6 +611,15 @@ impl Default for OpenAiConfig {
     }
 }
 
+/// `[metrics]`: Prometheus metrics, served at `GET /metrics` on a listener of their own.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsConfig {
+    /// Where the metrics listener binds (`127.0.0.1:9464`); unset = no listener and nothing
+    /// recorded. Env `ASTRGATE_METRICS__LISTEN`.
+    pub listen: Option<SocketAddr>,
+}
+
 /// `[stage]`: the stage-code table of the `/chat` API.
 #[derive(Debug, Clone, Deserialize, Default)]
 #[serde(deny_unknown_fields, default)]
@@ -672,6 +702,13 @@ impl Config {
         {
             return bad(format!("files.storage must be \"local\" or \"database\", got {st:?}"));
         }
+        if let Some(m) = self.metrics.listen
+            && m.port() != 0
+            && m.port() == self.listen.port()
+            && (m.ip() == self.listen.ip() || m.ip().is_unspecified() || self.listen.ip().is_unspecified())
+        {
+            return bad(format!("metrics.listen {m} is the server's own address (listen = {})", self.listen));
+        }
         if self.database_max_connections == 0 {
             return bad("database_max_connections must be at least 1".into());
         }
@@ -681,11 +718,10 @@ impl Config {
         if self.dashboard.login_rate_limit_burst == 0 || self.dashboard.login_rate_limit_per_sec <= 0.0 {
             return bad("dashboard login rate limit must be positive".into());
         }
-        if let Some(secret) = &self.dashboard.jwt_secret {
-            use secrecy::ExposeSecret;
-            if secret.expose_secret().len() < 32 {
-                return bad("dashboard.jwt_secret must be at least 32 bytes (or leave it unset to generate one)".into());
-            }
+        if let Some(secret) = &self.dashboard.jwt_secret
+            && secret.expose_secret().len() < 32
+        {
+            return bad("dashboard.jwt_secret must be at least 32 bytes (or leave it unset to generate one)".into());
         }
         if self.dashboard.login_failure_budget == 0 || self.dashboard.login_failures_per_min == 0 {
             return bad("dashboard.login_failure_budget and login_failures_per_min must be at least 1".into());
@@ -722,9 +758,41 @@ impl Config {
             if p.default {
                 defaults += 1;
             }
+            if p.api_key.is_some() && !p.api_keys.is_empty() {
+                return bad(format!("providers[{}]: set either api_key or api_keys, not both", p.id));
+            }
+            if p.api_keys.iter().any(|k| k.expose_secret().trim().is_empty()) {
+                return bad(format!("providers[{}].api_keys must not contain an empty key", p.id));
+            }
+            if p.retries > MAX_PROVIDER_RETRIES {
+                return bad(format!("providers[{}].retries must be at most {MAX_PROVIDER_RETRIES}", p.id));
+            }
         }
         if defaults > 1 {
             return bad("at most one provider may have default = true".into());
+        }
+        for p in &self.providers {
+            let mut seen = HashSet::new();
+            for f in &p.fallbacks {
+                if f == &p.id {
+                    return bad(format!("providers[{}].fallbacks must not name the provider itself", p.id));
+                }
+                if !ids.contains(f.as_str()) {
+                    return bad(format!("providers[{}].fallbacks refers to unknown provider {f:?}", p.id));
+                }
+                if !seen.insert(f.as_str()) {
+                    return bad(format!("providers[{}].fallbacks names {f:?} twice", p.id));
+                }
+                // The prompt is built once, for the provider asked: its PDF parts must suit the fallback.
+                if p.pdf_input == PdfInput::File
+                    && self.providers.iter().any(|q| &q.id == f && q.pdf_input != PdfInput::File)
+                {
+                    return bad(format!(
+                        "providers[{}] sends PDFs as files (pdf_input = \"file\"), so its fallback {f:?} must too",
+                        p.id
+                    ));
+                }
+            }
         }
         let mut pids = HashSet::new();
         let mut pdefaults = 0;
@@ -868,6 +936,10 @@ fn lenient_string_opt<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>,
     Ok(Option::<Scalar>::deserialize(d)?.map(Scalar::into_string))
 }
 
+fn lenient_secrets<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<SecretString>, D::Error> {
+    Ok(Vec::<Scalar>::deserialize(d)?.into_iter().map(|s| SecretString::from(s.into_string())).collect())
+}
+
 fn lenient_secret_opt<'de, D: Deserializer<'de>>(d: D) -> Result<Option<SecretString>, D::Error> {
     Ok(Option::<Scalar>::deserialize(d)?.map(|s| SecretString::from(s.into_string())))
 }
@@ -920,7 +992,6 @@ mod tests {
     #[test]
     fn numeric_secrets_are_strings() {
         let c = Config::from_toml("[dashboard]\npassword = 12345678\n").unwrap_or_else(|e| unreachable!("{e}"));
-        use secrecy::ExposeSecret;
         assert_eq!(c.dashboard.password.as_ref().map(|s| s.expose_secret().to_string()), Some("12345678".into()));
     }
 
@@ -941,5 +1012,32 @@ mod tests {
             .map(|e| e.to_string())
             .unwrap_or_default();
         assert!(err.contains("nope"), "{err}");
+    }
+
+    #[test]
+    fn provider_keys_retries_and_fallbacks_are_checked() {
+        let p = |id: &str, extra: &str| {
+            format!("[[providers]]\nid = \"{id}\"\nbase_url = \"http://x/v1\"\nmodel = \"m\"\n{extra}")
+        };
+        let err = |toml: String| Config::from_toml(&toml).err().map(|e| e.to_string()).unwrap_or_default();
+        let c =
+            Config::from_toml(&format!("{}{}", p("a", "api_keys = [\"k1\", 2]\nfallbacks = [\"b\"]\n"), p("b", "")))
+                .unwrap_or_else(|e| unreachable!("{e}"));
+        assert_eq!(
+            c.providers[0].api_keys.iter().map(|k| k.expose_secret().to_string()).collect::<Vec<_>>(),
+            ["k1", "2"]
+        );
+        assert_eq!((c.providers[0].retries, c.providers[1].retries), (2, 2));
+        assert_eq!(c.providers[0].fallbacks, ["b"]);
+        assert!(!format!("{:?}", c.providers[0]).contains("k1"), "keys never show in Debug");
+        let e = err(p("a", "api_key = \"k\"\napi_keys = [\"k2\"]\n"));
+        assert!(e.contains("either api_key or api_keys"), "{e}");
+        assert!(err(p("a", "api_keys = [\" \"]\n")).contains("empty key"));
+        assert!(err(p("a", "retries = 11\n")).contains("retries must be at most 10"));
+        let e = err(p("a", "fallbacks = [\"nope\"]\n"));
+        assert!(e.contains("fallbacks refers to unknown provider \"nope\""), "{e}");
+        assert!(err(p("a", "fallbacks = [\"a\"]\n")).contains("must not name the provider itself"));
+        let e = err(format!("{}{}", p("a", "fallbacks = [\"b\", \"b\"]\n"), p("b", "")));
+        assert!(e.contains("names \"b\" twice"), "{e}");
     }
 }

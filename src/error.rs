@@ -47,6 +47,15 @@ impl ApiError {
     pub fn conflict(message: impl Into<String>) -> Self {
         Self::new(StatusCode::CONFLICT, message)
     }
+    /// A store failure: 503 `Database unavailable` (with `Retry-After`) while the database
+    /// cannot be reached, else 500 like [`ApiError::internal`].
+    pub fn store(e: crate::store::StoreError) -> Self {
+        if e.is_unavailable() {
+            tracing::warn!(error = %e, "database unavailable");
+            return Self { retry_after: Some(5), ..Self::new(StatusCode::SERVICE_UNAVAILABLE, "Database unavailable") };
+        }
+        Self::internal(e)
+    }
     /// Logs `cause` and answers 500 without revealing it.
     pub fn internal(cause: impl std::fmt::Display) -> Self {
         tracing::error!(error = %cause, "internal error");
@@ -67,7 +76,7 @@ impl IntoResponse for ApiError {
 
 impl From<crate::store::StoreError> for ApiError {
     fn from(e: crate::store::StoreError) -> Self {
-        ApiError::internal(e)
+        ApiError::store(e)
     }
 }
 

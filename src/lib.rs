@@ -17,6 +17,7 @@ pub mod documents;
 pub mod error;
 pub mod governance;
 pub mod http;
+pub mod metrics;
 pub mod platforms;
 pub mod providers;
 pub mod server;

@@ -152,6 +152,8 @@ export class Reply {
     const usage = this.stats?.token_usage;
     if (usage) bits.push(`${(usage.input_other ?? 0) + (usage.input_cached ?? 0)} tokens in, ${usage.output ?? 0} out`);
     if (typeof this.stats?.time_to_first_token === 'number') bits.push(`first token ${this.stats.time_to_first_token.toFixed(2)} s`);
+    // The provider that answered: a fallback's when the one asked for failed.
+    if (this.stats?.provider_id) bits.push(`by ${this.stats.provider_id}${this.stats.model ? `/${this.stats.model}` : ''}`);
     this.footer.textContent = bits.join(' · ');
   }
 }

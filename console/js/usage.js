@@ -51,7 +51,10 @@ function chart(days) {
     }
   });
   const top = s('text', { x: pad.left, y: 12 });
-  top.textContent = `max ${number(maxTokens)} tokens/day (bars), ${number(maxRequests)} requests/day (thin bars)`;
+  const peakTokens = Math.max(...days.map((d) => d.total_tokens));
+  top.textContent = peakTokens
+    ? `up to ${number(peakTokens)} tokens a day (wide bars) and ${number(Math.max(...days.map((d) => d.requests)))} requests a day (thin bars)`
+    : 'no tokens in this window; thin bars: requests a day';
   svg.append(top);
   return svg;
 }

@@ -160,7 +160,7 @@ pub struct ModelTarget {
 /// A stateless answer.
 pub enum Answer {
     Stream(Box<CompletionStream>),
-    Whole(Completion),
+    Whole(Box<Completion>),
 }
 
 impl Agent {
@@ -208,9 +208,16 @@ impl Agent {
         Err(CompletionError::ModelNotFound(name.to_string()))
     }
 
+    /// `model` as the metrics label it: a model the configuration names (a provider's or a
+    /// profile's), else [`crate::metrics::OTHER_MODEL`], so clients cannot add label values.
+    pub fn model_label<'a>(&self, provider: &OpenAiProvider, model: &'a str) -> &'a str {
+        if model == provider.model || self.profiles.names_model(model) { model } else { crate::metrics::OTHER_MODEL }
+    }
+
     /// Checks, then asks the provider (see the module docs).
     pub async fn complete_stateless(self: &Arc<Self>, req: CompletionRequest) -> Result<Answer, CompletionError> {
         let CompletionRequest { caller, model, messages, params, stream } = req;
+        let started = std::time::Instant::now();
         let target = self.resolve_model(&model)?;
         let slot = self.admit_stateless(&caller).await?;
         let messages = self.upstream_messages(&caller, &target, messages).await?;
@@ -221,17 +228,16 @@ impl Agent {
             let inner = tokio::select! {
                 biased;
                 _ = cancel.cancelled() => return Err(CompletionError::Cancelled),
-                r = provider.stream(&chat) => r.map_err(|e| upstream_failed(&provider.id, e))?,
+                r = provider.stream(chat) => r.map_err(|e| upstream_failed(&provider.id, e))?,
             };
             return Ok(Answer::Stream(Box::new(CompletionStream {
                 inner,
                 cancel,
                 agent: self.clone(),
                 caller,
-                provider: provider.id.clone(),
-                model: target.model,
                 usage: None,
                 done: false,
+                started: Some(started),
                 _slot: slot,
             })));
         }
@@ -240,11 +246,13 @@ impl Agent {
             _ = cancel.cancelled() => return Err(CompletionError::Cancelled),
             r = provider.complete(&chat) => r.map_err(|e| upstream_failed(&provider.id, e))?,
         };
-        self.record_usage(&caller, &provider.id, &target.model, whole.usage);
-        Ok(Answer::Whole(whole))
+        crate::metrics::first_token(crate::metrics::Door::OpenAi, started.elapsed());
+        self.record_usage(&caller, &whole.answered_by.provider, &whole.answered_by.model, whole.usage);
+        Ok(Answer::Whole(Box::new(whole)))
     }
 
-    /// Accounts the tokens of a stateless request: a log line (naming the key, never the key
+    /// Accounts the tokens of a stateless request, under the provider and model that answered
+    /// (a fallback's when the one asked failed first): a log line (naming the key, never the key
     /// itself), and the key's usage of the day.
     pub fn record_usage(&self, caller: &Caller, provider: &str, model: &str, usage: Option<Usage>) {
         let u = usage.unwrap_or_default();
@@ -258,6 +266,9 @@ impl Agent {
                     ..Default::default()
                 },
             );
+        }
+        if let Some(p) = usage.and(self.providers.llm(provider)) {
+            crate::metrics::tokens(provider, self.model_label(p, model), u.prompt_tokens, u.completion_tokens);
         }
         tracing::info!(
             caller = %caller.label(), provider, model, usage_reported = usage.is_some(),
@@ -417,10 +428,10 @@ pub struct CompletionStream {
     cancel: CancellationToken,
     agent: Arc<Agent>,
     caller: Caller,
-    provider: String,
-    model: String,
     usage: Option<Usage>,
     done: bool,
+    /// When the request arrived, until its first token is counted.
+    started: Option<std::time::Instant>,
     _slot: super::metering::StatelessSlot,
 }
 
@@ -434,15 +445,21 @@ impl CompletionStream {
         let ev = tokio::select! {
             biased;
             _ = self.cancel.cancelled() => Some(Err(CompletionError::Cancelled)),
-            ev = self.inner.next() => ev.map(|r| r.map_err(|e| upstream_failed(&self.provider, e))),
+            ev = self.inner.next() => ev.map(|r| r.map_err(|e| upstream_failed(&self.inner.answered_by().provider, e))),
         };
         match &ev {
             None => {
                 self.done = true;
-                self.agent.record_usage(&self.caller, &self.provider, &self.model, self.usage);
+                let by = self.inner.answered_by();
+                self.agent.record_usage(&self.caller, &by.provider, &by.model, self.usage);
             }
             Some(Err(_)) => self.done = true,
             Some(Ok(LlmEvent::Usage(u))) => self.usage = Some(*u),
+            Some(Ok(LlmEvent::Content(_) | LlmEvent::Reasoning(_) | LlmEvent::ToolCalls(_))) => {
+                if let Some(t) = self.started.take() {
+                    crate::metrics::first_token(crate::metrics::Door::OpenAi, t.elapsed());
+                }
+            }
             Some(Ok(_)) => {}
         }
         ev

@@ -8,7 +8,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::store::Micros;
 
-/// AstrBot's `agent_stats` payload.
+/// AstrBot's `agent_stats` payload, and (astrgate's addition) the provider and model that
+/// answered: a fallback's when the provider asked for failed before its first token.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct AgentStats {
     pub input_other: u64,
@@ -20,6 +21,12 @@ pub struct AgentStats {
     pub end_time: f64,
     /// Seconds from the request to the first token.
     pub time_to_first_token: f64,
+    /// The `[[providers]] id` that answered (empty in logs written before it was recorded).
+    #[serde(default)]
+    pub provider_id: String,
+    /// The model it answered with.
+    #[serde(default)]
+    pub model: String,
 }
 
 /// The audio of one spoken sentence, handed over once: the Live socket that sends it takes the

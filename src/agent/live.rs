@@ -18,6 +18,7 @@ use super::events::AgentEvent;
 use super::turn::{ProfileSelect, SessionTarget, TurnInput, TurnKind, TurnRequest, title_from_text};
 use crate::audio::codec::{self, AudioFormat, CodecError};
 use crate::auth::Caller;
+use crate::metrics::LiveStage;
 use crate::voice::live::{LiveInput, LiveOut, LiveTurns, Text, TextAt, TurnOut};
 use crate::voice::speak::{Playback, Speech};
 
@@ -93,10 +94,14 @@ impl Ctx {
         self.agent.record_audio(&self.caller, super::metering::wav_ms(&wav), 0);
         // The history does not depend on what was said: read it while STT runs.
         let turns = i64::from(self.agent.profiles.default_profile().history_turns) * 2;
-        let (heard, history) = tokio::join!(
-            self.agent.recognise(wav, UTTERANCE, "speech"),
-            self.agent.store.recent_messages(&self.session_id, turns)
-        );
+        let recognise = async {
+            let heard = self.agent.recognise(wav, UTTERANCE, "speech").await;
+            if heard.is_ok() {
+                crate::metrics::live_stage(LiveStage::Stt, started.elapsed());
+            }
+            heard
+        };
+        let (heard, history) = tokio::join!(recognise, self.agent.store.recent_messages(&self.session_id, turns));
         let text = self.transcript(heard).await?;
         Some((text, started, history.ok()))
     }
@@ -177,6 +182,7 @@ impl Ctx {
             streaming: Some(true),
             kind: TurnKind::Live { speech, cancel: self.cancel.clone(), history },
             reuse_checkpoint: None,
+            door: crate::metrics::Door::Live,
         };
         let started_turn = match self.agent.begin_turn(req).await {
             Ok(s) => s,
@@ -204,6 +210,7 @@ impl Ctx {
         let mut sub = run.subscribe(0);
         let mut batch = Vec::new();
         let mut audio_played = false;
+        let mut first_token = true;
         let mut bot_text = String::new();
         let mut failed = false;
         while sub.recv(&mut batch).await {
@@ -211,12 +218,16 @@ impl Ctx {
                 let ok = match &*ev {
                     // Raw deltas only: reasoning and tool text are never spoken or shown here.
                     AgentEvent::Delta { text, reasoning: false } => {
+                        if std::mem::take(&mut first_token) {
+                            crate::metrics::live_stage(LiveStage::FirstToken, started.elapsed());
+                        }
                         bot_text.push_str(text);
                         self.out.send(LiveOut::BotDeltaChunk { data: Text { text: text.clone() } }).await
                     }
                     AgentEvent::Audio { text, audio, .. } => {
                         if !audio_played {
                             audio_played = true;
+                            crate::metrics::live_stage(LiveStage::FirstAudio, started.elapsed());
                             self.metrics(json!({"speak_to_first_frame": started.elapsed().as_secs_f64()})).await;
                         }
                         let b64 = base64::engine::general_purpose::STANDARD.encode(audio.take().unwrap_or_default());

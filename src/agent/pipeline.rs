@@ -16,7 +16,7 @@ use super::checkpoint::{self, Checkpointer, bot_content};
 use super::events::{AgentEvent, AgentStats};
 use super::history::model_messages;
 use super::runs::{LogFull, RunHandle};
-use crate::providers::llm::{ChatRequest, LlmError, LlmEvent, OpenAiProvider, Usage};
+use crate::providers::llm::{Answerer, ChatRequest, LlmError, LlmEvent, OpenAiProvider, Usage};
 use crate::store::{NewMessage, now_micros};
 
 /// Everything a run needs, decided by the front door before it starts.
@@ -54,6 +54,9 @@ pub struct Turn {
     pub parent_cancel: Option<tokio_util::sync::CancellationToken>,
     /// The key's run slot, held until the run ends; its tokens and audio are recorded on it.
     pub meter: Option<crate::governance::RunPermit>,
+    /// The front door, and when the turn service took the turn (for the first-token metric).
+    pub door: crate::metrics::Door,
+    pub accepted: Instant,
 }
 
 pub use crate::voice::speak::Speech;
@@ -91,6 +94,8 @@ struct Progress {
     reasoning: String,
     usage: Option<Usage>,
     first_token: Option<Instant>,
+    /// The provider and model that answered (a fallback, when the one asked failed first).
+    answered_by: Option<Answerer>,
 }
 
 pub async fn run(agent: Arc<Agent>, mut turn: Turn, h: Arc<RunHandle>) {
@@ -167,7 +172,8 @@ async fn drive(agent: &Agent, turn: &mut Turn, h: &Arc<RunHandle>, ckpt: &mut Ch
 
     let start_wall = now_micros();
     let started = Instant::now();
-    let mut p = Progress { text: String::new(), reasoning: String::new(), usage: None, first_token: None };
+    let mut p =
+        Progress { text: String::new(), reasoning: String::new(), usage: None, first_token: None, answered_by: None };
 
     // Live: deltas also feed the sentence segmenter, whose sentences a TTS worker speaks while
     // the model keeps writing.
@@ -182,7 +188,7 @@ async fn drive(agent: &Agent, turn: &mut Turn, h: &Arc<RunHandle>, ckpt: &mut Ch
     };
 
     let result = {
-        let work = generate(&turn.provider, &request, turn.streaming, turn.show_reasoning, h, &mut p, speech_tx, ckpt);
+        let work = generate(&turn.provider, request, turn.streaming, turn.show_reasoning, h, &mut p, speech_tx, ckpt);
         tokio::select! {
             biased;
             _ = h.cancel.cancelled() => Err(Failure::Cancelled),
@@ -192,6 +198,12 @@ async fn drive(agent: &Agent, turn: &mut Turn, h: &Arc<RunHandle>, ckpt: &mut Ch
     // The model is done here: the stats (Live's `llm_total_time`) must not count the speech of
     // the last sentences, which the worker may still be synthesising.
     let end_wall = now_micros();
+    // Tokens are the answering provider's: accounting (and `agent_stats`) names it.
+    let answered_by = p
+        .answered_by
+        .take()
+        .unwrap_or_else(|| Answerer { provider: turn.provider.id.clone(), model: turn.model.clone() });
+    record_metrics(agent, turn, &p, &answered_by);
     let stats = AgentStats {
         input_other: p.usage.map(|u| u.prompt_tokens.saturating_sub(u.cached_tokens)).unwrap_or(0),
         input_cached: p.usage.map(|u| u.cached_tokens).unwrap_or(0),
@@ -200,6 +212,8 @@ async fn drive(agent: &Agent, turn: &mut Turn, h: &Arc<RunHandle>, ckpt: &mut Ch
         start_time: crate::util::epoch_secs_f64(start_wall),
         end_time: crate::util::epoch_secs_f64(end_wall),
         time_to_first_token: p.first_token.map(|t| t.duration_since(started).as_secs_f64()).unwrap_or(0.0),
+        provider_id: answered_by.provider,
+        model: answered_by.model,
     };
     if let Some(task) = speech_task {
         // As in AstrBot, the model's stats go out when the model is done, while the last
@@ -331,6 +345,20 @@ async fn speak_reply(
     }
 }
 
+/// The run's first token, its tokens and a provider failure, as metrics.
+/// The turn's first-token time, and its tokens under the provider and model that answered
+/// (failed attempts are counted where they happen, in `providers::llm`).
+fn record_metrics(agent: &Agent, turn: &Turn, p: &Progress, answered_by: &Answerer) {
+    if let Some(t) = p.first_token {
+        crate::metrics::first_token(turn.door, t.duration_since(turn.accepted));
+    }
+    if let Some(u) = p.usage {
+        let provider = agent.providers.llm(&answered_by.provider).unwrap_or(&turn.provider);
+        let model = agent.model_label(provider, &answered_by.model);
+        crate::metrics::tokens(&answered_by.provider, model, u.prompt_tokens, u.completion_tokens);
+    }
+}
+
 fn fail_early(h: &RunHandle, cause: &str) {
     tracing::error!(run.id = %h.run_id, error = %cause, "run failed before the model was called");
     h.push(AgentEvent::Error { message: "Failed to save the message".into(), code: "STORE_ERROR".into() });
@@ -341,7 +369,7 @@ fn fail_early(h: &RunHandle, cause: &str) {
 #[allow(clippy::too_many_arguments)]
 async fn generate(
     provider: &OpenAiProvider,
-    req: &ChatRequest,
+    req: ChatRequest,
     streaming: bool,
     show_reasoning: bool,
     h: &RunHandle,
@@ -350,8 +378,9 @@ async fn generate(
     ckpt: &mut Checkpointer,
 ) -> Result<(), Failure> {
     if !streaming && speech.is_none() {
-        let c = provider.complete(req).await.map_err(Failure::Llm)?;
+        let c = provider.complete(&req).await.map_err(Failure::Llm)?;
         p.first_token = Some(Instant::now());
+        p.answered_by = Some(c.answered_by);
         p.text = c.content;
         p.reasoning = c.reasoning;
         p.usage = c.usage;
@@ -370,7 +399,12 @@ async fn generate(
             }
         };
         let Some(ev) = ev else { return Ok(()) };
-        match ev.map_err(Failure::Llm)? {
+        let ev = ev.map_err(Failure::Llm)?;
+        // Retries and fallbacks end with the first event: from here on, this is who answers.
+        if p.answered_by.is_none() {
+            p.answered_by = Some(stream.answered_by().clone());
+        }
+        match ev {
             LlmEvent::Content(t) => {
                 p.first_token.get_or_insert_with(Instant::now);
                 p.text.push_str(&t);

@@ -113,6 +113,11 @@ impl Profiles {
         profile.provider.as_deref().and_then(|id| providers.llm(id)).or_else(|| providers.default_llm())
     }
 
+    /// Whether a profile chooses this model.
+    pub fn names_model(&self, model: &str) -> bool {
+        self.list.iter().any(|p| p.model.as_deref() == Some(model))
+    }
+
     /// All profiles with the default last, as AstrBot lists configs.
     pub fn listing(&self) -> Vec<&Arc<Profile>> {
         let mut v: Vec<&Arc<Profile>> = self.list.iter().filter(|p| !p.is_default).collect();

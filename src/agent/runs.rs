@@ -255,7 +255,14 @@ impl Drop for ActiveSlot {
     fn drop(&mut self) {
         let mut inner = lock_inner(&self.inner);
         inner.stateless = inner.stateless.saturating_sub(1);
+        crate::metrics::runs_active(-1);
     }
+}
+
+/// `max_active` reached: counted as `astrgate_rate_limited_total{reason="max_active"}`.
+fn too_many() -> StartError {
+    crate::metrics::rate_limited("max_active");
+    StartError::TooMany
 }
 
 impl RunRegistry {
@@ -271,10 +278,12 @@ impl RunRegistry {
             return Err(StartError::Busy);
         }
         if inner.runs.len() + inner.stateless >= max_active {
-            return Err(StartError::TooMany);
+            return Err(too_many());
         }
         inner.by_session.insert(h.session_id.clone(), h.run_id.clone());
-        inner.runs.insert(h.run_id.clone(), h);
+        if inner.runs.insert(h.run_id.clone(), h).is_none() {
+            crate::metrics::runs_active(1);
+        }
         Ok(())
     }
 
@@ -283,9 +292,10 @@ impl RunRegistry {
     pub fn admit(&self, max_active: usize) -> Result<ActiveSlot, StartError> {
         let mut inner = self.lock();
         if inner.runs.len() + inner.stateless >= max_active {
-            return Err(StartError::TooMany);
+            return Err(too_many());
         }
         inner.stateless += 1;
+        crate::metrics::runs_active(1);
         Ok(ActiveSlot { inner: self.inner.clone() })
     }
 
@@ -316,9 +326,9 @@ impl RunRegistry {
 
     pub fn remove(&self, run_id: &str) {
         let mut inner = self.lock();
-        if let Some(h) = inner.runs.remove(run_id)
-            && inner.by_session.get(&h.session_id).is_some_and(|r| r == run_id)
-        {
+        let Some(h) = inner.runs.remove(run_id) else { return };
+        crate::metrics::runs_active(-1);
+        if inner.by_session.get(&h.session_id).is_some_and(|r| r == run_id) {
             inner.by_session.remove(&h.session_id);
         }
     }

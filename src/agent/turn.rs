@@ -103,6 +103,8 @@ pub struct TurnRequest {
     /// regenerated answer: AstrBot's `_skip_user_history` + `_llm_checkpoint_id`): it is not
     /// saved again nor sent twice, and the answer takes the same checkpoint.
     pub reuse_checkpoint: Option<String>,
+    /// The front door, as the metrics name it.
+    pub door: crate::metrics::Door,
 }
 
 /// A started turn.
@@ -134,7 +136,9 @@ impl Agent {
             streaming,
             kind,
             reuse_checkpoint,
+            door,
         } = req;
+        let accepted = std::time::Instant::now();
         let plan = self.plan_session(&session, &username).await?;
         let chosen = match &select {
             ProfileSelect::Chosen(c) => Some(self.choose_profile(c)?),
@@ -205,6 +209,8 @@ impl Agent {
             speak_reply: None,
             parent_cancel: None,
             meter,
+            door,
+            accepted,
         };
         let turn = self.settings_for(kind, streaming, &profile, base);
         let run = self.start(turn).await?;

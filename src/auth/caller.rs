@@ -224,7 +224,7 @@ impl From<AuthFailure> for ApiError {
         match e {
             AuthFailure::InsufficientScope => ApiError::forbidden(e.to_string()),
             AuthFailure::Limited(x) => ApiError::too_many(x.to_string(), x.retry_after_secs()),
-            AuthFailure::Store(e) => ApiError::internal(e),
+            AuthFailure::Store(e) => ApiError::store(e),
             _ => ApiError::unauthorized(e.to_string()),
         }
     }

@@ -14,6 +14,7 @@ use crate::agent::turn::{ProfileChoice, ProfileSelect, SessionTarget, TurnInput,
 use crate::app::AppState;
 use crate::auth::Caller;
 use crate::error::{ApiError, ApiJson, ApiResult};
+use crate::metrics::Door;
 
 pub async fn send_chat(
     State(state): State<AppState>,
@@ -21,16 +22,18 @@ pub async fn send_chat(
     ApiJson(body): ApiJson<Value>,
 ) -> ApiResult<Response> {
     let obj = body.as_object().ok_or_else(|| ApiError::bad_request("Invalid request body: expected a JSON object"))?;
-    let started = state.agent.begin_turn(parse_chat(&caller, obj, None)?).await?;
+    let started = state.agent.begin_turn(parse_chat(&caller, obj, None, Door::SseChat)?).await?;
     Ok(sse::stream_run(started.run.subscribe(0), Duration::from_secs(state.config.server.sse_keepalive_secs.max(1))))
 }
 
-/// A chat body (AstrBot's fields and texts) as a turn. `default_session` is the session a
-/// request that names none goes to (a socket's own); otherwise such a request starts a new one.
+/// A chat body (AstrBot's fields and texts) as a turn through `door`. `default_session` is the
+/// session a request that names none goes to (a socket's own); otherwise such a request starts a
+/// new one.
 pub fn parse_chat(
     caller: &Caller,
     obj: &Map<String, Value>,
     default_session: Option<&str>,
+    door: Door,
 ) -> Result<TurnRequest, TurnError> {
     let username = caller.act_as(obj.get("username"))?;
     let id = session_id_of(obj)?;
@@ -71,6 +74,7 @@ pub fn parse_chat(
         streaming,
         kind: TurnKind::Chat,
         reuse_checkpoint,
+        door,
     })
 }
 

@@ -33,12 +33,17 @@ pub trait ChatDialect: Send + Sync + 'static {
     fn turn_error(&self, e: &TurnError) -> &'static str;
     /// An event of the send `message_id` in session `session_id`; `None` to skip it.
     fn event(&self, run_id: &str, ev: &AgentEvent, session_id: &str, message_id: &str) -> Option<Value>;
+    /// The front door, as the metrics name it.
+    fn door(&self) -> crate::metrics::Door;
 }
 
 /// AstrBot's Open API chat socket: `type` frames, `message_id` on each.
 pub struct OpenApiDialect;
 
 impl ChatDialect for OpenApiDialect {
+    fn door(&self) -> crate::metrics::Door {
+        crate::metrics::Door::ChatWs
+    }
     // AstrBot checks the message before the username on this socket.
     fn precheck(&self, frame: &Map<String, Value>) -> Option<(&'static str, &'static str)> {
         let absent = |k: &str| frame.get(k).is_none_or(Value::is_null);
@@ -80,6 +85,9 @@ impl ChatDialect for OpenApiDialect {
 pub struct UnifiedDialect;
 
 impl ChatDialect for UnifiedDialect {
+    fn door(&self) -> crate::metrics::Door {
+        crate::metrics::Door::UnifiedWs
+    }
     fn precheck(&self, frame: &Map<String, Value>) -> Option<(&'static str, &'static str)> {
         (!frame.get("message").is_some_and(Value::is_array))
             .then_some(("INVALID_MESSAGE_FORMAT", "message must be list"))
@@ -164,7 +172,7 @@ impl<D: ChatDialect> ChatMux<D> {
             (state.agent.clone(), caller.clone(), out.clone(), self.dialect.clone(), mid.clone(), stop.clone());
         let task = state.tasks.spawn(async move {
             // Each turn is a request of the key (its `requests_per_minute`).
-            let started = match super::chat::parse_chat(&caller, &body, default_session.as_deref()) {
+            let started = match super::chat::parse_chat(&caller, &body, default_session.as_deref(), d.door()) {
                 Ok(req) => match agent.admit_request(&caller).await {
                     Ok(()) => agent.begin_turn(req).await,
                     Err(e) => Err(e),

@@ -6,7 +6,7 @@
 //! `message_id`. Runs belong to the server: a client that leaves stops nothing.
 
 use axum::extract::ws::{WebSocket, WebSocketUpgrade};
-use axum::extract::{State, ws::rejection::WebSocketUpgradeRejection};
+use axum::extract::{MatchedPath, State, ws::rejection::WebSocketUpgradeRejection};
 use axum::http::{HeaderMap, Uri};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
@@ -22,6 +22,7 @@ pub async fn chat_ws(
     ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
     headers: HeaderMap,
     uri: Uri,
+    endpoint: MatchedPath,
 ) -> Response {
     let ws = match ws::upgrade_or_426(ws, state.config.live.max_frame_bytes) {
         Ok(w) => w,
@@ -29,18 +30,15 @@ pub async fn chat_ws(
     };
     let auth =
         authenticate(&state.auth(), &ws::without_cookies(&headers), uri.query(), Requirement::Scope(Scope::Chat)).await;
-    // The socket's whole life is tracked, so shutdown waits for its close.
     let tasks = state.tasks.clone();
-    ws.on_upgrade(move |socket| {
-        tasks.track_future(async move {
-            match auth {
-                Err(e) => {
-                    ws::refuse(socket, json!({"type": "error", "code": "UNAUTHORIZED", "data": e.message}), &e.message)
-                        .await
-                }
-                Ok(caller) => serve(state, caller, socket).await,
+    ws::on_upgrade(ws, &tasks, &endpoint, move |socket| async move {
+        match auth {
+            Err(e) => {
+                ws::refuse(socket, json!({"type": "error", "code": "UNAUTHORIZED", "data": e.message}), &e.message)
+                    .await
             }
-        })
+            Ok(caller) => serve(state, caller, socket).await,
+        }
     })
 }
 

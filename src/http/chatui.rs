@@ -26,7 +26,7 @@ pub fn chatui_error(e: ChatUiError) -> ApiError {
         ChatUiError::PermissionDenied => ApiError::forbidden(e.to_string()),
         ChatUiError::Invalid(_) | ChatUiError::UnknownConfig(_) => ApiError::bad_request(e.to_string()),
         ChatUiError::Session(s) => super::errors::session_error(s),
-        ChatUiError::Store(e) => ApiError::internal(e),
+        ChatUiError::Store(e) => ApiError::store(e),
     }
 }
 
@@ -198,7 +198,7 @@ pub async fn regenerate(
     } else {
         serde_json::from_slice(&raw).map_err(|e| ApiError::bad_request(format!("Invalid JSON body: {e}")))?
     };
-    regenerate_turn(&state, caller, username, session_id, &message_id, &body).await
+    regenerate_turn(&state, caller, username, session_id, &message_id, &body, crate::metrics::Door::ChatUi).await
 }
 
 /// Answers the latest question of a session again (`message_id` names the answer), as SSE.
@@ -209,6 +209,7 @@ pub async fn regenerate_turn(
     session_id: String,
     message_id: &str,
     body: &Value,
+    door: crate::metrics::Door,
 ) -> ApiResult<Response> {
     let id: i64 = message_id.trim().parse().map_err(|_| ApiError::bad_request("Invalid key: message_id"))?;
     let question = state.agent.prepare_regenerate(&session_id, &username, id).await?;
@@ -227,6 +228,7 @@ pub async fn regenerate_turn(
         streaming: body["flags"]["enable_streaming"].as_bool().or_else(|| body["enable_streaming"].as_bool()),
         kind: TurnKind::Chat,
         reuse_checkpoint: question.llm_checkpoint_id,
+        door,
     };
     let started = state.agent.begin_turn(req).await?;
     Ok(sse::stream_run(started.run.subscribe(0), Duration::from_secs(state.config.server.sse_keepalive_secs.max(1))))

@@ -165,6 +165,7 @@ pub async fn converse(
         streaming: None,
         kind: TurnKind::Compat { vars: Vec::new() },
         reuse_checkpoint: None,
+        door: crate::metrics::Door::Conversation,
     };
     let run = match agent.begin_turn(req).await {
         Ok(started) => started.run,

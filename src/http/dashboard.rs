@@ -82,6 +82,7 @@ pub async fn login(State(state): State<AppState>, req: Request) -> Response {
 }
 
 fn rate_limited(retry_after: u64) -> Response {
+    crate::metrics::rate_limited("login");
     ApiError::too_many(texts::LOGIN_RATE_LIMITED, retry_after).into_response()
 }
 

@@ -25,7 +25,7 @@ pub fn session_error(e: SessionError) -> ApiError {
         SessionError::NotFound | SessionError::RunUnavailable => ApiError::not_found(e.to_string()),
         SessionError::NotYours | SessionError::RunNotYours => ApiError::forbidden(e.to_string()),
         SessionError::Busy => ApiError::conflict(e.to_string()),
-        SessionError::Store(e) => ApiError::internal(e),
+        SessionError::Store(e) => ApiError::store(e),
     }
 }
 
@@ -41,6 +41,9 @@ pub fn turn_error_status(e: &TurnError) -> StatusCode {
         TurnError::Session(SessionError::NotFound | SessionError::RunUnavailable) => StatusCode::NOT_FOUND,
         TurnError::Session(SessionError::NotYours | SessionError::RunNotYours) => StatusCode::FORBIDDEN,
         TurnError::Session(SessionError::Busy) => StatusCode::CONFLICT,
+        TurnError::Session(SessionError::Store(e)) | TurnError::Store(e) if e.is_unavailable() => {
+            StatusCode::SERVICE_UNAVAILABLE
+        }
         TurnError::Session(SessionError::Store(_)) | TurnError::Store(_) | TurnError::Internal(_) => {
             StatusCode::INTERNAL_SERVER_ERROR
         }
@@ -74,7 +77,7 @@ pub fn turn_error(e: TurnError) -> ApiError {
         TurnError::Overloaded(m) => {
             ApiError { retry_after: Some(5), ..ApiError::new(StatusCode::SERVICE_UNAVAILABLE, m) }
         }
-        TurnError::Store(e) => ApiError::internal(e),
+        TurnError::Store(e) => ApiError::store(e),
         TurnError::Internal(m) => ApiError::internal(m),
     }
 }

@@ -50,7 +50,7 @@ pub async fn upload(
         let declared = field.content_type().map(str::to_string);
         let attachment_id = uuid::Uuid::new_v4().to_string();
         // Dropped unfinished (413, a broken body), the writer removes what it wrote.
-        let mut blob = state.agent.blobs.create(&attachment_id, &original).await.map_err(ApiError::internal)?;
+        let mut blob = state.agent.blobs.create(&attachment_id, &original).await.map_err(storage_error)?;
         let mut hasher = Sha256::new();
         let mut size: u64 = 0;
         let mut head: Vec<u8> = Vec::with_capacity(SNIFF_BYTES);
@@ -64,9 +64,9 @@ pub async fn upload(
                 head.extend_from_slice(&chunk[..take]);
             }
             hasher.update(&chunk);
-            blob.write(&chunk).await.map_err(ApiError::internal)?;
+            blob.write(&chunk).await.map_err(storage_error)?;
         }
-        let stored = blob.finish().await.map_err(ApiError::internal)?;
+        let stored = blob.finish().await.map_err(storage_error)?;
         let (mime, kind) = classify(&head, declared.as_deref(), &original);
         let rec = AttachmentRecord {
             attachment_id,
@@ -112,6 +112,18 @@ async fn drain(multipart: &mut Multipart) -> ApiResult<()> {
 
 fn too_large(limit: u64) -> ApiError {
     ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, format!("File too large (limit {limit} bytes)"))
+}
+
+/// A full disk (or quota) is the client's to know about, and to retry later: 507. Anything else
+/// is ours (500, the cause in the log).
+fn storage_error(e: std::io::Error) -> ApiError {
+    match e.kind() {
+        std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded => {
+            tracing::error!(error = %e, "an upload could not be stored: no space left");
+            ApiError::new(StatusCode::INSUFFICIENT_STORAGE, "Not enough storage space for the upload")
+        }
+        _ => ApiError::internal(e),
+    }
 }
 
 fn multipart_error(e: axum::extract::multipart::MultipartError) -> ApiError {

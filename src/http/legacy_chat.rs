@@ -42,7 +42,8 @@ pub async fn send(State(state): State<AppState>, caller: Caller, RawBody(raw): R
     if sid.is_null() || sid.as_str().is_some_and(|s| s.trim().is_empty()) {
         return Err(ApiError::bad_request("session_id is empty"));
     }
-    let started = state.agent.begin_turn(super::chat::parse_chat(&caller, &obj, None)?).await?;
+    let started =
+        state.agent.begin_turn(super::chat::parse_chat(&caller, &obj, None, crate::metrics::Door::LegacyChat)?).await?;
     Ok(sse::stream_run(started.run.subscribe(0), Duration::from_secs(state.config.server.sse_keepalive_secs.max(1))))
 }
 
@@ -105,7 +106,8 @@ pub async fn regenerate(State(state): State<AppState>, caller: Caller, RawBody(r
     let sid = required(body_str(&obj, "session_id"), "session_id")?.to_string();
     let mid = message_id(&obj)?;
     let username = params::username(&caller, None)?;
-    chatui::regenerate_turn(&state, caller, username, sid, &mid, &Value::Object(obj)).await
+    let door = crate::metrics::Door::LegacyChat;
+    chatui::regenerate_turn(&state, caller, username, sid, &mid, &Value::Object(obj), door).await
 }
 
 /// `message_id` as a string, whether the client sent a number or a string.

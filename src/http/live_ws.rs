@@ -11,9 +11,9 @@
 
 use std::sync::Arc;
 
-use axum::extract::State;
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{WebSocket, WebSocketUpgrade};
+use axum::extract::{MatchedPath, State};
 use axum::http::{HeaderMap, Uri};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Map, Value, json};
@@ -40,6 +40,7 @@ pub async fn live_v1(
     ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
     headers: HeaderMap,
     uri: Uri,
+    endpoint: MatchedPath,
 ) -> Response {
     let ws = match ws::upgrade_or_426(ws, state.config.live.max_frame_bytes) {
         Ok(w) => w,
@@ -50,47 +51,40 @@ pub async fn live_v1(
     let username = query_param(q, "username");
     let ct =
         query_param(q, "ct").map(|c| c.trim().to_string()).filter(|c| !c.is_empty()).unwrap_or_else(|| "live".into());
-    // The socket's whole life is tracked, so shutdown waits for its close.
     let tasks = state.tasks.clone();
-    ws.on_upgrade(move |socket| {
-        tasks.track_future(async move {
-            let caller = match auth {
-                Ok(c) => c,
-                Err(e) => {
-                    return ws::refuse(
-                        socket,
-                        json!({"type": "error", "code": "UNAUTHORIZED", "data": e.message}),
-                        &e.message,
-                    )
+    ws::on_upgrade(ws, &tasks, &endpoint, move |socket| async move {
+        let caller = match auth {
+            Ok(c) => c,
+            Err(e) => {
+                return ws::refuse(
+                    socket,
+                    json!({"type": "error", "code": "UNAUTHORIZED", "data": e.message}),
+                    &e.message,
+                )
+                .await;
+            }
+        };
+        let provided = username.map(Value::String);
+        let username = match super::params::username(&caller, provided.as_ref()) {
+            Ok(u) => u,
+            Err(e) => {
+                return ws::refuse(socket, json!({"type": "error", "code": "BAD_USER", "data": e.message}), &e.message)
                     .await;
-                }
-            };
-            let provided = username.map(Value::String);
-            let username = match super::params::username(&caller, provided.as_ref()) {
-                Ok(u) => u,
-                Err(e) => {
-                    return ws::refuse(
-                        socket,
-                        json!({"type": "error", "code": "BAD_USER", "data": e.message}),
-                        &e.message,
-                    )
-                    .await;
-                }
-            };
-            let mode = match ct.as_str() {
-                "live" => Mode::Live,
-                "chat" => Mode::Chat,
-                _ => {
-                    return ws::refuse(
-                        socket,
-                        json!({"type": "error", "code": "INVALID_MESSAGE", "data": "ct must be 'live' or 'chat'"}),
-                        "Invalid ct",
-                    )
-                    .await;
-                }
-            };
-            serve(state, caller, username, Some(mode), socket).await
-        })
+            }
+        };
+        let mode = match ct.as_str() {
+            "live" => Mode::Live,
+            "chat" => Mode::Chat,
+            _ => {
+                return ws::refuse(
+                    socket,
+                    json!({"type": "error", "code": "INVALID_MESSAGE", "data": "ct must be 'live' or 'chat'"}),
+                    "Invalid ct",
+                )
+                .await;
+            }
+        };
+        serve(state, caller, username, Some(mode), socket).await
     })
 }
 
@@ -99,8 +93,9 @@ pub async fn live_chat_jwt(
     State(state): State<AppState>,
     ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
     uri: Uri,
+    endpoint: MatchedPath,
 ) -> Response {
-    jwt_socket(state, ws, uri, Some(Mode::Live))
+    jwt_socket(state, ws, uri, endpoint, Some(Mode::Live))
 }
 
 /// `/api/unified_chat/ws` and `/api/v1/unified-chat/ws`: dashboard JWT, `ct` per frame.
@@ -108,14 +103,16 @@ pub async fn unified_chat_jwt(
     State(state): State<AppState>,
     ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
     uri: Uri,
+    endpoint: MatchedPath,
 ) -> Response {
-    jwt_socket(state, ws, uri, None)
+    jwt_socket(state, ws, uri, endpoint, None)
 }
 
 fn jwt_socket(
     state: AppState,
     ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
     uri: Uri,
+    endpoint: MatchedPath,
     mode: Option<Mode>,
 ) -> Response {
     let ws = match ws::upgrade_or_426(ws, state.config.live.max_frame_bytes) {
@@ -125,21 +122,18 @@ fn jwt_socket(
     let token = query_param(uri.query(), "token").filter(|t| !t.is_empty());
     // A login token, or a short-lived socket token (`POST /api/v1/auth/socket-token`).
     let claims = token.map(|t| state.dashboard.decode_socket(&t));
-    // The socket's whole life is tracked, so shutdown waits for its close.
     let tasks = state.tasks.clone();
-    ws.on_upgrade(move |socket| {
-        tasks.track_future(async move {
-            let reason = match claims {
-                None => "Missing authentication token",
-                Some(Err(JwtError::Expired)) => "Token expired",
-                Some(Err(JwtError::Invalid | JwtError::NoUsername | JwtError::Rejected)) => "Invalid token",
-                Some(Ok(c)) => {
-                    let caller = Caller::Dashboard { username: c.username.clone() };
-                    return serve(state, caller, c.username, mode, socket).await;
-                }
-            };
-            ws::refuse(socket, json!({"t": "error", "code": "UNAUTHORIZED", "data": reason}), reason).await
-        })
+    ws::on_upgrade(ws, &tasks, &endpoint, move |socket| async move {
+        let reason = match claims {
+            None => "Missing authentication token",
+            Some(Err(JwtError::Expired)) => "Token expired",
+            Some(Err(JwtError::Invalid | JwtError::NoUsername | JwtError::Rejected)) => "Invalid token",
+            Some(Ok(c)) => {
+                let caller = Caller::Dashboard { username: c.username.clone() };
+                return serve(state, caller, c.username, mode, socket).await;
+            }
+        };
+        ws::refuse(socket, json!({"t": "error", "code": "UNAUTHORIZED", "data": reason}), reason).await
     })
 }
 

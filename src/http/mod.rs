@@ -22,6 +22,7 @@ pub mod im;
 pub mod key_limits;
 pub mod legacy_chat;
 pub mod live_ws;
+pub mod metrics;
 pub mod openai;
 pub mod openai_audio;
 pub mod openai_chat;
@@ -31,6 +32,7 @@ pub mod params;
 pub mod sessions;
 pub mod spa;
 pub mod sse;
+mod sse_window;
 pub mod stage;
 pub mod webui;
 pub mod ws;
@@ -193,9 +195,11 @@ pub fn router(state: AppState) -> Router {
         )),
     );
     let sensitive: [HeaderName; 3] = [header::AUTHORIZATION, header::COOKIE, HeaderName::from_static("x-api-key")];
-    app.fallback(spa::fallback)
+    let app = app
+        .fallback(spa::fallback)
         .method_not_allowed_fallback(method_not_allowed)
-        .layer(axum::middleware::map_response(envelope_errors))
+        .layer(axum::middleware::map_response(envelope_errors));
+    metrics::layer(app, &state)
         .layer(
             TraceLayer::new_for_http()
                 .make_span_with(|req: &Request| {

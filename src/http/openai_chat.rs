@@ -93,7 +93,7 @@ pub async fn completions(State(state): State<AppState>, caller: Caller, OpenAiJs
     match state.agent.complete_stateless(req).await {
         Err(e) => completion_error(e).into_response(),
         Ok(Answer::Stream(s)) => super::openai_stream::render(s, model, include_usage, &state.config.server),
-        Ok(Answer::Whole(c)) => axum::Json(whole(&model, c)).into_response(),
+        Ok(Answer::Whole(c)) => axum::Json(whole(&model, *c)).into_response(),
     }
 }
 

@@ -53,6 +53,21 @@ impl OpenAiError {
         Self::new(StatusCode::INTERNAL_SERVER_ERROR, SERVER, None, "Internal server error")
     }
 
+    /// A store failure: 503 `database_unavailable` while the database cannot be reached, else 500.
+    pub fn store(e: crate::store::StoreError) -> Self {
+        if e.is_unavailable() {
+            tracing::warn!(error = %e, "database unavailable");
+            return Self::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                SERVER,
+                Some("database_unavailable"),
+                "Database unavailable",
+            )
+            .retry(5);
+        }
+        Self::internal(e)
+    }
+
     /// `{"error": {…}}`, also the last chunk of a stream that failed.
     pub fn body(&self) -> Value {
         json!({"error": {"message": self.message, "type": self.kind, "param": self.param, "code": self.code}})
@@ -76,7 +91,7 @@ pub fn auth_failure(e: AuthFailure) -> Response {
             OpenAiError::new(StatusCode::FORBIDDEN, "permission_error", Some("insufficient_scope"), e.to_string())
         }
         AuthFailure::Limited(x) => limited(x),
-        AuthFailure::Store(e) => OpenAiError::internal(e),
+        AuthFailure::Store(e) => OpenAiError::store(e),
         AuthFailure::Missing | AuthFailure::InvalidKey | AuthFailure::TokenExpired | AuthFailure::InvalidToken => {
             OpenAiError::new(StatusCode::UNAUTHORIZED, INVALID, Some("invalid_api_key"), e.to_string())
         }
@@ -154,7 +169,7 @@ pub fn turn_error(e: TurnError) -> OpenAiError {
         TurnError::User(_) | TurnError::Session(SessionError::NotYours | SessionError::RunNotYours) => {
             OpenAiError::new(StatusCode::FORBIDDEN, "permission_error", None, msg)
         }
-        TurnError::Session(SessionError::Store(e)) | TurnError::Store(e) => OpenAiError::internal(e),
+        TurnError::Session(SessionError::Store(e)) | TurnError::Store(e) => OpenAiError::store(e),
         TurnError::Session(_) => OpenAiError::invalid(None, msg),
         TurnError::Transcription { .. } => {
             OpenAiError::new(StatusCode::BAD_GATEWAY, SERVER, Some("upstream_error"), msg)

@@ -134,6 +134,6 @@ pub async fn resume_run(
     let keepalive = Duration::from_secs(state.config.server.sse_keepalive_secs.max(1));
     Ok(match state.agent.resume(&run_id, &username, last.as_deref()).await? {
         Resume::Live(sub) => sse::stream_run(sub, keepalive),
-        Resume::Stored { run_id, events, from } => sse::replay_events(&run_id, &events, from),
+        Resume::Stored { run_id, events, from } => sse::replay_events(&run_id, events, from),
     })
 }

@@ -2,9 +2,11 @@
 //! comment after idle time, and the headers AstrBot sends plus `X-Accel-Buffering: no`.
 //!
 //! The body follows a [`Subscription`]: a client that disconnects only drops its cursor; the run
-//! goes on and is saved. Events available together are written in one chunk.
+//! goes on and is saved. Events available together are written in one chunk, of at most about
+//! 64 KiB: a client that does not read holds that much, whatever the run's length.
 
 use std::convert::Infallible;
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Body;
@@ -13,7 +15,8 @@ use axum::response::Response;
 use bytes::Bytes;
 use serde_json::{Value, json};
 
-use crate::agent::events::{AgentEvent, SeqEvent};
+use super::sse_window::Pending;
+use crate::agent::events::AgentEvent;
 use crate::agent::runs::Subscription;
 use crate::util::iso_utc;
 
@@ -44,6 +47,8 @@ pub fn chat_event_json(run_id: &str, ev: &AgentEvent) -> Option<Value> {
                 "start_time": stats.start_time,
                 "end_time": stats.end_time,
                 "time_to_first_token": stats.time_to_first_token,
+                "provider_id": stats.provider_id,
+                "model": stats.model,
             },
         }),
         AgentEvent::Complete { text, reasoning } => {
@@ -84,8 +89,14 @@ pub fn chat_event_json(run_id: &str, ev: &AgentEvent) -> Option<Value> {
 
 /// Appends `s` as a JSON string literal.
 pub fn push_json_str(out: &mut String, s: &str) {
-    use std::fmt::Write;
     out.push('"');
+    push_json_chars(out, s);
+    out.push('"');
+}
+
+/// Appends `s` escaped as inside a JSON string literal (as serde_json escapes it).
+pub(super) fn push_json_chars(out: &mut String, s: &str) {
+    use std::fmt::Write;
     let mut start = 0;
     for (i, b) in s.bytes().enumerate() {
         let esc: Option<&str> = match b {
@@ -107,7 +118,6 @@ pub fn push_json_str(out: &mut String, s: &str) {
         start = i + 1;
     }
     out.push_str(&s[start..]);
-    out.push('"');
 }
 
 /// Appends the SSE frame of one event. Deltas — most of the traffic — are written directly;
@@ -151,28 +161,29 @@ fn sse_headers(res: &mut Response) {
 pub fn stream_run(sub: Subscription, keepalive: Duration) -> Response {
     let run_id = sub.run_id().to_string();
     let run_header = HeaderValue::from_str(&run_id).ok();
-    let state = (sub, Vec::<SeqEvent>::new(), run_id);
-    let stream = futures_util::stream::unfold(state, move |(mut sub, mut batch, run_id)| async move {
-        batch.clear();
-        let more = tokio::select! {
-            more = sub.recv(&mut batch) => more,
-            _ = tokio::time::sleep(keepalive) => {
-                return Some((Ok::<Bytes, Infallible>(Bytes::from_static(b": heartbeat\n\n")), (sub, batch, run_id)));
+    let pending = Pending::new(Default::default(), run_id);
+    let stream =
+        futures_util::stream::unfold((sub, pending, Vec::new()), move |(mut sub, mut pending, mut batch)| async move {
+            if pending.is_empty() {
+                let more = tokio::select! {
+                    more = sub.recv(&mut batch) => more,
+                    _ = tokio::time::sleep(keepalive) => {
+                        let beat = Bytes::from_static(b": heartbeat\n\n");
+                        return Some((Ok::<Bytes, Infallible>(beat), (sub, pending, batch)));
+                    }
+                };
+                if !more {
+                    return None;
+                }
+                // Let a burst of deltas finish arriving, so it leaves in one write instead of many
+                // tiny ones (each a syscall and a TCP segment on both sides).
+                tokio::task::yield_now().await;
+                sub.recv_now(&mut batch);
+                pending.extend(batch.drain(..));
             }
-        };
-        if !more {
-            return None;
-        }
-        // Let a burst of deltas finish arriving, so it leaves in one write instead of many tiny
-        // ones (each a syscall and a TCP segment on both sides).
-        tokio::task::yield_now().await;
-        sub.recv_now(&mut batch);
-        let mut out = String::with_capacity(batch.len() * 160);
-        for (seq, ev) in &batch {
-            write_event(&mut out, &run_id, *seq, ev);
-        }
-        Some((Ok(Bytes::from(out)), (sub, batch, run_id)))
-    });
+            let chunk = pending.render();
+            Some((Ok(chunk), (sub, pending, batch)))
+        });
     let mut res = Response::new(Body::from_stream(stream));
     sse_headers(&mut res);
     if let Some(v) = run_header {
@@ -181,13 +192,20 @@ pub fn stream_run(sub: Subscription, keepalive: Duration) -> Response {
     res
 }
 
-/// An SSE response replaying a finished run's stored events after `after` (exclusive).
-pub fn replay_events(run_id: &str, events: &[AgentEvent], from: u64) -> Response {
-    let mut out = String::new();
-    for (seq, ev) in events.iter().enumerate().skip(from as usize) {
-        write_event(&mut out, run_id, seq as u64, ev);
-    }
-    let mut res = Response::new(Body::from(out));
+/// An SSE response replaying a finished run's stored events after `after` (exclusive),
+/// rendered a chunk at a time as the client reads.
+pub fn replay_events(run_id: &str, events: Vec<AgentEvent>, from: u64) -> Response {
+    let events =
+        events.into_iter().enumerate().skip(from as usize).map(|(seq, ev)| (seq as u64, Arc::new(ev))).collect();
+    let pending = Pending::new(events, run_id.to_string());
+    let stream = futures_util::stream::unfold(pending, |mut pending| async move {
+        if pending.is_empty() {
+            return None;
+        }
+        let chunk = pending.render();
+        Some((Ok::<Bytes, Infallible>(chunk), pending))
+    });
+    let mut res = Response::new(Body::from_stream(stream));
     sse_headers(&mut res);
     res
 }

@@ -160,6 +160,7 @@ pub async fn stage_chat(
         streaming: None,
         kind: TurnKind::Compat { vars },
         reuse_checkpoint: None,
+        door: crate::metrics::Door::Stage,
     };
     let run = state.agent.begin_turn(req).await?.run;
     let (remap, names) = tables(&state.config.stage);

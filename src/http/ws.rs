@@ -17,8 +17,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use axum::extract::MatchedPath;
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
 use axum::http::StatusCode;
+use axum::response::Response;
 use futures_util::stream::SplitSink;
 use futures_util::{SinkExt, StreamExt};
 use serde_json::Value;
@@ -38,6 +40,22 @@ pub const CLOSE_GOING_AWAY: u16 = 1001;
 pub const CLOSE_TOO_BIG: u16 = 1009;
 /// How long a refused client gets to take its error frame and close.
 const REFUSAL_WRITE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Serves an upgraded socket: its whole life is a task of the app's tracker (shutdown waits for
+/// its close), counted in `astrgate_websockets_open` under its route template while it is open.
+pub fn on_upgrade<F, Fut>(ws: WebSocketUpgrade, tasks: &TaskTracker, endpoint: &MatchedPath, serve: F) -> Response
+where
+    F: FnOnce(WebSocket) -> Fut + Send + 'static,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let (tasks, endpoint) = (tasks.clone(), endpoint.clone());
+    ws.on_upgrade(move |socket| {
+        tasks.track_future(async move {
+            let _open = crate::metrics::SocketOpen::new(endpoint.as_str());
+            serve(socket).await
+        })
+    })
+}
 
 /// Maps a failed upgrade (a plain HTTP request) onto our envelope. The socket buffers messages
 /// up to twice `max_frame_bytes`: those between one and two times get an error frame from the

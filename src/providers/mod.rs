@@ -1,7 +1,9 @@
 //! External model providers: LLM (OpenAI-compatible chat completions), and later STT and TTS.
 //! These are the only paid services; tests stand them in with local fake servers.
 
+pub mod keys;
 pub mod llm;
+pub mod sse_limit;
 pub mod stt;
 pub mod tts;
 
@@ -10,7 +12,7 @@ use std::sync::Arc;
 use anyhow::Context;
 
 use crate::config::Config;
-use llm::OpenAiProvider;
+use llm::{Endpoint, OpenAiProvider};
 
 /// The configured providers, built once at start.
 pub struct Providers {
@@ -22,13 +24,29 @@ pub struct Providers {
 
 impl Providers {
     pub fn from_config(cfg: &Config) -> anyhow::Result<Self> {
+        let endpoints = cfg
+            .providers
+            .iter()
+            .map(|p| Endpoint::new(p).map(Arc::new).with_context(|| format!("provider {}", p.id)))
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        // Each provider with its own fallbacks (the endpoints are shared: one key state each).
         let llm = cfg
             .providers
             .iter()
-            .map(|p| OpenAiProvider::new(p).map(Arc::new).with_context(|| format!("provider {}", p.id)))
+            .zip(&endpoints)
+            .map(|(p, ep)| {
+                let fallbacks = p
+                    .fallbacks
+                    .iter()
+                    .map(|f| endpoints.iter().find(|e| &e.id == f).cloned().with_context(|| format!("fallback {f}")))
+                    .collect::<anyhow::Result<Vec<_>>>()?;
+                Ok(Arc::new(OpenAiProvider::with_fallbacks(ep.clone(), fallbacks)))
+            })
             .collect::<anyhow::Result<Vec<_>>>()?;
         let default_llm = cfg.providers.iter().position(|p| p.default).or(if llm.is_empty() { None } else { Some(0) });
-        Ok(Self { llm, default_llm, stt: build_stt(cfg)?, tts: build_tts(cfg)? })
+        let stt = build_stt(cfg)?.map(|s| Arc::new(Counted(s)) as Arc<dyn stt::Stt>);
+        let tts = build_tts(cfg)?.map(|t| Arc::new(Counted(t)) as Arc<dyn tts::Tts>);
+        Ok(Self { llm, default_llm, stt, tts })
     }
 
     pub fn llm(&self, id: &str) -> Option<&Arc<OpenAiProvider>> {
@@ -50,6 +68,41 @@ impl Providers {
 
     pub fn tts(&self) -> Option<&Arc<dyn tts::Tts>> {
         self.tts.as_ref()
+    }
+}
+
+/// A speech provider whose failures are counted in `astrgate_upstream_errors_total`, under its
+/// role and type (`stt:openai`, `stt:pocketsphinx`, `tts:espeak-ng`).
+struct Counted<T: ?Sized>(Arc<T>);
+
+#[async_trait::async_trait]
+impl stt::Stt for Counted<dyn stt::Stt> {
+    fn name(&self) -> &str {
+        self.0.name()
+    }
+    async fn transcribe(&self, audio: bytes::Bytes, filename: &str, mime: &str) -> Result<String, stt::SttError> {
+        let r = self.0.transcribe(audio, filename, mime).await;
+        if let Some(kind) = r.as_ref().err().and_then(stt::SttError::kind) {
+            crate::metrics::upstream_error(&format!("stt:{}", self.0.name()), kind);
+        }
+        r
+    }
+}
+
+#[async_trait::async_trait]
+impl tts::Tts for Counted<dyn tts::Tts> {
+    fn name(&self) -> &str {
+        self.0.name()
+    }
+    fn mime(&self) -> &str {
+        self.0.mime()
+    }
+    async fn synthesize(&self, text: &str) -> Result<bytes::Bytes, tts::TtsError> {
+        let r = self.0.synthesize(text).await;
+        if let Err(e) = &r {
+            crate::metrics::upstream_error(&format!("tts:{}", self.0.name()), e.kind());
+        }
+        r
     }
 }
 

@@ -23,6 +23,16 @@ pub enum SttError {
 }
 
 impl SttError {
+    /// The class of failure, as `astrgate_upstream_errors_total{kind}` names it; `None` for
+    /// audio the provider cannot take (the client's, not the provider's failure).
+    pub fn kind(&self) -> Option<&'static str> {
+        match self {
+            SttError::Failed(_) => Some("failed"),
+            SttError::Timeout => Some("timeout"),
+            SttError::Unsupported(_) => None,
+        }
+    }
+
     /// What a client is told: the provider's own text stays in the log. `Unsupported` describes
     /// the client's audio, so it is shown.
     pub fn public_message(&self) -> String {

@@ -21,6 +21,14 @@ pub enum TtsError {
 }
 
 impl TtsError {
+    /// The class of failure, as `astrgate_upstream_errors_total{kind}` names it.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            TtsError::Failed(_) => "failed",
+            TtsError::Timeout => "timeout",
+        }
+    }
+
     /// What a client is told; the provider's own text stays in the log.
     pub fn public_message(&self) -> String {
         match self {

@@ -41,6 +41,21 @@ pub enum StoreError {
     Io(#[from] std::io::Error),
 }
 
+impl StoreError {
+    /// The database cannot be reached just now (down, restarting, or no connection free within
+    /// the pool's wait): a retry later may work, unlike a failing statement.
+    pub fn is_unavailable(&self) -> bool {
+        match self {
+            StoreError::Db(sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_)) => true,
+            // PostgreSQL's classes 08 (connection exception) and 57P (shutting down, starting up).
+            StoreError::Db(sqlx::Error::Database(e)) => {
+                e.code().is_some_and(|c| c.starts_with("08") || c.starts_with("57P"))
+            }
+            _ => false,
+        }
+    }
+}
+
 pub type StoreResult<T> = Result<T, StoreError>;
 
 #[derive(Debug, Clone)]

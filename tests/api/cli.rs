@@ -23,7 +23,7 @@ pub fn write_config(dir: &std::path::Path, extra: &str) -> std::path::PathBuf {
 
 /// Runs the CLI without blocking the test's runtime (which also runs the app under test: a
 /// blocked runtime could hold the app's database transaction open while the CLI waits for it).
-async fn astrgate(config: &std::path::Path, args: &[&str]) -> std::process::Output {
+pub async fn astrgate(config: &std::path::Path, args: &[&str]) -> std::process::Output {
     tokio::process::Command::new(BIN)
         .arg("--config")
         .arg(config)

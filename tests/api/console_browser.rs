@@ -98,14 +98,16 @@ async fn the_console_in_chromium() {
     // The stream was seen in pieces, and the resumed reply is whole: nothing lost, nothing doubled.
     assert!(summary["stream_states"].as_u64().unwrap() >= 3, "{summary}");
     assert_eq!(summary["resumed_text"], COUNT.concat().trim());
-    // Four questions reached the model, once each: the resume replayed, it did not ask again.
+    // Four questions from the page reached the model, once each (the resume replayed, it did not
+    // ask again), then the key's own chat.
     let asked: Vec<String> = fake
         .requests()
         .iter()
         .map(|r| r["messages"].as_array().unwrap().last().unwrap()["content"].to_string())
         .collect();
-    assert_eq!(asked.len(), 4, "{asked:?}");
+    assert_eq!(asked.len(), 5, "{asked:?}");
     assert!(asked[3].contains("pineapple"), "the attached file reached the model: {}", asked[3]);
+    assert!(asked[4].contains("Hello from the key"), "{asked:?}");
     // Stop really stopped the model's stream.
     assert!(fake.wait_abandoned(Duration::from_secs(5)).await, "the stopped upstream request was not cancelled");
 

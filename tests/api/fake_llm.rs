@@ -1,8 +1,10 @@
 //! A fake OpenAI-compatible upstream: a real HTTP server on 127.0.0.1:0 speaking the
-//! `/v1/chat/completions` wire format (SSE chunks, usage, `[DONE]`, error bodies). Each test
-//! scripts its replies; by default it echoes the last user message as 20 tokens.
+//! `/v1/chat/completions` wire format (SSE chunks, usage, `[DONE]`, error bodies with headers such
+//! as `Retry-After`, dropped connections). Each test scripts its replies — for every request, or
+//! for the requests carrying one API key (`Authorization: Bearer <key>`); by default it echoes the
+//! last user message as 20 tokens.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -33,6 +35,18 @@ pub enum Reply {
     HangAfter(Vec<Chunk>),
     /// An HTTP error with this body.
     Error(u16, Value),
+    /// An HTTP error with these headers (`retry-after`…) and body.
+    ErrorWith(u16, Vec<(&'static str, String)>, Value),
+    /// The connection is dropped before any chunk (the client sees it reset or broken off).
+    Reset,
+    /// Sends these chunks, then resets the TCP connection (an RST, not a clean close).
+    ResetAfter(Vec<Chunk>),
+    /// A 200 `text/event-stream` whose body is exactly these bytes, then a clean end.
+    Garbage(Vec<u8>),
+    /// A 200 `text/event-stream` repeating these bytes until the client goes away.
+    Endless(Vec<u8>),
+    /// Never answers, not even with headers, until the client goes away.
+    Silent,
 }
 
 pub fn text(s: &str) -> Vec<Chunk> {
@@ -47,6 +61,8 @@ pub fn tokens(words: &[&str]) -> Vec<Chunk> {
 pub struct Inner {
     pub requests: Mutex<Vec<Value>>,
     script: Mutex<VecDeque<Reply>>,
+    /// Replies for the requests of one API key, before the common script.
+    key_scripts: Mutex<HashMap<String, VecDeque<Reply>>>,
     /// Streams the client abandoned before their end.
     pub abandoned: AtomicUsize,
     pub abandoned_notify: Notify,
@@ -84,13 +100,25 @@ impl FakeLlm {
             .with_state(inner.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        let app = app.into_make_service_with_connect_info::<Conn>();
+        tokio::spawn(async move { axum::serve(ResettableListener(listener), app).await.unwrap() });
         FakeLlm { base_url: format!("http://{addr}/v1"), inner }
     }
 
     /// Queues a reply for the next request.
     pub fn push(&self, r: Reply) {
         self.inner.script.lock().unwrap().push_back(r);
+    }
+
+    /// Queues a reply for the next request made with API key `key`.
+    pub fn push_for(&self, key: &str, r: Reply) {
+        self.inner.key_scripts.lock().unwrap().entry(key.to_string()).or_default().push_back(r);
+    }
+
+    /// The API key of each chat completion request, in order (`-` without one).
+    pub fn keys_seen(&self) -> Vec<String> {
+        let auth = self.inner.auth_headers.lock().unwrap();
+        auth.iter().map(|h| h.as_deref().and_then(|h| h.strip_prefix("Bearer ")).unwrap_or("-").to_string()).collect()
     }
 
     pub fn requests(&self) -> Vec<Value> {
@@ -129,10 +157,11 @@ impl FakeLlm {
         format!("{}\n{}\n[[profiles]]\nid = \"voice\"\ntts = true\n", self.provider_toml("fake"), self.audio_toml())
     }
 
-    /// TOML for a provider pointing here.
+    /// TOML for a provider pointing here. It is asked once per request (`retries = 0`), so a
+    /// scripted error is the answer; the resilience tests configure their own.
     pub fn provider_toml(&self, id: &str) -> String {
         format!(
-            "[[providers]]\nid = \"{id}\"\nbase_url = \"{}\"\napi_key = \"sk-fake-upstream\"\nmodel = \"fake-model\"\nidle_timeout_secs = 5\n",
+            "[[providers]]\nid = \"{id}\"\nbase_url = \"{}\"\napi_key = \"sk-fake-upstream\"\nmodel = \"fake-model\"\nidle_timeout_secs = 5\nretries = 0\n",
             self.base_url
         )
     }
@@ -189,25 +218,60 @@ enum Step {
     Send(String, Duration),
     Fail,
     Hang,
+    Reset(Conn),
 }
 
-async fn completions(State(inner): State<Arc<Inner>>, headers: axum::http::HeaderMap, body: Bytes) -> Response {
+async fn completions(
+    State(inner): State<Arc<Inner>>,
+    axum::extract::ConnectInfo(conn): axum::extract::ConnectInfo<Conn>,
+    headers: axum::http::HeaderMap,
+    body: Bytes,
+) -> Response {
     let mut body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
     if inner.forget_requests.load(Ordering::SeqCst) {
         // Keep the shape the default reply reads, without the (huge) content.
         body = json!({"stream": body["stream"], "messages": [{"role": "user", "content": "media"}]});
     }
     inner.requests.lock().unwrap().push(body.clone());
-    inner.auth_headers.lock().unwrap().push(headers.get("authorization").map(|v| v.to_str().unwrap_or("").to_string()));
-    let reply = inner.script.lock().unwrap().pop_front().unwrap_or_else(|| default_reply(&body));
+    let auth = headers.get("authorization").map(|v| v.to_str().unwrap_or("").to_string());
+    inner.auth_headers.lock().unwrap().push(auth.clone());
+    let key = auth.as_deref().and_then(|a| a.strip_prefix("Bearer ")).unwrap_or("").to_string();
+    let keyed = inner.key_scripts.lock().unwrap().get_mut(&key).and_then(VecDeque::pop_front);
+    let reply = keyed.or_else(|| inner.script.lock().unwrap().pop_front()).unwrap_or_else(|| default_reply(&body));
     let stream = body["stream"].as_bool().unwrap_or(false);
     let (chunks, delay, first_delay, tail) = match reply {
         Reply::Error(status, v) => {
             return (axum::http::StatusCode::from_u16(status).unwrap(), axum::Json(v)).into_response();
         }
+        Reply::ErrorWith(status, headers, v) => {
+            let mut res = (axum::http::StatusCode::from_u16(status).unwrap(), axum::Json(v)).into_response();
+            for (k, v) in headers {
+                res.headers_mut().insert(k, v.parse().unwrap());
+            }
+            return res;
+        }
+        Reply::Reset => {
+            // A body that fails before its first byte: the server drops the connection.
+            let s = futures_util::stream::once(async { Err::<Bytes, _>(std::io::Error::other("reset")) });
+            return Response::builder().header("content-type", "text/event-stream").body(Body::from_stream(s)).unwrap();
+        }
         Reply::Chunks { chunks, delay, first_delay } => (chunks, delay, first_delay, None),
         Reply::CutAfter(chunks) => (chunks, Duration::ZERO, Duration::ZERO, Some(Step::Fail)),
         Reply::HangAfter(chunks) => (chunks, Duration::ZERO, Duration::ZERO, Some(Step::Hang)),
+        Reply::ResetAfter(chunks) => (chunks, Duration::ZERO, Duration::ZERO, Some(Step::Reset(conn))),
+        Reply::Garbage(bytes) => return event_stream(futures_util::stream::iter([Ok(Bytes::from(bytes))])),
+        Reply::Endless(piece) => {
+            let guard = Guard { inner: inner.clone(), finished: false };
+            let piece = Bytes::from(piece);
+            return event_stream(futures_util::stream::repeat_with(move || {
+                let _ = &guard;
+                Ok(piece.clone())
+            }));
+        }
+        Reply::Silent => {
+            let _guard = Guard { inner: inner.clone(), finished: false };
+            return std::future::pending::<Response>().await;
+        }
     };
     let finish = if chunks.iter().any(|c| matches!(c, Chunk::ToolCalls(_))) { "tool_calls" } else { "stop" };
     if !stream {
@@ -297,9 +361,98 @@ async fn completions(State(inner): State<Arc<Inner>>, headers: axum::http::Heade
                 std::future::pending::<()>().await;
                 None
             }
+            Some(Step::Reset(conn)) => {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                guard.finished = true;
+                // The failed body makes the server drop the connection, which the flag turns into an RST.
+                conn.0.store(true, Ordering::SeqCst);
+                Some((Err(std::io::Error::other("reset")), (steps, guard)))
+            }
         }
     });
+    event_stream(s)
+}
+
+fn event_stream(s: impl futures_util::Stream<Item = Result<Bytes, std::io::Error>> + Send + 'static) -> Response {
     Response::builder().header("content-type", "text/event-stream").body(Body::from_stream(s)).unwrap()
+}
+
+/// A connection's reset flag: set, the connection is closed with an RST (SO_LINGER 0) when dropped.
+#[derive(Clone, Default)]
+pub struct Conn(Arc<std::sync::atomic::AtomicBool>);
+
+struct ResettableListener(tokio::net::TcpListener);
+
+struct ResettableIo {
+    tcp: tokio::net::TcpStream,
+    conn: Conn,
+}
+
+impl axum::serve::Listener for ResettableListener {
+    type Io = ResettableIo;
+    type Addr = std::net::SocketAddr;
+
+    async fn accept(&mut self) -> (ResettableIo, std::net::SocketAddr) {
+        loop {
+            if let Ok((tcp, addr)) = self.0.accept().await {
+                return (ResettableIo { tcp, conn: Conn::default() }, addr);
+            }
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<std::net::SocketAddr> {
+        self.0.local_addr()
+    }
+}
+
+impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, ResettableListener>> for Conn {
+    fn connect_info(stream: axum::serve::IncomingStream<'_, ResettableListener>) -> Conn {
+        stream.io().conn.clone()
+    }
+}
+
+impl Drop for ResettableIo {
+    fn drop(&mut self) {
+        if self.conn.0.load(Ordering::SeqCst) {
+            // A zero linger never blocks: the close sends an RST at once.
+            #[allow(deprecated)]
+            let _ = self.tcp.set_linger(Some(Duration::ZERO));
+        }
+    }
+}
+
+impl tokio::io::AsyncRead for ResettableIo {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.tcp).poll_read(cx, buf)
+    }
+}
+
+impl tokio::io::AsyncWrite for ResettableIo {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.tcp).poll_write(cx, buf)
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.tcp).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.tcp).poll_shutdown(cx)
+    }
 }
 
 /// The WAV the fake TTS returns for `text`: 0.1 s of tone whose first samples spell the text length.

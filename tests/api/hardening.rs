@@ -11,7 +11,7 @@ use tokio::net::TcpStream;
 use crate::helpers::*;
 
 /// This process's resident set in KiB (nextest runs every test in a process of its own).
-fn rss_kib() -> u64 {
+pub fn rss_kib() -> u64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
     status
         .lines()
@@ -633,16 +633,7 @@ async fn concurrent_runs_are_capped() {
     let llm = crate::fake_llm::FakeLlm::start().await;
     let app = spawn_toml(&format!("{}\n[runs]\nmax_active = 2\n", llm.provider_toml("fake"))).await;
     let key = app.key(&["chat"]).await;
-    for _ in 0..2 {
-        llm.push(crate::fake_llm::Reply::HangAfter(crate::fake_llm::text("thinking")));
-    }
-    let _a = chat(&app, &key, json!({"username": "u", "message": "one"})).await;
-    let _b = chat(&app, &key, json!({"username": "u", "message": "two"})).await;
-    eventually(|| {
-        let n = app.state.agent.runs.len();
-        async move { (n == 2).then_some(()) }
-    })
-    .await;
+    let _hanging = hanging_chats(&app, &llm, &key, 2).await;
     let res = app
         .http
         .post(app.url("/api/v1/chat"))
@@ -723,13 +714,13 @@ async fn a_generated_password_goes_to_a_private_file_when_not_on_a_terminal() {
 
 /// A small tmpfs for disk-full tests; unmounted (lazily) when dropped. `None` when this test
 /// process may not mount (not root): the caller skips with a message.
-struct SmallDisk {
-    path: std::path::PathBuf,
+pub struct SmallDisk {
+    pub path: std::path::PathBuf,
     _dir: tempfile::TempDir,
 }
 
 impl SmallDisk {
-    fn mount(size: &str) -> Option<SmallDisk> {
+    pub fn mount(size: &str) -> Option<SmallDisk> {
         let dir = tempfile::tempdir().ok()?;
         let path = dir.path().join("disk");
         std::fs::create_dir(&path).ok()?;
@@ -743,7 +734,7 @@ impl SmallDisk {
     }
 
     /// Writes zeros until the disk is full.
-    fn fill(&self) -> std::path::PathBuf {
+    pub fn fill(&self) -> std::path::PathBuf {
         use std::io::Write;
         let f = self.path.join("filler");
         let mut file = std::fs::File::create(&f).unwrap();

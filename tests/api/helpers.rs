@@ -24,6 +24,8 @@ pub struct TestApp {
     pub jwt: String,
     pub state: AppState,
     pub dir: Arc<TempDir>,
+    /// The metrics listener's address (`[metrics] listen`), when configured.
+    pub metrics: Option<SocketAddr>,
     server: Option<Server>,
 }
 
@@ -84,9 +86,9 @@ pub async fn spawn_in(dir: Arc<TempDir>, f: impl FnOnce(&mut Config)) -> TestApp
     let state = AppState::build(cfg, CancellationToken::new()).await.unwrap();
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let server = Server::start(state.clone(), listener).await.unwrap();
-    let addr = server.addr;
+    let (addr, metrics) = (server.addr, server.metrics_addr);
     let jwt = state.dashboard.issue(&state.dashboard.username());
-    TestApp { base: format!("http://{addr}"), addr, http: client(), jwt, state, dir, server: Some(server) }
+    TestApp { base: format!("http://{addr}"), addr, http: client(), jwt, state, dir, metrics, server: Some(server) }
 }
 
 impl TestApp {
@@ -210,6 +212,22 @@ pub async fn chat(app: &TestApp, key: &str, body: Value) -> SseReader {
     let ct = res.headers()["content-type"].to_str().unwrap().to_string();
     assert_eq!(ct, "text/event-stream; charset=utf-8");
     SseReader::new(res)
+}
+
+/// Starts `n` chats whose replies hang (the fake LLM says a word, then nothing) and waits until
+/// the app counts them as active runs; they stay active while the app runs.
+pub async fn hanging_chats(app: &TestApp, fake: &crate::fake_llm::FakeLlm, key: &str, n: usize) -> Vec<SseReader> {
+    let mut readers = Vec::with_capacity(n);
+    for i in 0..n {
+        fake.push(crate::fake_llm::Reply::HangAfter(crate::fake_llm::text("thinking")));
+        readers.push(chat(app, key, json!({"username": "u", "message": format!("hang {i}")})).await);
+    }
+    eventually(|| {
+        let active = app.state.agent.runs.len();
+        async move { (active == n).then_some(()) }
+    })
+    .await;
+    readers
 }
 
 pub fn types(frames: &[Frame]) -> Vec<String> {
@@ -437,7 +455,8 @@ impl Pair {
     }
 }
 
-async fn spawn_member(extra: &Config, db_url: &str, redis_url: &str, prefix: &str, name: &str) -> TestApp {
+/// One instance of a cluster on this database and Redis, under this key prefix.
+pub async fn spawn_member(extra: &Config, db_url: &str, redis_url: &str, prefix: &str, name: &str) -> TestApp {
     let (extra, url, redis_url, prefix, name) =
         (extra.clone(), db_url.to_string(), redis_url.to_string(), prefix.to_string(), name.to_string());
     spawn_with(move |c| {

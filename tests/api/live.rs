@@ -25,7 +25,7 @@ fn spoken_pcm(phrase: &str) -> Vec<u8> {
     astrgate::audio::wav::samples_to_bytes(&astrgate::audio::wav::to_mono(&wav, 16_000))
 }
 
-async fn speak(ws: &mut WsClient, pcm: &[u8]) {
+pub async fn speak(ws: &mut WsClient, pcm: &[u8]) {
     ws.send(json!({"t": "start_speaking", "stamp": "seg-1"})).await;
     for chunk in pcm.chunks(16_000) {
         ws.send(json!({"t": "speaking_part", "data": B64.encode(chunk)})).await;
@@ -34,7 +34,7 @@ async fn speak(ws: &mut WsClient, pcm: &[u8]) {
 }
 
 /// Frames of one successful turn: up to the metrics frame that follows `end`.
-async fn turn(ws: &mut WsClient) -> Vec<Value> {
+pub async fn turn(ws: &mut WsClient) -> Vec<Value> {
     ws.until(|f| f["t"] == "metrics" && f["data"].get("wav_to_tts_total_time").is_some()).await
 }
 

@@ -57,11 +57,11 @@ pub async fn stream_lines(app: &TestApp, key: &str, body: Value) -> Vec<String> 
     text.split("\n\n").filter_map(|b| b.strip_prefix("data: ")).map(str::to_string).collect()
 }
 
-fn parsed(lines: &[String]) -> Vec<Value> {
+pub fn parsed(lines: &[String]) -> Vec<Value> {
     lines.iter().filter(|l| *l != "[DONE]").map(|l| serde_json::from_str(l).unwrap()).collect()
 }
 
-fn content_of(chunks: &[Value]) -> String {
+pub fn content_of(chunks: &[Value]) -> String {
     chunks.iter().filter_map(|c| c["choices"][0]["delta"]["content"].as_str()).collect()
 }
 

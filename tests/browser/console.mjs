@@ -195,6 +195,15 @@ async function mainScenario(page, ctx) {
   await waitReply(page, 3, 'done');
   await page.locator('.log .msg.user a.attachment', { hasText: 'notes.txt' }).waitFor();
 
+  // --- One chat with the key, read to the end (after the scripted replies): a run with tokens for
+  // the Usage page.
+  const chatted = await fetch(`${base}/api/v1/chat`, {
+    method: 'POST',
+    headers: { Authorization: `Bearer ${key}`, 'Content-Type': 'application/json' },
+    body: JSON.stringify({ message: 'Hello from the key', username: 'probe' }),
+  });
+  check(chatted.status === 200 && (await chatted.text()).includes('"type":"end"'), 'the new key cannot chat');
+
   // --- Revoke the key: confirmed, the row says revoked, the key stops working.
   await page.getByRole('link', { name: 'API keys', exact: true }).click();
   const keyRow = page.getByRole('row').filter({ hasText: 'browser-key' });
@@ -204,8 +213,9 @@ async function mainScenario(page, ctx) {
   check(await keyRow.getByRole('button', { name: 'Revoke' }).count() === 0, 'a revoked key still offers Revoke');
   check((await probe('/api/v1/chat/sessions?username=probe')).status === 401, 'the revoked key still works');
 
-  // --- Usage: the key's day, counted (one request it was allowed: the probe before the scope
-  // refusal and the revocation), with its chart and its table.
+  // --- Usage: the key's day, counted (the two requests it was allowed — the probe and the chat;
+  // not the scope refusal nor those after the revocation — and the chat's run), with its chart
+  // and its table.
   await page.getByRole('link', { name: 'Usage', exact: true }).click();
   await page.getByRole('heading', { name: 'Usage', level: 1 }).waitFor();
   await page.getByLabel('Key', { exact: true }).selectOption({ label: `browser-key (${key.slice(0, 12)}…)` });
@@ -213,7 +223,8 @@ async function mainScenario(page, ctx) {
   const today = new Date().toISOString().slice(0, 10);
   const todayRow = page.getByRole('row').filter({ hasText: today });
   await todayRow.waitFor();
-  check((await todayRow.locator('td').first().textContent()) === '1', `requests today: ${await todayRow.textContent()}`);
+  const cells = await todayRow.locator('td').allTextContents();
+  check(cells[0] === '2' && cells[1] === '1' && Number(cells[2]) > 0 && Number(cells[3]) > 0, `usage today: ${JSON.stringify(cells)}`);
   check(await page.locator('svg.chart rect.bar').count() === 60, 'the chart has no bar per day');
   await page.getByLabel('Days', { exact: true }).selectOption('7');
   await page.waitForFunction(() => document.querySelectorAll('table.usage tbody tr').length === 7, null, { timeout: T });
@@ -319,6 +330,12 @@ async function voiceScenario(page) {
   await interrupt.click();
   await page.waitForFunction(() => [...document.querySelectorAll('.transcript .turn.bot')].at(-1).dataset.state === 'interrupted', null, { timeout: T });
   check(await page.locator('.sentence[data-played="playing"]').count() === 0, 'a sentence still plays after the interruptions');
+  // The page stops playing at once; the server's `stop_play` answer to each interrupt may still be
+  // on its way: wait for both before the frames are summed up.
+  const deadline = Date.now() + T;
+  while (summary.received.filter((m) => m.t === 'stop_play').length < 2 && Date.now() < deadline) {
+    await page.waitForTimeout(50);
+  }
   summary.cut = await page.locator('.sentence[data-played="cut"]').count();
   summary.turns = await page.locator('.transcript .turn').count();
   summary.heard = await page.locator('.transcript .turn.user .text').allTextContents();

@@ -59,6 +59,13 @@ enum Cmd {
         #[arg(long)]
         openai: bool,
     },
+    /// What the Prometheus metrics record per chat request (a request, its first token, its
+    /// tokens, a run started and ended), before and after the registry is installed, on 1 and 2
+    /// threads; and one render of the result.
+    Metrics {
+        #[arg(long, default_value_t = 1_000_000)]
+        n: u32,
+    },
     /// Store write path alone: the writes of one chat turn, sequentially and concurrently.
     Store {
         #[arg(long, default_value_t = 2000)]
@@ -123,6 +130,29 @@ fn row(r: &mut sse::Report) -> String {
 }
 
 const SSE_HEADER: &str = "| target | c | req/s | errors | first token p50 ms | first token p99 ms | complete p50 ms | complete p90 ms | complete p99 ms | first event p50 ms |\n|---|---|---|---|---|---|---|---|---|---|";
+
+/// Records what one chat request records, `n` times on each of 1 and 2 threads; prints ns per request.
+fn metrics_cost(n: u32, label: &str) {
+    use astrgate::metrics::{Door, first_token, http_request, runs_active, tokens};
+    for threads in [1u32, 2] {
+        let t = std::time::Instant::now();
+        std::thread::scope(|s| {
+            for _ in 0..threads {
+                s.spawn(|| {
+                    for i in 0..n {
+                        runs_active(1);
+                        http_request("/api/v1/chat", "POST", 200, Duration::from_micros(u64::from(i % 5000)));
+                        first_token(Door::SseChat, Duration::from_millis(3));
+                        tokens("fake", "fake-model", 10, 20);
+                        runs_active(-1);
+                    }
+                });
+            }
+        });
+        let per = t.elapsed().as_nanos() as f64 * f64::from(threads) / f64::from(n * threads);
+        println!("metrics {label}, {threads} thread(s): {per:.0} ns of CPU per request");
+    }
+}
 
 /// The same closed-loop load straight at `upstream` and then through astrgate; `provider` selects
 /// astrgate's provider for that upstream (`None`: the default one).
@@ -202,6 +232,15 @@ async fn main() -> anyhow::Result<()> {
                 text: None,
             };
             upstream::serve(listen, opts).await
+        }
+        Cmd::Metrics { n } => {
+            metrics_cost(n, "not installed");
+            astrgate::metrics::install();
+            metrics_cost(n, "installed");
+            let t = std::time::Instant::now();
+            let text = astrgate::metrics::render().unwrap_or_default();
+            println!("render: {:.1} µs for {} bytes", t.elapsed().as_secs_f64() * 1e6, text.len());
+            Ok(())
         }
         Cmd::Store { n } => {
             let dir = tempfile::tempdir()?;
