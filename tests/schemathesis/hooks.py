@@ -1,6 +1,6 @@
 """Schemathesis hooks for scripts/schemathesis.sh (named by `hooks` in schemathesis.toml).
 
-Two things a schema cannot say, and nothing else:
+Three things a schema cannot say or a client library cannot do, and nothing else:
 
 1. The WebSocket operations (`/api/v1/chat/ws`, `/api/v1/live/ws`, `/api/live_chat/ws`, …) answer
    a valid handshake with `101 Switching Protocols`, after which the connection speaks WebSocket.
@@ -16,7 +16,7 @@ Two things a schema cannot say, and nothing else:
 3. A schema cannot say that an id must name something that exists, that a password must be the
    right one, or that base64 must hold a real image or real speech. A schema-valid request that
    names nothing, or that sends media the fuzzer cannot make, is refused with one of the texts
-   below (a 400 or 404, AstrBot's status and text for most of them), and "schema-valid request
+   below (a 400, AstrBot's status and text for most of them), and "schema-valid request
    rejected" (ST202) is then not a failure. Every other refusal of a schema-valid request still
    is, and every other check applies to these responses as to any other. Schemathesis counts and
    prints the failures dropped here.
