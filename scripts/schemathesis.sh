@@ -10,7 +10,7 @@
 # 2 logout is public and gets no credential, and the account edits never see the password (their
 # refusal, 400 `原密码错误`, is expected). Exits non-zero on any failure, or when a run's credential stopped
 # working. Schemathesis and its dependencies, pinned in tests/schemathesis/requirements.txt, go
-# into a virtualenv under target/ (installed once). Takes about three minutes.
+# into a virtualenv under target/ (installed once). Takes about two minutes.
 # See docs/api/conformance.md. scripts/test.sh runs this after the Rust tests.
 # Usage: scripts/schemathesis.sh [extra `st run` options, e.g. --max-examples 5 or --seed N]
 set -euo pipefail
