@@ -33,7 +33,7 @@ pub async fn measure(http: &reqwest::Client, base: &str, key: &str, jwt: &str) -
     let dir = tempfile::tempdir()?;
     let store = astrgate::store::connect(&format!("sqlite://{}", dir.path().join("a.db").display())).await?;
     let cached = Arc::new(ApiKeys::new(store.clone(), Duration::from_secs(3600)));
-    let (_, raw) = cached.create("bench", &Scope::ALL, None, None, "bench").await?;
+    let (_, raw) = cached.create("bench", &Scope::ALL, None, None, Default::default(), "bench").await?;
     cached.verify(&raw).await?;
     let n = 200_000u32;
     let t = Instant::now();
