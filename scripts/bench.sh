@@ -22,6 +22,8 @@ command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
 command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || missing+=(nginx-light)
 # shellcheck source=scripts/deps.sh
 source scripts/deps.sh
+# shellcheck source=scripts/loopback.sh
+source scripts/loopback.sh
 install_missing "the scale-out benchmark"
 
 cargo build --release --locked -p astrgate -p astrgate-bench
@@ -90,15 +92,14 @@ TOML
 "$BIN" --config "$WORK/astrgate.toml" serve 2>"$WORK/astrgate.log" &
 GW_PID=$!
 PIDS+=($GW_PID)
-for _ in $(seq 100); do
-  curl -sf "http://127.0.0.1:$GW_PORT/healthz" >/dev/null && break
-  sleep 0.1
-done
+wait_healthy "$GW_PORT" "$WORK/astrgate.log"
 sleep 2 # let the server settle, then measure idle RSS before any request
 IDLE_RSS=$(awk '/VmRSS/ {print $2}' /proc/$GW_PID/status)
 KEY=$("$BIN" --config "$WORK/astrgate.toml" keys create --name bench | tail -n 1)
 JWT=$(curl -s "http://127.0.0.1:$GW_PORT/api/auth/login" -H 'Content-Type: application/json' \
   -d '{"username":"astrgate","password":"bench-password-1"}' | sed -E 's/.*"token":"([^"]+)".*/\1/')
+# `all` rewrites docs/benchmarks.md; the `## Soak` section (scripts/soak.sh) is kept and put back last.
+awk '/^## / { keep = ($0 == "## Soak") } keep' docs/benchmarks.md >"$WORK/soak-section.md"
 if [ "$ONLY" = all ]; then
 "$BENCH" all \
   --astrgate "http://127.0.0.1:$GW_PORT" --upstream "http://127.0.0.1:$UP_PORT/v1" \
@@ -109,7 +110,6 @@ fi
 echo "astrgate log lines: $(wc -l <"$WORK/astrgate.log")"
 
 # ---- Scale-out: SQLite vs PostgreSQL on one instance, two instances behind nginx (c = 64) ----
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 PG_CTL="$(pg_bindir)/pg_ctl"
 if [ "$(id -u)" -eq 0 ]; then AS_PG=(runuser -u postgres --); chown postgres "$WORK"; chmod 755 "$WORK"; fi
 PG_PORT=$(free_port)
@@ -131,8 +131,7 @@ start_instance() {
     sed -e '/^listen = /d' -e '/^data_dir = /d' "$WORK/astrgate.toml"; } >"$dir/astrgate.toml"
   "$BIN" --config "$dir/astrgate.toml" serve 2>"$dir/astrgate.log" &
   PIDS+=($!)
-  for _ in $(seq 100); do curl -sf "http://127.0.0.1:$port/healthz" >/dev/null && return 0; sleep 0.1; done
-  echo "bench: the instance on port $port did not start" >&2; cat "$dir/astrgate.log" >&2; exit 1
+  wait_healthy "$port" "$dir/astrgate.log"
 }
 # Runs the c = 64 SSE scenario against $1 with key $2; prints the astrgate row.
 sse64() {
@@ -194,6 +193,9 @@ LB_ROW=$(sse64 "http://127.0.0.1:$LB_PORT" "$PG_KEY")
   echo "${PG_ROW/through astrgate/one instance, PostgreSQL}"
   echo "${LB_ROW/through astrgate/two instances (cluster) behind nginx}"
 } >"$WORK/scale.md"
-if [ "$ONLY" = all ]; then cat "$WORK/scale.md" >>docs/benchmarks.md; fi
+if [ "$ONLY" = all ]; then
+  cat "$WORK/scale.md" >>docs/benchmarks.md
+  if [ -s "$WORK/soak-section.md" ]; then { echo; cat "$WORK/soak-section.md"; } >>docs/benchmarks.md; fi
+fi
 cat "$WORK/scale.md"
 [ "$ONLY" = all ] && cat docs/benchmarks.md || true

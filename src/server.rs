@@ -148,6 +148,13 @@ pub fn raise_fd_limit() {
     }
 }
 
+/// The most a connection reads at once, and so the largest request head. hyper's read buffer grows
+/// to fit a large body read (by default up to ~400 KiB) and keeps that capacity for the rest of a
+/// keep-alive connection's life: under the soak test every busy connection that had carried an
+/// upload held on to it, and RSS grew by tens of MiB. At 16 KiB (Node's default limit for a
+/// request head) a connection keeps at most a few tens of KiB; bodies still stream, in 16 KiB reads.
+const READ_BUF_MAX: usize = 16 * 1024;
+
 /// True for accept errors that mean "out of a resource, try again shortly".
 fn is_resource_exhaustion(e: &io::Error) -> bool {
     // EMFILE, ENFILE, ENOBUFS, ENOMEM
@@ -204,7 +211,11 @@ pub async fn serve(
         let stop = shutdown.clone();
         connections.spawn(async move {
             let mut builder = hyper::server::conn::http1::Builder::new();
-            builder.timer(TokioTimer::new()).header_read_timeout(header_timeout).keep_alive(true);
+            builder
+                .timer(TokioTimer::new())
+                .header_read_timeout(header_timeout)
+                .keep_alive(true)
+                .max_buf_size(READ_BUF_MAX);
             let conn = builder.serve_connection(io, TowerToHyperService::new(svc)).with_upgrades();
             tokio::pin!(conn);
             let result = tokio::select! {

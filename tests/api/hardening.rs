@@ -889,3 +889,71 @@ async fn the_server_keeps_accepting_after_running_out_of_descriptors() {
     let warnings = log.matches("accepting connections failed").count();
     assert_eq!(warnings, 1, "EMFILE is logged once a minute, not per attempt:\n{log}");
 }
+
+/// Reads one HTTP/1.1 response with a `Content-Length` body from `s`; returns (status line, body).
+async fn read_response(s: &mut TcpStream) -> (String, Vec<u8>) {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    let head_end = loop {
+        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break i + 4;
+        }
+        let n = s.read(&mut chunk).await.unwrap();
+        assert!(n > 0, "closed before a response head: {}", String::from_utf8_lossy(&buf));
+        buf.extend_from_slice(&chunk[..n]);
+    };
+    let head = String::from_utf8_lossy(&buf[..head_end]).to_string();
+    let len: usize = head
+        .lines()
+        .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().parse().unwrap()))
+        .expect("a Content-Length");
+    while buf.len() < head_end + len {
+        let n = s.read(&mut chunk).await.unwrap();
+        assert!(n > 0, "closed mid-body");
+        buf.extend_from_slice(&chunk[..n]);
+    }
+    (head.lines().next().unwrap_or_default().to_string(), buf[head_end..head_end + len].to_vec())
+}
+
+#[tokio::test]
+async fn request_heads_are_capped_and_a_connection_that_carried_an_upload_serves_on() {
+    let app = spawn_app().await;
+    // The read buffer, and so the request head, is capped at 16 KiB: 431 past it.
+    let ok = app.http.get(app.url("/healthz")).header("x-pad", "a".repeat(12 * 1024)).send().await.unwrap();
+    assert_eq!(ok.status(), 200);
+    let big = app.http.get(app.url("/healthz")).header("x-pad", "a".repeat(20 * 1024)).send().await.unwrap();
+    assert_eq!(big.status(), 431);
+
+    // A body many times that size arrives whole, and the same keep-alive connection answers the
+    // next request.
+    let key = app.key(&["file"]).await;
+    let data: Vec<u8> = (0..1024 * 1024u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8).collect();
+    let boundary = "b0undary-for-a-big-upload";
+    let mut body = format!(
+        "--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"big.bin\"\r\nContent-Type: application/octet-stream\r\n\r\n"
+    )
+    .into_bytes();
+    body.extend_from_slice(&data);
+    body.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
+    let mut s = TcpStream::connect(app.addr).await.unwrap();
+    let head = format!(
+        "POST /api/v1/file HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {key}\r\nContent-Type: multipart/form-data; boundary={boundary}\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    s.write_all(head.as_bytes()).await.unwrap();
+    s.write_all(&body).await.unwrap();
+    let (status, answer) = read_response(&mut s).await;
+    assert!(status.starts_with("HTTP/1.1 200"), "{status}");
+    let v: Value = serde_json::from_slice(&answer).unwrap();
+    assert_eq!(v["data"]["size"], data.len());
+    let id = v["data"]["attachment_id"].as_str().unwrap();
+    s.write_all(
+        format!("GET /api/v1/file?attachment_id={id} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {key}\r\n\r\n")
+            .as_bytes(),
+    )
+    .await
+    .unwrap();
+    let (status, got) = read_response(&mut s).await;
+    assert!(status.starts_with("HTTP/1.1 200"), "{status}");
+    assert!(got == data, "the download differs from the upload");
+}

@@ -1,10 +1,13 @@
 //! astrgate-bench: the fake upstream, the load generator and the benchmark scenarios behind
-//! `scripts/bench.sh`, which writes docs/benchmarks.md from what this program prints.
+//! `scripts/bench.sh`, which writes docs/benchmarks.md from what this program prints, and the soak
+//! behind `scripts/soak.sh`, which writes that file's `## Soak` section.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod attack;
 mod auth;
 mod live;
+mod soak;
+mod soak_report;
 mod sse;
 mod stats;
 mod upstream;
@@ -70,6 +73,56 @@ enum Cmd {
     Store {
         #[arg(long, default_value_t = 2000)]
         n: usize,
+    },
+    /// Steady mixed load for a fixed time (SSE chats, socket churn, uploads, OpenAI-door
+    /// completions) with the server's RSS sampled; writes the `## Soak` Markdown section to `out`
+    /// and fails when any operation failed or RSS grew past `max_growth_pct` after the warm-up.
+    Soak {
+        #[arg(long)]
+        astrgate: String,
+        #[arg(long)]
+        key: String,
+        /// astrgate's process id (for RSS and open file descriptors).
+        #[arg(long)]
+        pid: u32,
+        /// Minutes of load.
+        #[arg(long, default_value_t = 10)]
+        minutes: u64,
+        /// Seconds at the start left out of the RSS growth measure.
+        #[arg(long, default_value_t = 120)]
+        warmup_secs: u64,
+        #[arg(long, default_value_t = 10)]
+        sample_secs: u64,
+        #[arg(long, default_value_t = 500)]
+        chats: usize,
+        #[arg(long, default_value_t = 5)]
+        turns_per_session: usize,
+        #[arg(long, default_value_t = 32)]
+        churn: usize,
+        #[arg(long, default_value_t = 100)]
+        churn_pause_ms: u64,
+        #[arg(long, default_value_t = 4)]
+        uploaders: usize,
+        #[arg(long, default_value_t = 1000)]
+        upload_pause_ms: u64,
+        #[arg(long, default_value_t = 256)]
+        max_upload_kib: usize,
+        #[arg(long, default_value_t = 500)]
+        openai_pause_ms: u64,
+        #[arg(long, default_value_t = 10.0)]
+        max_growth_pct: f64,
+        /// At most this many seconds after the load for the open fds to come back (the last
+        /// sample: RSS and open fds with no load).
+        #[arg(long, default_value_t = 200)]
+        settle_secs: u64,
+        /// The fake upstream's pacing, in words, for the report.
+        #[arg(long, default_value = "streams 20 tokens")]
+        upstream_note: String,
+        /// A sentence about the machine for the report (shared with other work, …).
+        #[arg(long, default_value = "")]
+        machine_note: String,
+        #[arg(long)]
+        out: std::path::PathBuf,
     },
     /// Every scenario; writes the Markdown report.
     All {
@@ -326,6 +379,68 @@ async fn main() -> anyhow::Result<()> {
                     o.rps() / d.rps(),
                     o.total.pct_ms(99.0) - d.total.pct_ms(99.0)
                 );
+            }
+            Ok(())
+        }
+        Cmd::Soak {
+            astrgate,
+            key,
+            pid,
+            minutes,
+            warmup_secs,
+            sample_secs,
+            chats,
+            turns_per_session,
+            churn,
+            churn_pause_ms,
+            uploaders,
+            upload_pause_ms,
+            max_upload_kib,
+            openai_pause_ms,
+            max_growth_pct,
+            settle_secs,
+            upstream_note,
+            machine_note,
+            out,
+        } => {
+            let opts = soak::Options {
+                astrgate,
+                key,
+                pid,
+                duration: Duration::from_secs(minutes * 60),
+                warmup: Duration::from_secs(warmup_secs),
+                sample_every: Duration::from_secs(sample_secs),
+                chats,
+                turns_per_session: turns_per_session.max(1),
+                churn,
+                churn_pause: Duration::from_millis(churn_pause_ms),
+                uploaders,
+                upload_pause: Duration::from_millis(upload_pause_ms),
+                openai_pause: Duration::from_millis(openai_pause_ms),
+                settle: Duration::from_secs(settle_secs),
+                max_upload: max_upload_kib * 1024,
+            };
+            let load = soak::describe(&opts, &upstream_note);
+            let report = soak::run(opts).await?;
+            let machine = format!(
+                "Machine: {} ({} cores), {}. {machine_note}",
+                sh("grep -m1 'model name' /proc/cpuinfo | cut -d: -f2"),
+                sh("nproc"),
+                sh("rustc --version")
+            );
+            let date = sh("date -u +'%Y-%m-%d %H:%M UTC'");
+            let md = report.markdown(&load, &date, machine.trim_end(), max_growth_pct)?;
+            std::fs::write(&out, &md)?;
+            println!("{md}");
+            if !report.passed(max_growth_pct) {
+                eprintln!(
+                    "soak failed: {} errors, RSS growth after the warm-up {}, open fds {} at the start and {} after the load",
+                    report.errors_total(),
+                    report.growth().map(|g| format!("{:+.1} %", g.fit_pct)).unwrap_or_else(|| "unknown".into()),
+                    report.samples[0].fds,
+                    report.after.fds
+                );
+                std::process::exit(1);
             }
             Ok(())
         }
