@@ -10,6 +10,7 @@ mod batch;
 pub mod copy;
 mod postgres;
 mod sqlite;
+mod usage;
 
 use std::sync::Arc;
 

@@ -18,7 +18,7 @@ use sqlx::sqlite::{
 use sqlx::{AssertSqlSafe, Row, SqlSafeStr};
 
 use super::*;
-use crate::store::audit;
+use crate::store::{audit, usage};
 
 mod copy;
 
@@ -118,44 +118,6 @@ fn api_key_from_row(r: &SqliteRow) -> StoreResult<ApiKeyRecord> {
         revoked_at: r.try_get("revoked_at")?,
         username: r.try_get("username")?,
         limits: Limits::from_column(r.try_get("limits")?)?,
-    })
-}
-
-/// Adds a usage row to the stored one (creating it): used by the usage book and by `copy-db`.
-pub(super) const ADD_USAGE: &str = "INSERT INTO key_usage (key_id, day, requests, runs, prompt_tokens, completion_tokens, audio_in_ms, audio_out_ms)
-     VALUES (?, ?, ?, ?, ?, ?, ?, ?)
-     ON CONFLICT (key_id, day) DO UPDATE SET requests = key_usage.requests + excluded.requests,
-       runs = key_usage.runs + excluded.runs, prompt_tokens = key_usage.prompt_tokens + excluded.prompt_tokens,
-       completion_tokens = key_usage.completion_tokens + excluded.completion_tokens,
-       audio_in_ms = key_usage.audio_in_ms + excluded.audio_in_ms, audio_out_ms = key_usage.audio_out_ms + excluded.audio_out_ms";
-
-pub(super) fn bind_usage<'q>(
-    q: sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments>,
-    r: &'q UsageRow,
-) -> sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments> {
-    let c = &r.counts;
-    q.bind(&r.key_id)
-        .bind(&r.day)
-        .bind(c.requests)
-        .bind(c.runs)
-        .bind(c.prompt_tokens)
-        .bind(c.completion_tokens)
-        .bind(c.audio_in_ms)
-        .bind(c.audio_out_ms)
-}
-
-pub(super) fn usage_from_row(r: &SqliteRow) -> StoreResult<UsageRow> {
-    Ok(UsageRow {
-        key_id: r.try_get("key_id")?,
-        day: r.try_get("day")?,
-        counts: UsageCounts {
-            requests: r.try_get("requests")?,
-            runs: r.try_get("runs")?,
-            prompt_tokens: r.try_get("prompt_tokens")?,
-            completion_tokens: r.try_get("completion_tokens")?,
-            audio_in_ms: r.try_get("audio_in_ms")?,
-            audio_out_ms: r.try_get("audio_out_ms")?,
-        },
     })
 }
 
@@ -371,20 +333,15 @@ impl Store for SqliteStore {
         }
         let mut tx = self.write.begin().await?;
         for row in rows {
-            bind_usage(sqlx::query(ADD_USAGE), row).execute(&mut *tx).await?;
+            usage::add::<sqlx::Sqlite>(row).build().execute(&mut *tx).await?;
         }
         tx.commit().await?;
         Ok(())
     }
 
     async fn key_usage(&self, key_id: &str, from_day: &str, to_day: &str) -> StoreResult<Vec<UsageRow>> {
-        let rows = sqlx::query("SELECT * FROM key_usage WHERE key_id = ? AND day >= ? AND day <= ? ORDER BY day")
-            .bind(key_id)
-            .bind(from_day)
-            .bind(to_day)
-            .fetch_all(&self.read)
-            .await?;
-        rows.iter().map(usage_from_row).collect()
+        let rows = usage::range::<sqlx::Sqlite>(key_id, from_day, to_day).build().fetch_all(&self.read).await?;
+        rows.iter().map(usage::from_row).collect()
     }
 
     async fn get_session(&self, session_id: &str) -> StoreResult<Option<SessionRecord>> {

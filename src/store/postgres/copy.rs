@@ -50,7 +50,9 @@ impl PgStore {
                     })
                     .collect::<StoreResult<_>>()?,
             ),
-            Table::KeyUsage => Rows::KeyUsage(rows.iter().map(usage_from_row).collect::<StoreResult<_>>()?),
+            Table::KeyUsage => {
+                Rows::KeyUsage(rows.iter().map(crate::store::usage::from_row).collect::<StoreResult<_>>()?)
+            }
             Table::AuditEvents => {
                 Rows::AuditEvents(rows.iter().map(crate::store::audit::from_row).collect::<StoreResult<_>>()?)
             }
@@ -146,7 +148,7 @@ impl PgStore {
             }
             Rows::KeyUsage(v) => {
                 for r in v {
-                    bind_usage(sqlx::query(ADD_USAGE), r).execute(&mut *tx).await?;
+                    crate::store::usage::add::<sqlx::Postgres>(r).build().execute(&mut *tx).await?;
                 }
             }
             Rows::AuditEvents(v) => {

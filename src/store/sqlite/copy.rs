@@ -50,7 +50,9 @@ impl SqliteStore {
                     })
                     .collect::<StoreResult<_>>()?,
             ),
-            Table::KeyUsage => Rows::KeyUsage(rows.iter().map(usage_from_row).collect::<StoreResult<_>>()?),
+            Table::KeyUsage => {
+                Rows::KeyUsage(rows.iter().map(crate::store::usage::from_row).collect::<StoreResult<_>>()?)
+            }
             Table::AuditEvents => {
                 Rows::AuditEvents(rows.iter().map(crate::store::audit::from_row).collect::<StoreResult<_>>()?)
             }
@@ -153,7 +155,7 @@ impl SqliteStore {
             }
             Rows::KeyUsage(v) => {
                 for r in v {
-                    bind_usage(sqlx::query(ADD_USAGE), r).execute(&mut *tx).await?;
+                    crate::store::usage::add::<sqlx::Sqlite>(r).build().execute(&mut *tx).await?;
                 }
             }
             Rows::AuditEvents(v) => {
