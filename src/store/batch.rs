@@ -1,28 +1,36 @@
-//! Group commit for the hot write path (sessions, messages, run logs).
+//! Group commit for the hot write path (sessions, messages, run logs), on a thread of its own.
 //!
-//! sqlx runs each SQLite connection on its own thread, so every statement, `BEGIN` and `COMMIT`
-//! is a cross-thread round trip; at one chat turn = four small write transactions, the writer
-//! spent nearly all its time on hand-offs (~300 turns/s). Here one task owns the single writer
-//! connection: it takes every write that is waiting, applies them in one transaction with one
-//! multi-row statement per table, and answers each caller. Under load a batch holds many turns,
-//! so the round trips are paid per batch instead of per row; alone, a write costs what it did.
-//! If a batch fails (one bad row fails the statement), its writes are retried one by one so only
-//! the bad one fails.
+//! One thread owns the single write connection for these writes (a `rusqlite` connection to
+//! the same file): it takes every write that is waiting, applies them in one transaction, and
+//! answers each caller. Nothing crosses a thread per statement: sqlx runs each SQLite connection
+//! on a worker thread and hands every statement (and `BEGIN`, `COMMIT`) over to it, which made a
+//! chat turn's four writes cost ~12 context switches on that thread alone and as many wake-ups
+//! of the runtime (docs/performance.md). Here a write costs one wake-up of this thread and one of
+//! the caller, however many statements it runs; under load a batch holds many turns, so even
+//! those are paid per batch. If a batch fails (one bad row fails the transaction), its writes
+//! are retried one by one so only the bad one fails.
+//!
+//! The store's other writes (keys, settings, renames…) are rare and go through sqlx's own write
+//! connection; the two take SQLite's write lock in turn (WAL allows one writer at a time), and
+//! this connection's busy handler waits for the other in steps of 50 µs.
 
-use std::collections::HashSet;
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
-use sqlx::sqlite::SqlitePool;
-use sqlx::{AssertSqlSafe, Row};
-use tokio::sync::{mpsc, oneshot};
+use rusqlite::{Connection, OpenFlags, TransactionBehavior, params};
+use tokio::sync::{Notify, mpsc, oneshot};
 
 use super::{Micros, NewMessage, RunRecord, SessionRecord, StoreError, StoreResult, now_micros};
 
-/// Most writes applied in one transaction (keeps statements far below SQLite's 32,766 variables).
+/// Most writes applied in one transaction.
 const MAX_BATCH: usize = 128;
 /// Writes waiting for the writer; callers wait for room beyond this.
 pub const QUEUE: usize = 1024;
+/// How long a write waits for the other write connection before it fails as busy.
+const BUSY_FOR: Duration = Duration::from_secs(10);
+const BUSY_STEP: Duration = Duration::from_micros(50);
 
 pub enum WriteOp {
     CreateSession(SessionRecord, oneshot::Sender<StoreResult<bool>>),
@@ -30,37 +38,60 @@ pub enum WriteOp {
     /// A message's new content (serialised), e.g. a reply saved while it streams.
     UpdateMessage(i64, String, oneshot::Sender<StoreResult<()>>),
     InsertRun(RunRecord, oneshot::Sender<StoreResult<()>>),
+    /// Sent by `Store::close`: the writes queued before it are applied, later ones refused.
+    Close,
 }
 
-/// Runs until every sender is gone, or `closing` is cancelled and every write queued by then
-/// was applied. `failed` tells whether the last batch failed.
-pub async fn writer(
-    pool: SqlitePool,
-    mut rx: mpsc::Receiver<WriteOp>,
+/// Opens the writer's connection to the database at `path` (already migrated) and starts its
+/// thread. The thread runs until every sender is gone or a [`WriteOp::Close`] arrived and every
+/// write queued before it was applied; the returned receiver resolves then. `failed` tells
+/// whether the last batch failed; `written` is notified after every batch that committed (the
+/// WAL checkpointer waits for it).
+pub fn start(
+    path: &Path,
+    pragmas: &[(&str, &str)],
+    rx: mpsc::Receiver<WriteOp>,
     failed: Arc<AtomicBool>,
-    closing: tokio_util::sync::CancellationToken,
-) {
+    written: Arc<Notify>,
+) -> StoreResult<oneshot::Receiver<()>> {
+    let conn = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX)
+        .map_err(sqlite_error)?;
+    for (name, value) in pragmas {
+        conn.pragma_update(None, name, value).map_err(sqlite_error)?;
+    }
+    conn.busy_handler(Some(wait_busy)).map_err(sqlite_error)?;
+    let (done, finished) = oneshot::channel();
+    std::thread::Builder::new().name("sqlite-writer".into()).spawn(move || {
+        run(conn, rx, &failed, &written);
+        drop(done);
+    })?;
+    Ok(finished)
+}
+
+/// SQLite's busy handler: the `n`th wait for the write lock. SQLite's own waits 1, 2, 5… ms,
+/// far longer than the other connection's rare writes hold the lock.
+fn wait_busy(n: i32) -> bool {
+    std::thread::sleep(BUSY_STEP);
+    u128::try_from(n).is_ok_and(|n| n < BUSY_FOR.as_micros() / BUSY_STEP.as_micros())
+}
+
+fn run(mut conn: Connection, mut rx: mpsc::Receiver<WriteOp>, failed: &AtomicBool, written: &Notify) {
     let mut ops: Vec<WriteOp> = Vec::with_capacity(MAX_BATCH);
-    loop {
-        let first = tokio::select! {
-            op = rx.recv() => op,
-            _ = closing.cancelled(), if !rx.is_closed() => {
-                // No new writes; the queued ones are still received (then `None`).
-                rx.close();
-                continue;
-            }
-        };
-        let Some(first) = first else { break };
-        ops.push(first);
+    while let Some(first) = rx.blocking_recv() {
+        take(&mut rx, first, &mut ops);
         while ops.len() < MAX_BATCH {
             match rx.try_recv() {
-                Ok(op) => ops.push(op),
+                Ok(op) => take(&mut rx, op, &mut ops),
                 Err(_) => break,
             }
         }
-        match apply(&pool, &ops).await {
+        if ops.is_empty() {
+            continue;
+        }
+        match apply(&mut conn, &ops) {
             Ok(results) => {
                 failed.store(false, Ordering::Relaxed);
+                written.notify_one();
                 for (op, r) in ops.drain(..).zip(results) {
                     reply(op, Ok(r));
                 }
@@ -69,20 +100,32 @@ pub async fn writer(
                 tracing::error!(error = %e, "database write failed");
                 failed.store(true, Ordering::Relaxed);
                 if let Some(op) = ops.pop() {
-                    reply(op, Err(e));
+                    reply(op, Err(sqlite_error(e)));
                 }
             }
             Err(_) => {
                 // Isolate the failing write: one batch of one each.
                 let mut any_ok = false;
                 for op in std::mem::take(&mut ops) {
-                    let r = apply(&pool, std::slice::from_ref(&op)).await.map(|mut v| v.remove(0));
+                    let r = apply(&mut conn, std::slice::from_ref(&op)).map(|mut v| v.remove(0));
                     any_ok |= r.is_ok();
-                    reply(op, r);
+                    reply(op, r.map_err(sqlite_error));
                 }
                 failed.store(!any_ok, Ordering::Relaxed);
+                if any_ok {
+                    written.notify_one();
+                }
             }
         }
+    }
+}
+
+/// Queues `op` for the batch, or on [`WriteOp::Close`] refuses further writes (those already
+/// queued are still received).
+fn take(rx: &mut mpsc::Receiver<WriteOp>, op: WriteOp, ops: &mut Vec<WriteOp>) {
+    match op {
+        WriteOp::Close => rx.close(),
+        op => ops.push(op),
     }
 }
 
@@ -105,138 +148,79 @@ fn reply(op: WriteOp, r: StoreResult<Done>) {
         (WriteOp::CreateSession(_, tx), Err(e)) => drop(tx.send(Err(e))),
         (WriteOp::InsertMessage(_, tx), Err(e)) => drop(tx.send(Err(e))),
         (WriteOp::InsertRun(_, tx), Err(e)) => drop(tx.send(Err(e))),
+        (WriteOp::Close, _) => {}
         (op, Ok(_)) => reply(op, Err(StoreError::Db(sqlx::Error::Protocol("mismatched batch result".into())))),
     }
 }
 
-fn values(rows: usize, cols: usize) -> String {
-    let one = format!("({})", vec!["?"; cols].join(","));
-    vec![one; rows].join(",")
+fn sqlite_error(e: rusqlite::Error) -> StoreError {
+    StoreError::Sqlite(e)
 }
 
-async fn apply(pool: &SqlitePool, ops: &[WriteOp]) -> StoreResult<Vec<Done>> {
-    let kinds = [
-        ops.iter().any(|o| matches!(o, WriteOp::CreateSession(..))),
-        ops.iter().any(|o| matches!(o, WriteOp::InsertMessage(..))),
-        ops.iter().any(|o| matches!(o, WriteOp::InsertRun(..))),
-        ops.iter().any(|o| matches!(o, WriteOp::UpdateMessage(..))),
-    ];
-    let mut conn = pool.acquire().await?;
-    // One statement is atomic on its own; several share one transaction, held by sqlx's guard
-    // so that it is rolled back (and the write lock released) on any failure.
-    if kinds.iter().filter(|k| **k).count() > 1 {
-        use sqlx::Connection;
-        let mut tx = conn.begin_with("BEGIN IMMEDIATE").await?;
-        let result = apply_on(&mut tx, ops).await?;
-        tx.commit().await?;
-        return Ok(result);
+/// Applies `ops` in order in one transaction.
+fn apply(conn: &mut Connection, ops: &[WriteOp]) -> rusqlite::Result<Vec<Done>> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let now = now_micros();
+    let mut out = Vec::with_capacity(ops.len());
+    for op in ops {
+        out.push(match op {
+            WriteOp::CreateSession(s, _) => {
+                let mut st = tx.prepare_cached(
+                    "INSERT OR IGNORE INTO sessions (session_id, platform_id, creator, display_name, is_group, profile_id, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                )?;
+                let n = st.execute(params![
+                    s.session_id,
+                    s.platform_id,
+                    s.creator,
+                    s.display_name,
+                    i64::from(s.is_group),
+                    s.profile_id,
+                    s.created_at,
+                    s.updated_at
+                ])?;
+                Done::Created(n == 1)
+            }
+            WriteOp::InsertMessage(m, _) => {
+                let content = serde_json::to_string(&m.content).map_err(|e| rusqlite::Error::ToSqlConversionFailure(e.into()))?;
+                // A trigger touches the session's updated_at.
+                let mut st = tx.prepare_cached(
+                    "INSERT INTO messages (session_id, platform_id, sender_id, sender_name, content, llm_checkpoint_id, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                )?;
+                st.execute(params![
+                    m.session_id,
+                    m.platform_id,
+                    m.sender_id,
+                    m.sender_name,
+                    content,
+                    m.llm_checkpoint_id,
+                    now,
+                    now
+                ])?;
+                Done::Message(tx.last_insert_rowid(), now)
+            }
+            WriteOp::InsertRun(r, _) => {
+                let mut st = tx.prepare_cached(super::sqlite::INSERT_RUN)?;
+                st.execute(params![
+                    r.run_id,
+                    r.session_id,
+                    r.username,
+                    r.status,
+                    r.events,
+                    r.created_at,
+                    r.finished_at,
+                    r.message_id,
+                    r.instance_id
+                ])?;
+                Done::Run
+            }
+            WriteOp::UpdateMessage(id, content, _) => {
+                let mut st = tx.prepare_cached("UPDATE messages SET content = ?, updated_at = ? WHERE id = ?")?;
+                st.execute(params![content, now, id])?;
+                Done::Updated
+            }
+            WriteOp::Close => Done::Updated,
+        });
     }
-    apply_on(&mut conn, ops).await
-}
-
-async fn apply_on(tx: &mut sqlx::SqliteConnection, ops: &[WriteOp]) -> StoreResult<Vec<Done>> {
-    let mut out: Vec<Option<Done>> = (0..ops.len()).map(|_| None).collect();
-
-    // Sessions first: messages of this batch may belong to them.
-    let sessions: Vec<(usize, &SessionRecord)> = ops
-        .iter()
-        .enumerate()
-        .filter_map(|(i, o)| if let WriteOp::CreateSession(s, _) = o { Some((i, s)) } else { None })
-        .collect();
-    if !sessions.is_empty() {
-        let sql = format!(
-            "INSERT OR IGNORE INTO sessions (session_id, platform_id, creator, display_name, is_group, profile_id, created_at, updated_at) VALUES {} RETURNING session_id",
-            values(sessions.len(), 8)
-        );
-        let mut q = sqlx::query(AssertSqlSafe(sql));
-        for (_, s) in &sessions {
-            q = q
-                .bind(&s.session_id)
-                .bind(&s.platform_id)
-                .bind(&s.creator)
-                .bind(&s.display_name)
-                .bind(i64::from(s.is_group))
-                .bind(&s.profile_id)
-                .bind(s.created_at)
-                .bind(s.updated_at);
-        }
-        let created: HashSet<String> = q
-            .fetch_all(&mut *tx)
-            .await?
-            .iter()
-            .map(|r| r.try_get::<String, _>("session_id"))
-            .collect::<Result<_, _>>()?;
-        // The same id twice in one batch: only its first write created it.
-        let mut claimed = HashSet::new();
-        for (i, s) in sessions {
-            let first = claimed.insert(s.session_id.as_str());
-            out[i] = Some(Done::Created(first && created.contains(&s.session_id)));
-        }
-    }
-
-    let msgs: Vec<(usize, &NewMessage)> = ops
-        .iter()
-        .enumerate()
-        .filter_map(|(i, o)| if let WriteOp::InsertMessage(m, _) = o { Some((i, m)) } else { None })
-        .collect();
-    if !msgs.is_empty() {
-        let now = now_micros();
-        let sql = format!(
-            "INSERT INTO messages (session_id, platform_id, sender_id, sender_name, content, llm_checkpoint_id, created_at, updated_at) VALUES {} RETURNING id",
-            values(msgs.len(), 8)
-        );
-        let mut q = sqlx::query(AssertSqlSafe(sql));
-        for (_, m) in &msgs {
-            q = q
-                .bind(&m.session_id)
-                .bind(&m.platform_id)
-                .bind(&m.sender_id)
-                .bind(&m.sender_name)
-                .bind(serde_json::to_string(&m.content)?)
-                .bind(&m.llm_checkpoint_id)
-                .bind(now)
-                .bind(now);
-        }
-        // One writer, one statement: the ids are consecutive in VALUES order (RETURNING itself
-        // does not promise an order, so sort them). A trigger touches each session's updated_at.
-        let mut ids: Vec<i64> =
-            q.fetch_all(&mut *tx).await?.iter().map(|r| r.try_get::<i64, _>("id")).collect::<Result<_, _>>()?;
-        ids.sort_unstable();
-        if ids.len() != msgs.len() {
-            return Err(StoreError::Db(sqlx::Error::Protocol("message ids missing".into())));
-        }
-        for ((i, _), id) in msgs.into_iter().zip(ids) {
-            out[i] = Some(Done::Message(id, now));
-        }
-    }
-
-    let runs: Vec<(usize, &RunRecord)> = ops
-        .iter()
-        .enumerate()
-        .filter_map(|(i, o)| if let WriteOp::InsertRun(r, _) = o { Some((i, r)) } else { None })
-        .collect();
-    if !runs.is_empty() {
-        let sql = format!("INSERT OR REPLACE INTO {} VALUES {}", super::sqlite::RUN_COLUMNS, values(runs.len(), 9));
-        let mut q = sqlx::query(AssertSqlSafe(sql));
-        for (_, r) in &runs {
-            q = super::sqlite::bind_run(q, r);
-        }
-        q.execute(&mut *tx).await?;
-        for (i, _) in runs {
-            out[i] = Some(Done::Run);
-        }
-    }
-    // Rare (a streaming reply saved once a second): one statement each, after the inserts.
-    for (i, op) in ops.iter().enumerate() {
-        if let WriteOp::UpdateMessage(id, content, _) = op {
-            sqlx::query("UPDATE messages SET content = ?, updated_at = ? WHERE id = ?")
-                .bind(content)
-                .bind(now_micros())
-                .bind(id)
-                .execute(&mut *tx)
-                .await?;
-            out[i] = Some(Done::Updated);
-        }
-    }
-    out.into_iter().map(|d| d.ok_or_else(|| StoreError::Db(sqlx::Error::Protocol("unanswered write".into())))).collect()
+    tx.commit()?;
+    Ok(out)
 }

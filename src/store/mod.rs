@@ -32,6 +32,9 @@ pub fn now_micros() -> Micros {
 pub enum StoreError {
     #[error("database error: {0}")]
     Db(#[from] sqlx::Error),
+    /// From the SQLite store's writer thread (`batch.rs`), which uses rusqlite.
+    #[error("database error: {0}")]
+    Sqlite(#[from] rusqlite::Error),
     #[error("migration error: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("corrupt stored JSON: {0}")]

@@ -12,14 +12,13 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use sqlx::migrate::{Migration, MigrationType, Migrator};
-use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
-};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow};
 use sqlx::{AssertSqlSafe, Row, SqlSafeStr};
 
 use super::*;
 use crate::store::{audit, usage};
 
+mod checkpoint;
 mod copy;
 
 /// The embedded migrations, in order. Never edit one that has shipped.
@@ -52,9 +51,19 @@ pub struct SqliteStore {
     write_failed: std::sync::Arc<std::sync::atomic::AtomicBool>,
     /// The group-commit writer for sessions, messages and run logs (see `batch.rs`).
     batch: tokio::sync::mpsc::Sender<super::batch::WriteOp>,
-    /// Tells the writer to finish; [`Store::close`] then waits for it.
-    closing: tokio_util::sync::CancellationToken,
-    writer: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
+    /// Resolves when the writer thread has finished ([`Store::close`] waits for it).
+    writer: std::sync::Mutex<Option<tokio::sync::oneshot::Receiver<()>>>,
+    /// Tells the WAL checkpointer (`checkpoint.rs`) to do a last checkpoint and stop.
+    closing_checkpoints: tokio_util::sync::CancellationToken,
+    checkpointer: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
+}
+
+impl Drop for SqliteStore {
+    /// A store dropped without [`Store::close`] stops its checkpointer too (its writer ends when
+    /// the last sender is gone).
+    fn drop(&mut self) {
+        self.closing_checkpoints.cancel();
+    }
 }
 
 impl SqliteStore {
@@ -69,20 +78,29 @@ impl SqliteStore {
     }
 }
 
+/// Every connection's settings (sqlx's and the writer thread's).
+const PRAGMAS: &[(&str, &str)] = &[
+    // WAL + NORMAL: durable across application crashes, fsyncs only in checkpoints.
+    ("synchronous", "NORMAL"),
+    ("foreign_keys", "ON"),
+    // Statement journals (multi-row inserts, triggers) in memory instead of a temp file.
+    ("temp_store", "MEMORY"),
+    // Checkpoint on commit every ~64 MiB of WAL instead of 4 MiB (this is what lets the WAL start
+    // over); `checkpoint.rs` copies the pages back off the write path long before.
+    ("wal_autocheckpoint", "16000"),
+    // Once the WAL starts over, a WAL grown longer by a burst is cut back to 64 MiB.
+    ("journal_size_limit", "67108864"),
+];
+
 impl SqliteStore {
     pub async fn connect(url: &str) -> StoreResult<Self> {
-        let opts = SqliteConnectOptions::from_str(url)?
+        let mut opts = SqliteConnectOptions::from_str(url)?
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
-            // WAL + NORMAL: durable across application crashes, one fsync per checkpoint.
-            .synchronous(SqliteSynchronous::Normal)
-            .busy_timeout(Duration::from_secs(10))
-            .foreign_keys(true)
-            // Statement journals (multi-row inserts, triggers) in memory instead of a temp file.
-            .pragma("temp_store", "MEMORY")
-            // Checkpoint every ~16 MiB of WAL instead of 4 MiB: hot pages (index leaves, the
-            // newest table pages) are copied back to the database once per checkpoint, not four.
-            .pragma("wal_autocheckpoint", "4000");
+            .busy_timeout(Duration::from_secs(10));
+        for (name, value) in PRAGMAS {
+            opts = opts.pragma(*name, *value);
+        }
         if let Some(parent) = opts.get_filename().parent()
             && !parent.as_os_str().is_empty()
         {
@@ -90,15 +108,31 @@ impl SqliteStore {
         }
         let write = SqlitePoolOptions::new().max_connections(1).min_connections(1).connect_with(opts.clone()).await?;
         migrator().run(&write).await?;
-        let read =
-            SqlitePoolOptions::new().max_connections(4).min_connections(1).connect_with(opts.read_only(true)).await?;
+        let read = SqlitePoolOptions::new()
+            .max_connections(4)
+            .min_connections(1)
+            .connect_with(opts.clone().read_only(true))
+            .await?;
         let (batch, rx) = tokio::sync::mpsc::channel(super::batch::QUEUE);
         let write_failed = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let closing = tokio_util::sync::CancellationToken::new();
+        let closing_checkpoints = tokio_util::sync::CancellationToken::new();
         // Owned by the store: [`Store::close`] stops it after every queued write is answered,
         // and waits for it (it also ends when the store is dropped).
-        let writer = tokio::spawn(super::batch::writer(write.clone(), rx, write_failed.clone(), closing.clone()));
-        Ok(Self { read, write, write_failed, batch, closing, writer: std::sync::Mutex::new(Some(writer)) })
+        let written = std::sync::Arc::new(tokio::sync::Notify::new());
+        let writer = super::batch::start(opts.get_filename(), PRAGMAS, rx, write_failed.clone(), written.clone())?;
+        // Its own connection, so a checkpoint's fsyncs never hold up a write. Stopped by `close`
+        // after the writer, so it copies the last writes back too.
+        let checkpoints = SqlitePoolOptions::new().max_connections(1).min_connections(1).connect_with(opts).await?;
+        let checkpointer = tokio::spawn(checkpoint::run(checkpoints, written, closing_checkpoints.clone()));
+        Ok(Self {
+            read,
+            write,
+            write_failed,
+            batch,
+            writer: std::sync::Mutex::new(Some(writer)),
+            closing_checkpoints,
+            checkpointer: std::sync::Mutex::new(Some(checkpointer)),
+        })
     }
 }
 
@@ -189,6 +223,9 @@ pub(super) fn bind_attachment<'q>(q: SqliteQuery<'q>, a: &'q AttachmentRecord) -
 }
 
 /// A run row's columns (9 placeholders each).
+/// The run log's upsert, for the writer thread (`batch.rs`).
+pub(super) const INSERT_RUN: &str = "INSERT OR REPLACE INTO runs (run_id, session_id, username, status, events, created_at, finished_at, message_id, instance_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)";
+
 pub(super) const RUN_COLUMNS: &str =
     "runs (run_id, session_id, username, status, events, created_at, finished_at, message_id, instance_id)";
 
@@ -507,12 +544,18 @@ impl Store for SqliteStore {
     }
 
     async fn close(&self) {
-        self.closing.cancel();
+        // Queued after every write accepted so far; refused by a writer already gone.
+        let _ = self.batch.send(super::batch::WriteOp::Close).await;
         let writer = self.writer.lock().unwrap_or_else(|p| p.into_inner()).take();
         if let Some(w) = writer {
             let _ = w.await;
         }
-        // The write connection's close checkpoints the WAL; reads stay possible.
+        self.closing_checkpoints.cancel();
+        let checkpointer = self.checkpointer.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(c) = checkpointer {
+            let _ = c.await;
+        }
+        // Reads stay possible.
         self.write.close().await;
     }
 
@@ -727,5 +770,36 @@ mod tests {
         assert_eq!(store.list_messages("a", 0, 100, false).await.unwrap().total, 45);
         let s = store.get_session("a").await.unwrap().unwrap();
         assert!(s.updated_at >= s.created_at, "the trigger touched the session");
+    }
+
+    #[tokio::test]
+    async fn close_applies_what_was_queued_refuses_what_comes_after_and_the_data_stays() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("t.db").display());
+        let store = Arc::new(SqliteStore::connect(&url).await.unwrap());
+        assert!(store.create_session(&session("a")).await.unwrap());
+        let tasks: Vec<_> = (0..200)
+            .map(|i| {
+                let s = store.clone();
+                tokio::spawn(async move { s.insert_message(&message("a", &format!("m{i}"))).await })
+            })
+            .collect();
+        // Every write accepted before `close` is answered with success.
+        let closing = {
+            let s = store.clone();
+            tokio::spawn(async move { s.close().await })
+        };
+        let mut ok = 0;
+        for t in tasks {
+            if t.await.unwrap().is_ok() {
+                ok += 1;
+            }
+        }
+        closing.await.unwrap();
+        assert!(store.insert_message(&message("a", "late")).await.is_err(), "a write after close is refused");
+        drop(store);
+        let again = SqliteStore::connect(&url).await.unwrap();
+        assert_eq!(again.list_messages("a", 0, 500, false).await.unwrap().total, ok, "every answered write is stored");
+        assert!(ok > 0);
     }
 }
