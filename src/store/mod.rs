@@ -360,7 +360,8 @@ pub trait Store: Send + Sync + 'static {
     async fn close(&self);
 
     // health
-    /// True when the last write failed (e.g. the disk is full).
+    /// True when the last write failed (e.g. the disk is full); SQLite: also while the disk holding
+    /// the database is (nearly) full.
     fn writes_failing(&self) -> bool;
     /// A small real write; clears [`Store::writes_failing`] when it succeeds.
     async fn probe_write(&self) -> StoreResult<()>;

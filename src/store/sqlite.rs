@@ -51,11 +51,21 @@ pub struct SqliteStore {
     write_failed: std::sync::Arc<std::sync::atomic::AtomicBool>,
     /// The group-commit writer for sessions, messages and run logs (see `batch.rs`).
     batch: tokio::sync::mpsc::Sender<super::batch::WriteOp>,
+    /// The database file.
+    path: std::path::PathBuf,
     /// Resolves when the writer thread has finished ([`Store::close`] waits for it).
     writer: std::sync::Mutex<Option<tokio::sync::oneshot::Receiver<()>>>,
     /// Tells the WAL checkpointer (`checkpoint.rs`) to do a last checkpoint and stop.
     closing_checkpoints: tokio_util::sync::CancellationToken,
     checkpointer: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
+}
+
+impl SqliteStore {
+    /// Bytes available to us on the file system holding the database (None if unknown).
+    fn free_bytes(&self) -> Option<u64> {
+        let st = rustix::fs::statvfs(&self.path).ok()?;
+        Some(st.f_bavail.saturating_mul(st.f_frsize))
+    }
 }
 
 impl Drop for SqliteStore {
@@ -77,6 +87,10 @@ impl SqliteStore {
         rx.await.map_err(|_| gone())?
     }
 }
+
+/// Below this much free space where the database lives, the health check counts writes as
+/// failing even when small writes succeed.
+const MIN_FREE_BYTES: u64 = 1024 * 1024;
 
 /// Every connection's settings (sqlx's and the writer thread's).
 const PRAGMAS: &[(&str, &str)] = &[
@@ -122,9 +136,11 @@ impl SqliteStore {
         let writer = super::batch::start(opts.get_filename(), PRAGMAS, rx, write_failed.clone(), written.clone())?;
         // Its own connection, so a checkpoint's fsyncs never hold up a write. Stopped by `close`
         // after the writer, so it copies the last writes back too.
+        let path = opts.get_filename().to_path_buf();
         let checkpoints = SqlitePoolOptions::new().max_connections(1).min_connections(1).connect_with(opts).await?;
         let checkpointer = tokio::spawn(checkpoint::run(checkpoints, written, closing_checkpoints.clone()));
         Ok(Self {
+            path,
             read,
             write,
             write_failed,
@@ -573,10 +589,24 @@ impl Store for SqliteStore {
     }
 
     fn writes_failing(&self) -> bool {
+        // A small write can succeed on a full disk (it reuses WAL space the checkpointer freed),
+        // clearing the flag while any write that needs new pages still fails: a full file
+        // system counts as failing too.
         self.write_failed.load(std::sync::atomic::Ordering::Relaxed)
+            || self.free_bytes().is_some_and(|b| b < MIN_FREE_BYTES)
     }
 
     async fn probe_write(&self) -> StoreResult<()> {
+        // Its own small write may succeed on a full disk (see `writes_failing`).
+        if let Some(avail) = self.free_bytes()
+            && avail < MIN_FREE_BYTES
+        {
+            self.write_failed.store(true, std::sync::atomic::Ordering::Relaxed);
+            return Err(StoreError::Io(std::io::Error::new(
+                std::io::ErrorKind::StorageFull,
+                format!("{avail} bytes free where the database lives"),
+            )));
+        }
         let r = sqlx::query(
             "INSERT INTO settings (key, value, updated_at) VALUES ('health_probe', ?, ?) \
              ON CONFLICT (key) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",

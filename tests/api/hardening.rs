@@ -775,8 +775,10 @@ async fn a_full_disk_costs_no_model_call_and_health_reports_it() {
     assert_eq!(llm.requests().len(), 1);
 
     let filler = disk.fill();
-    let frames =
-        chat(&app, &key, json!({"username": "u", "message": "second", "session_id": "s"})).await.collect().await;
+    // Larger than the space the WAL already holds: a small write would reuse the WAL's pages once
+    // the checkpointer copied them back, and succeed on a full disk.
+    let big = format!("second {}", "x".repeat(400 * 1024));
+    let frames = chat(&app, &key, json!({"username": "u", "message": big, "session_id": "s"})).await.collect().await;
     let err = frames.iter().find(|f| f.ty() == "error").expect("an error event");
     assert_eq!(err.data["data"], "Failed to save the message");
     assert_eq!(llm.requests().len(), 1, "the model was called although the question could not be saved");
