@@ -8,8 +8,14 @@
 # at c = 64 on one instance with SQLite and with PostgreSQL, and through nginx in front of two
 # instances in cluster mode (PostgreSQL + Redis), each started here on loopback with temporary
 # data (PostgreSQL, Redis and nginx are installed from Debian's packages when missing).
+# Last, the reference table (issue 18): wrk, 15 s per point (WRK_SECS), at c = 1, 8, 64 against a
+# static nginx+njs OpenAI upstream streaming 20 tokens (scripts/reference/openai_upstream.js),
+# nginx as a streaming reverse proxy in front of it, and astrgate on SQLite and on PostgreSQL with
+# that upstream as its provider: every chat `{"message":"Hello","username":"bench"}`, a new session
+# each, persistence on. Ratios against the proxy are printed beside the numbers.
 # Usage: scripts/bench.sh [seconds-per-SSE-run (default 10)]
 #        BENCH_ONLY=scale scripts/bench.sh 2     # only the scale-out scenarios (a quick smoke run)
+#        BENCH_ONLY=reference WRK_SECS=5 scripts/bench.sh   # only the wrk reference table
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SECS="${1:-10}"
@@ -20,6 +26,9 @@ pg_bindir() { find /usr/lib/postgresql -maxdepth 2 -name bin -type d 2>/dev/null
 [ -x "$(pg_bindir)/initdb" ] || missing+=(postgresql)
 command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
 command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || missing+=(nginx-light)
+command -v wrk >/dev/null 2>&1 || missing+=(wrk)
+NJS_MODULE=/usr/lib/nginx/modules/ngx_http_js_module.so
+[ -f "$NJS_MODULE" ] || missing+=(libnginx-mod-http-js)
 # shellcheck source=scripts/deps.sh
 source scripts/deps.sh
 # shellcheck source=scripts/loopback.sh
@@ -98,8 +107,9 @@ IDLE_RSS=$(awk '/VmRSS/ {print $2}' /proc/$GW_PID/status)
 KEY=$("$BIN" --config "$WORK/astrgate.toml" keys create --name bench | tail -n 1)
 JWT=$(curl -s "http://127.0.0.1:$GW_PORT/api/auth/login" -H 'Content-Type: application/json' \
   -d '{"username":"astrgate","password":"bench-password-1"}' | sed -E 's/.*"token":"([^"]+)".*/\1/')
-# `all` rewrites docs/benchmarks.md; the `## Soak` section (scripts/soak.sh) is kept and put back last.
-awk '/^## / { keep = ($0 == "## Soak") } keep' docs/benchmarks.md >"$WORK/soak-section.md"
+# `all` rewrites docs/benchmarks.md; the sections other scripts write (`## Governance…` by
+# scripts/bench-metrics.sh, `## Soak` by scripts/soak.sh) are kept and put back last.
+awk '/^## / { keep = ($0 ~ /^## (Governance|Soak)/) } keep' docs/benchmarks.md >"$WORK/kept-sections.md"
 if [ "$ONLY" = all ]; then
 "$BENCH" all \
   --astrgate "http://127.0.0.1:$GW_PORT" --upstream "http://127.0.0.1:$UP_PORT/v1" \
@@ -123,16 +133,19 @@ redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save '' --appendonly no --d
   --pidfile "$WORK/redis.pid" --logfile "$WORK/redis.log" --dir "$WORK"
 PG_URL="postgres://astrgate@127.0.0.1:$PG_PORT/astrgate"
 
-# An instance on port $1 with data dir $2 and extra top-level TOML $3 (before any section).
+# An instance on port $1 with data dir $2 and extra top-level TOML $3 (before any section), the
+# rest of its configuration from $4 (default: the main one).
 start_instance() {
-  local port=$1 dir=$2 extra=$3
+  local port=$1 dir=$2 extra=$3 base=${4:-$WORK/astrgate.toml}
   mkdir -p "$dir"
   { echo "listen = \"127.0.0.1:$port\""; echo "data_dir = \"$dir/data\""; echo "$extra"
-    sed -e '/^listen = /d' -e '/^data_dir = /d' "$WORK/astrgate.toml"; } >"$dir/astrgate.toml"
+    sed -e '/^listen = /d' -e '/^data_dir = /d' "$base"; } >"$dir/astrgate.toml"
   "$BIN" --config "$dir/astrgate.toml" serve 2>"$dir/astrgate.log" &
   PIDS+=($!)
   wait_healthy "$port" "$dir/astrgate.log"
 }
+NGINX_BIN=$(command -v nginx || echo /usr/sbin/nginx)
+if [ "$ONLY" != reference ]; then
 # Runs the c = 64 SSE scenario against $1 with key $2; prints the astrgate row.
 sse64() {
   "$BENCH" sse --astrgate "$1" --upstream "http://127.0.0.1:$UP_PORT/v1" --key "$2" -c 64 -d "$SECS" | sed -n 4p
@@ -175,7 +188,6 @@ http {
   }
 }
 NGINX
-NGINX_BIN=$(command -v nginx || echo /usr/sbin/nginx)
 "$NGINX_BIN" -p "$WORK/nginx" -c "$WORK/nginx/nginx.conf" 2>"$WORK/nginx/stderr.log" &
 PIDS+=($!)
 for _ in $(seq 50); do curl -sf "http://127.0.0.1:$LB_PORT/healthz" >/dev/null && break; sleep 0.1; done
@@ -193,9 +205,115 @@ LB_ROW=$(sse64 "http://127.0.0.1:$LB_PORT" "$PG_KEY")
   echo "${PG_ROW/through astrgate/one instance, PostgreSQL}"
   echo "${LB_ROW/through astrgate/two instances (cluster) behind nginx}"
 } >"$WORK/scale.md"
-if [ "$ONLY" = all ]; then
-  cat "$WORK/scale.md" >>docs/benchmarks.md
-  if [ -s "$WORK/soak-section.md" ]; then { echo; cat "$WORK/soak-section.md"; } >>docs/benchmarks.md; fi
 fi
-cat "$WORK/scale.md"
+# Everything but the two fake upstreams stops here, so the reference runs alone.
+for p in "${PIDS[@]:2}"; do kill "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true; done
+
+# ---- Reference: wrk against a bare nginx+njs upstream, nginx proxying it, and astrgate ----
+WRK_SECS="${WRK_SECS:-15}"
+NJS_PORT=$(free_port); PROXY_PORT=$(free_port); REF_SQ_PORT=$(free_port); REF_PG_PORT=$(free_port)
+mkdir -p "$WORK/ref"
+cat >"$WORK/ref/nginx.conf" <<NGINX
+load_module $NJS_MODULE;
+worker_processes auto;
+daemon off;
+pid $WORK/ref/nginx.pid;
+error_log $WORK/ref/error.log warn;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  client_body_temp_path $WORK/ref/body;
+  proxy_temp_path $WORK/ref/proxy;
+  js_path $PWD/scripts/reference;
+  js_import up from openai_upstream.js;
+  upstream njs { server 127.0.0.1:$NJS_PORT; keepalive 128; }
+  # The upstream: a fixed 20-token SSE reply to every completion request.
+  server {
+    listen 127.0.0.1:$NJS_PORT;
+    location /v1/chat/completions { js_content up.completions; }
+  }
+  # A streaming reverse proxy in front of it: keep-alive upstream connections, no buffering.
+  server {
+    listen 127.0.0.1:$PROXY_PORT;
+    location / {
+      proxy_pass http://njs;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_buffering off;
+    }
+  }
+}
+NGINX
+"$NGINX_BIN" -p "$WORK/ref" -c "$WORK/ref/nginx.conf" 2>"$WORK/ref/stderr.log" &
+PIDS+=($!)
+for _ in $(seq 50); do curl -sf -X POST "http://127.0.0.1:$PROXY_PORT/v1/chat/completions" -o /dev/null && break; sleep 0.1; done
+# astrgate's default provider is that upstream; everything else at its defaults.
+cat >"$WORK/ref/astrgate.toml" <<TOML
+[dashboard]
+password = "bench-password-1"
+[server]
+max_connections_per_ip = 0
+[[providers]]
+id = "njs"
+base_url = "http://127.0.0.1:$NJS_PORT/v1"
+model = "fake"
+default = true
+TOML
+start_instance "$REF_SQ_PORT" "$WORK/ref/sqlite" "" "$WORK/ref/astrgate.toml"
+REF_SQ_PID=${PIDS[-1]}
+REF_SQ_KEY=$("$BIN" --config "$WORK/ref/sqlite/astrgate.toml" keys create --name bench | tail -n 1)
+REF_IDLE_RSS=$(awk '/VmRSS/ {print $2}' /proc/$REF_SQ_PID/status)
+REF_PG_URL="postgres://astrgate@127.0.0.1:$PG_PORT/astrgate_ref"
+"$(pg_bindir)/createdb" -h 127.0.0.1 -p "$PG_PORT" -U astrgate astrgate_ref
+start_instance "$REF_PG_PORT" "$WORK/ref/pg" "database_url = \"$REF_PG_URL\"" "$WORK/ref/astrgate.toml"
+REF_PG_PID=${PIDS[-1]}
+REF_PG_KEY=$("$BIN" --config "$WORK/ref/pg/astrgate.toml" keys create --name bench | tail -n 1)
+REF_PG_IDLE_RSS=$(awk '/VmRSS/ {print $2}' /proc/$REF_PG_PID/status)
+
+OPENAI_BODY='{"model":"fake","stream":true,"messages":[{"role":"user","content":"Hello"}]}'
+CHAT_BODY='{"message":"Hello","username":"bench"}'
+# One wrk point: URL, connections, body, key, a string every good reply contains.
+# Prints "req/s p50 p90 p99 max (µs) socket-errors bad-replies".
+wrk_point() {
+  local threads=$(( $2 < 2 ? 1 : 2 ))
+  WRK_BODY=$3 WRK_KEY=$4 WRK_EXPECT=$5 wrk -t"$threads" -c"$2" -d"${WRK_SECS}s" --timeout 10s \
+    -s scripts/reference/post.lua "$1" | awk '/^RESULT/ {$1 = ""; print substr($0, 2)}'
+  sleep 1
+}
+# "req/s, p50 x ms, p99 y ms" from a wrk_point line, with any failure shown.
+cell() {
+  awk '{ s = sprintf("%\047d req/s, p50 %.2f ms, p99 %.2f ms", $1, $2 / 1000, $4 / 1000)
+         if ($6 + $7 > 0) s = s sprintf(" (**%d socket errors, %d bad replies**)", $6, $7)
+         print s }' <<<"$1"
+}
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { split(a, x, " "); split(b, y, " "); printf "%.3f×", x[1] / y[1] }'; }
+REF_ROWS=()
+for c in 1 8 64; do
+  DIRECT=$(wrk_point "http://127.0.0.1:$NJS_PORT/v1/chat/completions" "$c" "$OPENAI_BODY" "" "[DONE]")
+  PROXY=$(wrk_point "http://127.0.0.1:$PROXY_PORT/v1/chat/completions" "$c" "$OPENAI_BODY" "" "[DONE]")
+  SQ=$(wrk_point "http://127.0.0.1:$REF_SQ_PORT/api/v1/chat" "$c" "$CHAT_BODY" "$REF_SQ_KEY" '"type":"end"')
+  PG=$(wrk_point "http://127.0.0.1:$REF_PG_PORT/api/v1/chat" "$c" "$CHAT_BODY" "$REF_PG_KEY" '"type":"end"')
+  REF_ROWS+=("| $c | $(cell "$DIRECT") | $(cell "$PROXY") | $(cell "$SQ") | $(cell "$PG") | $(ratio "$SQ" "$PROXY") / $(ratio "$PG" "$PROXY") |")
+  echo "${REF_ROWS[-1]}"
+done
+REF_RSS=$(awk '/VmRSS/ {print $2}' /proc/$REF_SQ_PID/status)
+REF_PG_RSS=$(awk '/VmRSS/ {print $2}' /proc/$REF_PG_PID/status)
+{
+  echo
+  echo "## Against a bare reverse proxy (wrk)"
+  echo
+  echo "wrk $(wrk -v 2>&1 | awk 'NR == 1 {print $2}'), ${WRK_SECS} s per point, one after another on this machine (wrk, nginx and astrgate share the two cores). The upstream is nginx $("$NGINX_BIN" -v 2>&1 | cut -d/ -f2) with njs $(dpkg-query -W -f='${Version}' libnginx-mod-http-js 2>/dev/null | cut -d- -f1) (\`worker_processes auto\`) answering every \`POST /v1/chat/completions\` with the same 20-token SSE reply (\`scripts/reference/openai_upstream.js\`); the proxy is the same nginx proxying to it (\`proxy_buffering off\`, keep-alive upstream connections). The upstream and the proxy get an OpenAI streaming request; astrgate gets \`POST /api/v1/chat\` with \`{\"message\":\"Hello\",\"username\":\"bench\"}\` and an API key, so every chat is a new session stored with its question, reply and run log, on SQLite (the default configuration) or on PostgreSQL $("$(pg_bindir)/postgres" --version | awk '{print $3}') (loopback TCP, durable commits). wrk counts a reply as bad unless it is a 200 containing \`[DONE]\` (upstream, proxy) or \`\"type\":\"end\"\` (astrgate). Latency is wrk's, request sent to reply complete."
+  echo
+  echo "| c | upstream direct | nginx streaming reverse proxy | astrgate, SQLite | astrgate, PostgreSQL | astrgate ÷ proxy (SQLite / PostgreSQL) |"
+  echo "|---|---|---|---|---|---|"
+  printf '%s\n' "${REF_ROWS[@]}"
+  echo
+  echo "astrgate's RSS: $(awk -v k="$REF_IDLE_RSS" 'BEGIN {printf "%.1f", k / 1024}') MiB idle and $(awk -v k="$REF_RSS" 'BEGIN {printf "%.1f", k / 1024}') MiB after these runs on SQLite; $(awk -v k="$REF_PG_IDLE_RSS" 'BEGIN {printf "%.1f", k / 1024}') and $(awk -v k="$REF_PG_RSS" 'BEGIN {printf "%.1f", k / 1024}') MiB on PostgreSQL."
+} >"$WORK/reference.md"
+
+if [ "$ONLY" = all ]; then
+  cat "$WORK/scale.md" "$WORK/reference.md" >>docs/benchmarks.md
+  if [ -s "$WORK/kept-sections.md" ]; then { echo; cat "$WORK/kept-sections.md"; } >>docs/benchmarks.md; fi
+fi
+cat "$WORK/scale.md" "$WORK/reference.md" 2>/dev/null || true
 [ "$ONLY" = all ] && cat docs/benchmarks.md || true
