@@ -12,7 +12,7 @@
 //!
 //! The store's other writes (keys, settings, renames…) are rare and go through sqlx's own write
 //! connection; the two take SQLite's write lock in turn (WAL allows one writer at a time), and
-//! this connection's busy handler waits for the other in steps of 50 µs.
+//! this connection's busy handler waits for the other in steps from 50 µs doubling to 20 ms.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -31,6 +31,7 @@ pub const QUEUE: usize = 1024;
 /// How long a write waits for the other write connection before it fails as busy.
 const BUSY_FOR: Duration = Duration::from_secs(10);
 const BUSY_STEP: Duration = Duration::from_micros(50);
+const BUSY_STEP_MAX: Duration = Duration::from_millis(20);
 
 pub enum WriteOp {
     CreateSession(SessionRecord, oneshot::Sender<StoreResult<bool>>),
@@ -68,11 +69,19 @@ pub fn start(
     Ok(finished)
 }
 
-/// SQLite's busy handler: the `n`th wait for the write lock. SQLite's own waits 1, 2, 5… ms,
-/// far longer than the other connection's rare writes hold the lock.
+/// SQLite's busy handler: before the `n`th retry of a statement that found the database locked,
+/// sleeps 50 µs doubling up to 20 ms (SQLite's own waits start at 1 ms, far longer than the other
+/// connection's rare writes hold the lock; a lock held long, e.g. while a full disk fails every
+/// write, is then polled 50 times a second, not 20,000), and gives up after 10 s in all.
 fn wait_busy(n: i32) -> bool {
-    std::thread::sleep(BUSY_STEP);
-    u128::try_from(n).is_ok_and(|n| n < BUSY_FOR.as_micros() / BUSY_STEP.as_micros())
+    busy_step(n).map(std::thread::sleep).is_some()
+}
+
+/// The sleep before the `n`th retry, or None once [`BUSY_FOR`] has been spent.
+fn busy_step(n: i32) -> Option<Duration> {
+    let step = |i: i32| BUSY_STEP.saturating_mul(1 << i.clamp(0, 9)).min(BUSY_STEP_MAX);
+    let waited: Duration = (0..n.max(0)).map(step).sum();
+    (waited < BUSY_FOR).then(|| step(n))
 }
 
 fn run(mut conn: Connection, mut rx: mpsc::Receiver<WriteOp>, failed: &AtomicBool, written: &Notify) {
@@ -223,4 +232,21 @@ fn apply(conn: &mut Connection, ops: &[WriteOp]) -> rusqlite::Result<Vec<Done>> 
     }
     tx.commit()?;
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn busy_waits_start_short_back_off_and_end_after_ten_seconds() {
+        assert_eq!(busy_step(0), Some(Duration::from_micros(50)));
+        assert_eq!(busy_step(1), Some(Duration::from_micros(100)));
+        assert_eq!(busy_step(20), Some(BUSY_STEP_MAX));
+        let steps: Vec<Duration> = (0..).map_while(busy_step).collect();
+        let total: Duration = steps.iter().sum();
+        assert!(total >= BUSY_FOR && total < BUSY_FOR + BUSY_STEP_MAX, "{total:?}");
+        // A long-held lock is polled about 50 times a second, not 20,000.
+        assert!(steps.len() < 520, "{}", steps.len());
+    }
 }

@@ -120,7 +120,21 @@ impl SqliteStore {
         {
             std::fs::create_dir_all(parent)?;
         }
-        let write = SqlitePoolOptions::new().max_connections(1).min_connections(1).connect_with(opts.clone()).await?;
+        // The rare writes; the writer thread takes SQLite's write lock in turn with it. A
+        // connection handed back inside a transaction (a failed COMMIT or ROLLBACK, e.g. on a full
+        // disk) is closed, not kept: idle in the pool it would hold the write lock, and every
+        // write of the writer thread would wait for it.
+        let write = SqlitePoolOptions::new()
+            .max_connections(1)
+            .min_connections(1)
+            .after_release(|conn, _| {
+                Box::pin(async move {
+                    use sqlx::Connection;
+                    Ok(!conn.is_in_transaction())
+                })
+            })
+            .connect_with(opts.clone())
+            .await?;
         migrator().run(&write).await?;
         let read = SqlitePoolOptions::new()
             .max_connections(4)
