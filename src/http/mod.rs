@@ -32,6 +32,7 @@ pub mod params;
 pub mod sessions;
 pub mod spa;
 pub mod sse;
+mod sse_frames;
 mod sse_window;
 pub mod stage;
 pub mod webui;

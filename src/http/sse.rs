@@ -120,8 +120,8 @@ pub(super) fn push_json_chars(out: &mut String, s: &str) {
     out.push_str(&s[start..]);
 }
 
-/// Appends the SSE frame of one event. Deltas — most of the traffic — are written directly;
-/// the rest go through [`chat_event_json`].
+/// Appends the SSE frame of one event. Deltas — most of the traffic — and the events every turn
+/// has (`sse_frames.rs`) are written directly; the rest go through [`chat_event_json`].
 pub fn write_event(out: &mut String, run_id: &str, seq: u64, ev: &AgentEvent) {
     use std::fmt::Write;
     match ev {
@@ -137,7 +137,9 @@ pub fn write_event(out: &mut String, run_id: &str, seq: u64, ev: &AgentEvent) {
             out.push_str("}\n\n");
         }
         other => {
-            if let Some(v) = chat_event_json(run_id, other) {
+            if !super::sse_frames::write(out, run_id, seq, other)
+                && let Some(v) = chat_event_json(run_id, other)
+            {
                 write_frame(out, run_id, seq, &v);
             }
         }
