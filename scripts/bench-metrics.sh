@@ -19,7 +19,8 @@ TARGET="${CARGO_TARGET_DIR:-$PWD/target}"
 BIN=$TARGET/release/astrgate
 BENCH=$TARGET/release/astrgate-bench
 WORK=$(mktemp -d)
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+# shellcheck source=scripts/loopback.sh
+source scripts/loopback.sh
 UP_PORT=$(free_port)
 GW_PORT=$(free_port)
 METRICS_PORT=$(free_port)
@@ -59,7 +60,7 @@ TOML
   # Its stdout must not be this function's (the caller reads that until it closes).
   "$BIN" --config "$dir/astrgate.toml" serve >/dev/null 2>"$dir/astrgate.log" &
   local pid=$!
-  for _ in $(seq 100); do curl -sf "http://127.0.0.1:$GW_PORT/healthz" >/dev/null && break; sleep 0.1; done
+  wait_healthy "$GW_PORT" "$dir/astrgate.log" || return 1
   echo "$pid"
 }
 
