@@ -6,7 +6,7 @@
 //! runs kept for resumption, its event log as a `running` run. Both writes go through the
 //! store's group commit, so a busy server pays for them in shared transactions, and a turn that
 //! finishes within the first second writes nothing extra at all. At the end the message gets
-//! its final content and the run its final status. After a crash, [`recover`] (at start) marks
+//! its final content and the run its final log and status, in one write. After a crash, [`recover`] (at start) marks
 //! what was left `running` or `streaming` as interrupted, keeping the text that was saved.
 
 use std::sync::Arc;
@@ -16,7 +16,7 @@ use serde_json::{Value, json};
 
 use super::events::{AgentEvent, encode_log};
 use super::runs::RunHandle;
-use crate::store::{Micros, NewMessage, RunRecord, Store, now_micros};
+use crate::store::{Micros, NewMessage, ReplyMessage, ReplySave, RunClose, RunRecord, Store, StoreResult, now_micros};
 
 /// How often a streaming reply is saved, at most.
 pub const INTERVAL: Duration = Duration::from_secs(1);
@@ -47,6 +47,8 @@ pub struct Checkpointer {
     /// id must be known before the final save, or the reply would be saved twice.
     pending: Option<tokio::task::JoinHandle<crate::store::StoreResult<(i64, Micros)>>>,
     saved_len: usize,
+    /// The run log was written, closed, with the reply ([`Checkpointer::finish`]).
+    pub run_closed: bool,
 }
 
 impl Checkpointer {
@@ -70,6 +72,7 @@ impl Checkpointer {
             message: None,
             pending: None,
             saved_len: 0,
+            run_closed: false,
         }
     }
 
@@ -98,16 +101,9 @@ impl Checkpointer {
 
     /// Writes the reply message: inserted the first time, updated after. Safe to cancel: an
     /// insert under way finishes on its own and is picked up by the next call.
-    pub async fn save_message(&mut self, content: &Value) -> crate::store::StoreResult<(i64, Micros)> {
+    async fn save_message(&mut self, content: &Value) -> StoreResult<(i64, Micros)> {
         if self.message.is_none() && self.pending.is_none() {
-            let msg = NewMessage {
-                session_id: self.run.session_id.clone(),
-                platform_id: self.platform_id.clone(),
-                sender_id: "bot".into(),
-                sender_name: "bot".into(),
-                content: content.clone(),
-                llm_checkpoint_id: Some(self.checkpoint.clone()),
-            };
+            let msg = self.new_message(content.clone());
             let store = self.store.clone();
             self.pending = Some(self.tasks.spawn(async move { store.insert_message(&msg).await }));
             let saved = self.settle_insert().await?;
@@ -119,6 +115,53 @@ impl Checkpointer {
         };
         self.store.update_message(id, content).await?;
         Ok((id, at))
+    }
+
+    /// The reply's final save: the message with `content` and, for a run kept for resumption,
+    /// its log closed the way the run is about to end (`message_saved` with the reply's id, then
+    /// `end`), both in one write. The caller then pushes those two events.
+    pub async fn finish(&mut self, content: Value) -> StoreResult<(i64, Micros)> {
+        let message = if self.message.is_none() && self.pending.is_none() {
+            ReplyMessage::Insert(self.new_message(content))
+        } else {
+            let (id, created_at) = match self.message {
+                Some(m) => m,
+                None => self.settle_insert().await?,
+            };
+            ReplyMessage::Update { id, created_at, content }
+        };
+        let run = self.persist_events.then(|| self.closing_run());
+        let saved = self.store.save_reply(ReplySave { message, run }).await?;
+        self.message = Some(saved);
+        self.run_closed = self.persist_events;
+        Ok(saved)
+    }
+
+    fn new_message(&self, content: Value) -> NewMessage {
+        NewMessage {
+            session_id: self.run.session_id.clone(),
+            platform_id: self.platform_id.clone(),
+            sender_id: "bot".into(),
+            sender_name: "bot".into(),
+            content,
+            llm_checkpoint_id: Some(self.checkpoint.clone()),
+        }
+    }
+
+    /// The run as it will be once `message_saved` and `end` are pushed.
+    fn closing_run(&self) -> RunClose {
+        let events = self.run.snapshot();
+        let errored = events.iter().any(|e| matches!(**e, AgentEvent::Error { .. }));
+        let checkpoint = self.checkpoint.clone();
+        RunClose {
+            record: self.record(if errored { "error" } else { "done" }, String::new()),
+            log: Box::new(move |id, created_at| {
+                let mut all = events.clone();
+                all.push(Arc::new(AgentEvent::MessageSaved { id, created_at, checkpoint: checkpoint.clone() }));
+                all.push(Arc::new(AgentEvent::End));
+                encode_log(&all)
+            }),
+        }
     }
 
     /// Waits for the first insert of the message, if one is under way.
@@ -134,23 +177,27 @@ impl Checkpointer {
     }
 
     /// Writes the run's event log with `status`.
+    fn record(&self, status: &str, events: String) -> RunRecord {
+        RunRecord {
+            run_id: self.run.run_id.clone(),
+            session_id: self.run.session_id.clone(),
+            username: self.run.username.clone(),
+            status: status.into(),
+            events,
+            created_at: self.run.created_at,
+            finished_at: now_micros(),
+            message_id: self.message.map(|m| m.0),
+            instance_id: self.instance.clone(),
+        }
+    }
+
     pub async fn save_run(&self, status: &str) {
         let events = self.run.snapshot();
         let json = match encode_log(&events) {
             Ok(j) => j,
             Err(e) => return tracing::warn!(run.id = %self.run.run_id, error = %e, "serialising the run log failed"),
         };
-        let rec = RunRecord {
-            run_id: self.run.run_id.clone(),
-            session_id: self.run.session_id.clone(),
-            username: self.run.username.clone(),
-            status: status.into(),
-            events: json,
-            created_at: self.run.created_at,
-            finished_at: now_micros(),
-            message_id: self.message.map(|m| m.0),
-            instance_id: self.instance.clone(),
-        };
+        let rec = self.record(status, json);
         if let Err(e) = self.store.insert_run(&rec).await {
             tracing::warn!(run.id = %self.run.run_id, error = %e, "saving the run log failed");
         }

@@ -118,7 +118,8 @@ pub async fn run(agent: Arc<Agent>, mut turn: Turn, h: Arc<RunHandle>) {
     }
     h.push(AgentEvent::End);
     h.finish();
-    if turn.persist_events {
+    // A run log not closed with the reply (its save failed) is written on its own.
+    if turn.persist_events && !ckpt.run_closed {
         let errored = h.snapshot().iter().any(|e| matches!(**e, AgentEvent::Error { .. }));
         ckpt.save_run(if errored { "error" } else { "done" }).await;
     }
@@ -279,7 +280,7 @@ async fn drive(agent: &Agent, turn: &mut Turn, h: &Arc<RunHandle>, ckpt: &mut Ch
     if !p.reasoning.is_empty() {
         content["reasoning"] = json!(p.reasoning);
     }
-    match ckpt.save_message(&content).await {
+    match ckpt.finish(content).await {
         Ok((id, created_at)) => {
             h.push(AgentEvent::MessageSaved { id, created_at, checkpoint: checkpoint.to_string() });
         }

@@ -22,7 +22,9 @@ use std::time::Duration;
 use rusqlite::{Connection, OpenFlags, TransactionBehavior, params};
 use tokio::sync::{Notify, mpsc, oneshot};
 
-use super::{Micros, NewMessage, RunRecord, SessionRecord, StoreError, StoreResult, now_micros};
+use super::{
+    Micros, NewMessage, ReplyMessage, ReplySave, RunRecord, SessionRecord, StoreError, StoreResult, now_micros,
+};
 
 /// Most writes applied in one transaction.
 const MAX_BATCH: usize = 128;
@@ -39,6 +41,8 @@ pub enum WriteOp {
     /// A message's new content (serialised), e.g. a reply saved while it streams.
     UpdateMessage(i64, String, oneshot::Sender<StoreResult<()>>),
     InsertRun(RunRecord, oneshot::Sender<StoreResult<()>>),
+    /// A reply and its run log (one write; see [`ReplySave`]).
+    SaveReply(ReplySave, oneshot::Sender<StoreResult<(i64, Micros)>>),
     /// Sent by `Store::close`: the writes queued before it are applied, later ones refused.
     Close,
 }
@@ -152,6 +156,8 @@ fn reply(op: WriteOp, r: StoreResult<Done>) {
         (WriteOp::CreateSession(_, tx), Ok(Done::Created(b))) => drop(tx.send(Ok(b))),
         (WriteOp::InsertMessage(_, tx), Ok(Done::Message(id, at))) => drop(tx.send(Ok((id, at)))),
         (WriteOp::InsertRun(_, tx), Ok(Done::Run)) => drop(tx.send(Ok(()))),
+        (WriteOp::SaveReply(_, tx), Ok(Done::Message(id, at))) => drop(tx.send(Ok((id, at)))),
+        (WriteOp::SaveReply(_, tx), Err(e)) => drop(tx.send(Err(e))),
         (WriteOp::UpdateMessage(_, _, tx), Ok(Done::Updated)) => drop(tx.send(Ok(()))),
         (WriteOp::UpdateMessage(_, _, tx), Err(e)) => drop(tx.send(Err(e))),
         (WriteOp::CreateSession(_, tx), Err(e)) => drop(tx.send(Err(e))),
@@ -190,48 +196,80 @@ fn apply(conn: &mut Connection, ops: &[WriteOp]) -> rusqlite::Result<Vec<Done>> 
                 Done::Created(n == 1)
             }
             WriteOp::InsertMessage(m, _) => {
-                let content = serde_json::to_string(&m.content).map_err(|e| rusqlite::Error::ToSqlConversionFailure(e.into()))?;
-                // A trigger touches the session's updated_at.
-                let mut st = tx.prepare_cached(
-                    "INSERT INTO messages (session_id, platform_id, sender_id, sender_name, content, llm_checkpoint_id, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                )?;
-                st.execute(params![
-                    m.session_id,
-                    m.platform_id,
-                    m.sender_id,
-                    m.sender_name,
-                    content,
-                    m.llm_checkpoint_id,
-                    now,
-                    now
-                ])?;
-                Done::Message(tx.last_insert_rowid(), now)
+                let (id, at) = insert_message(&tx, m, now)?;
+                Done::Message(id, at)
             }
             WriteOp::InsertRun(r, _) => {
-                let mut st = tx.prepare_cached(super::sqlite::INSERT_RUN)?;
-                st.execute(params![
-                    r.run_id,
-                    r.session_id,
-                    r.username,
-                    r.status,
-                    r.events,
-                    r.created_at,
-                    r.finished_at,
-                    r.message_id,
-                    r.instance_id
-                ])?;
+                insert_run(&tx, r)?;
                 Done::Run
             }
             WriteOp::UpdateMessage(id, content, _) => {
-                let mut st = tx.prepare_cached("UPDATE messages SET content = ?, updated_at = ? WHERE id = ?")?;
-                st.execute(params![content, now, id])?;
+                update_message(&tx, *id, content, now)?;
                 Done::Updated
+            }
+            WriteOp::SaveReply(r, _) => {
+                let (id, at) = match &r.message {
+                    ReplyMessage::Insert(m) => insert_message(&tx, m, now)?,
+                    ReplyMessage::Update { id, created_at, content } => {
+                        update_message(&tx, *id, &serde_json::to_string(content).map_err(conversion)?, now)?;
+                        (*id, *created_at)
+                    }
+                };
+                if let Some(run) = &r.run {
+                    insert_run(&tx, &run.complete(id, at).map_err(conversion)?)?;
+                }
+                Done::Message(id, at)
             }
             WriteOp::Close => Done::Updated,
         });
     }
     tx.commit()?;
     Ok(out)
+}
+
+fn conversion(e: impl std::error::Error + Send + Sync + 'static) -> rusqlite::Error {
+    rusqlite::Error::ToSqlConversionFailure(Box::new(e))
+}
+
+/// Inserts a message (a trigger touches its session's `updated_at`); returns its id and time.
+fn insert_message(tx: &rusqlite::Transaction<'_>, m: &NewMessage, now: Micros) -> rusqlite::Result<(i64, Micros)> {
+    let content = serde_json::to_string(&m.content).map_err(conversion)?;
+    let mut st = tx.prepare_cached(
+        "INSERT INTO messages (session_id, platform_id, sender_id, sender_name, content, llm_checkpoint_id, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+    )?;
+    st.execute(params![
+        m.session_id,
+        m.platform_id,
+        m.sender_id,
+        m.sender_name,
+        content,
+        m.llm_checkpoint_id,
+        now,
+        now
+    ])?;
+    Ok((tx.last_insert_rowid(), now))
+}
+
+fn update_message(tx: &rusqlite::Transaction<'_>, id: i64, content: &str, now: Micros) -> rusqlite::Result<()> {
+    let mut st = tx.prepare_cached("UPDATE messages SET content = ?, updated_at = ? WHERE id = ?")?;
+    st.execute(params![content, now, id])?;
+    Ok(())
+}
+
+fn insert_run(tx: &rusqlite::Transaction<'_>, r: &RunRecord) -> rusqlite::Result<()> {
+    let mut st = tx.prepare_cached(super::sqlite::INSERT_RUN)?;
+    st.execute(params![
+        r.run_id,
+        r.session_id,
+        r.username,
+        r.status,
+        r.events,
+        r.created_at,
+        r.finished_at,
+        r.message_id,
+        r.instance_id
+    ])?;
+    Ok(())
 }
 
 #[cfg(test)]

@@ -233,6 +233,34 @@ pub struct RunRecord {
     pub instance_id: Option<String>,
 }
 
+/// A reply's final save: the message and, for a run kept for resumption, its closed run log, in
+/// one transaction (one write, so `message_saved` and `end` are durable together).
+pub struct ReplySave {
+    pub message: ReplyMessage,
+    pub run: Option<RunClose>,
+}
+
+/// The reply message: new, or already written while it streamed.
+pub enum ReplyMessage {
+    Insert(NewMessage),
+    Update { id: i64, created_at: Micros, content: Value },
+}
+
+/// The run record written with a reply. Its `message_id` is set to the reply's id and its
+/// `events` to what `log` makes of the reply's id and creation time (the log ends with the
+/// `message_saved` event that names them).
+pub struct RunClose {
+    pub record: RunRecord,
+    pub log: Box<dyn Fn(i64, Micros) -> serde_json::Result<String> + Send + Sync>,
+}
+
+impl RunClose {
+    /// The record to write once the reply is `(id, created_at)`.
+    pub fn complete(&self, id: i64, created_at: Micros) -> StoreResult<RunRecord> {
+        Ok(RunRecord { events: (self.log)(id, created_at)?, message_id: Some(id), ..self.record.clone() })
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct AttachmentRecord {
     pub attachment_id: String,
@@ -350,6 +378,8 @@ pub trait Store: Send + Sync + 'static {
 
     // runs
     async fn insert_run(&self, rec: &RunRecord) -> StoreResult<()>;
+    /// Writes a reply and its run log in one transaction; returns the reply's id and creation time.
+    async fn save_reply(&self, reply: ReplySave) -> StoreResult<(i64, Micros)>;
     async fn get_run(&self, run_id: &str) -> StoreResult<Option<RunRecord>>;
     async fn purge_runs(&self, finished_before: Micros) -> StoreResult<u64>;
     /// What may have been left in flight: runs with status `running`, and messages still

@@ -62,6 +62,30 @@ impl PgStore {
     }
 
     /// Records whether a write worked (for [`Store::writes_failing`]).
+    /// [`Store::save_reply`]: one transaction, one commit.
+    async fn save_reply_in_tx(&self, reply: &ReplySave) -> StoreResult<(i64, Micros)> {
+        let now = now_micros();
+        let mut tx = self.pool.begin().await?;
+        let (id, at) = match &reply.message {
+            ReplyMessage::Insert(m) => (insert_message(m, now)?.fetch_one(&mut *tx).await?.try_get("id")?, now),
+            ReplyMessage::Update { id, created_at, content } => {
+                sqlx::query("UPDATE messages SET content = $1, updated_at = $2 WHERE id = $3")
+                    .bind(serde_json::to_string(content)?)
+                    .bind(now)
+                    .bind(id)
+                    .execute(&mut *tx)
+                    .await?;
+                (*id, *created_at)
+            }
+        };
+        if let Some(run) = &reply.run {
+            let rec = run.complete(id, at)?;
+            bind_run(sqlx::query(UPSERT_RUN), &rec).execute(&mut *tx).await?;
+        }
+        tx.commit().await?;
+        Ok((id, at))
+    }
+
     fn track<T>(&self, r: Result<T, sqlx::Error>) -> StoreResult<T> {
         self.write_failed.store(r.is_err(), Ordering::Relaxed);
         Ok(r?)
@@ -174,6 +198,30 @@ fn bind_session<'q>(
         .bind(&s.profile_id)
         .bind(s.created_at)
         .bind(s.updated_at)
+}
+
+/// Inserts a message and moves its session's `updated_at` in the same statement (SQLite does it
+/// with a trigger); the row holds its `id`.
+fn insert_message(
+    m: &NewMessage,
+    now: Micros,
+) -> StoreResult<sqlx::query::Query<'_, sqlx::Postgres, sqlx::postgres::PgArguments>> {
+    Ok(sqlx::query(
+        "WITH m AS (
+            INSERT INTO messages (session_id, platform_id, sender_id, sender_name, content, llm_checkpoint_id, created_at, updated_at)
+            VALUES ($1, $2, $3, $4, $5, $6, $7, $7) RETURNING id
+         ), touched AS (
+            UPDATE sessions SET updated_at = $7 WHERE session_id = $1
+         )
+         SELECT id FROM m",
+    )
+    .bind(&m.session_id)
+    .bind(&m.platform_id)
+    .bind(&m.sender_id)
+    .bind(&m.sender_name)
+    .bind(serde_json::to_string(&m.content)?)
+    .bind(&m.llm_checkpoint_id)
+    .bind(now))
 }
 
 fn bind_run<'q>(
@@ -440,25 +488,7 @@ impl Store for PgStore {
 
     async fn insert_message(&self, m: &NewMessage) -> StoreResult<(i64, Micros)> {
         let now = now_micros();
-        // The session's updated_at moves in the same statement (SQLite does it with a trigger).
-        let r = sqlx::query(
-            "WITH m AS (
-                INSERT INTO messages (session_id, platform_id, sender_id, sender_name, content, llm_checkpoint_id, created_at, updated_at)
-                VALUES ($1, $2, $3, $4, $5, $6, $7, $7) RETURNING id
-             ), touched AS (
-                UPDATE sessions SET updated_at = $7 WHERE session_id = $1
-             )
-             SELECT id FROM m",
-        )
-        .bind(&m.session_id)
-        .bind(&m.platform_id)
-        .bind(&m.sender_id)
-        .bind(&m.sender_name)
-        .bind(serde_json::to_string(&m.content)?)
-        .bind(&m.llm_checkpoint_id)
-        .bind(now)
-        .fetch_one(&self.pool)
-        .await;
+        let r = insert_message(m, now)?.fetch_one(&self.pool).await;
         let id: i64 = self.track(r)?.try_get("id")?;
         Ok((id, now))
     }
@@ -536,6 +566,12 @@ impl Store for PgStore {
         let res = bind_run(sqlx::query(UPSERT_RUN), r).execute(&self.pool).await;
         self.track(res)?;
         Ok(())
+    }
+
+    async fn save_reply(&self, reply: ReplySave) -> StoreResult<(i64, Micros)> {
+        let r = self.save_reply_in_tx(&reply).await;
+        self.write_failed.store(matches!(r, Err(StoreError::Db(_))), Ordering::Relaxed);
+        r
     }
 
     async fn get_run(&self, run_id: &str) -> StoreResult<Option<RunRecord>> {

@@ -557,6 +557,10 @@ impl Store for SqliteStore {
         self.batched(|tx| super::batch::WriteOp::InsertRun(r, tx)).await
     }
 
+    async fn save_reply(&self, reply: ReplySave) -> StoreResult<(i64, Micros)> {
+        self.batched(|tx| super::batch::WriteOp::SaveReply(reply, tx)).await
+    }
+
     async fn get_run(&self, run_id: &str) -> StoreResult<Option<RunRecord>> {
         let row = sqlx::query("SELECT * FROM runs WHERE run_id = ?").bind(run_id).fetch_optional(&self.read).await?;
         row.as_ref().map(run_from_row).transpose()
