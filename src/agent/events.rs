@@ -135,6 +135,17 @@ impl AgentEvent {
     pub fn is_end(&self) -> bool {
         matches!(self, AgentEvent::End)
     }
+
+    /// Whether a run's next event comes from a store write it makes right after this one: the
+    /// question's save after `session_id`, the reply's after `complete`.
+    pub fn precedes_save(&self) -> bool {
+        matches!(self, AgentEvent::SessionId { .. } | AgentEvent::Complete { .. })
+    }
+
+    /// Whether a run waits for the model after this event.
+    pub fn precedes_model(&self) -> bool {
+        matches!(self, AgentEvent::RunStarted)
+    }
 }
 
 /// An event and its sequence number within its run.

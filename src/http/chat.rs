@@ -23,7 +23,8 @@ pub async fn send_chat(
 ) -> ApiResult<Response> {
     let obj = body.as_object().ok_or_else(|| ApiError::bad_request("Invalid request body: expected a JSON object"))?;
     let started = state.agent.begin_turn(parse_chat(&caller, obj, None, Door::SseChat)?).await?;
-    Ok(sse::stream_run(started.run.subscribe(0), Duration::from_secs(state.config.server.sse_keepalive_secs.max(1))))
+    Ok(sse::stream_run(started.run.subscribe(0), Duration::from_secs(state.config.server.sse_keepalive_secs.max(1)))
+        .await)
 }
 
 /// A chat body (AstrBot's fields and texts) as a turn through `door`. `default_session` is the

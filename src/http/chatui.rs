@@ -231,7 +231,8 @@ pub async fn regenerate_turn(
         door,
     };
     let started = state.agent.begin_turn(req).await?;
-    Ok(sse::stream_run(started.run.subscribe(0), Duration::from_secs(state.config.server.sse_keepalive_secs.max(1))))
+    Ok(sse::stream_run(started.run.subscribe(0), Duration::from_secs(state.config.server.sse_keepalive_secs.max(1)))
+        .await)
 }
 
 /// `GET /api/v1/chat/configs` → `{"info_list":[{id,name,path}…]}`, the default last.

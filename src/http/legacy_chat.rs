@@ -44,7 +44,8 @@ pub async fn send(State(state): State<AppState>, caller: Caller, RawBody(raw): R
     }
     let started =
         state.agent.begin_turn(super::chat::parse_chat(&caller, &obj, None, crate::metrics::Door::LegacyChat)?).await?;
-    Ok(sse::stream_run(started.run.subscribe(0), Duration::from_secs(state.config.server.sse_keepalive_secs.max(1))))
+    Ok(sse::stream_run(started.run.subscribe(0), Duration::from_secs(state.config.server.sse_keepalive_secs.max(1)))
+        .await)
 }
 
 /// `GET /api/chat/get_session?session_id=`: the session with its whole history (up to 1000).

@@ -133,7 +133,7 @@ pub async fn resume_run(
         .or_else(|| q.get("last_event_id").map(str::to_string));
     let keepalive = Duration::from_secs(state.config.server.sse_keepalive_secs.max(1));
     Ok(match state.agent.resume(&run_id, &username, last.as_deref()).await? {
-        Resume::Live(sub) => sse::stream_run(sub, keepalive),
+        Resume::Live(sub) => sse::stream_run(sub, keepalive).await,
         Resume::Stored { run_id, events, from } => sse::replay_events(&run_id, events, from),
     })
 }

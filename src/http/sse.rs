@@ -152,6 +152,10 @@ pub fn write_frame(out: &mut String, run_id: &str, seq: u64, data: &Value) {
     let _ = write!(out, "id: {run_id}:{seq}\ndata: {data}\n\n");
 }
 
+/// How long events followed by a store write wait for the event it produces before they are sent
+/// on their own.
+const HOLD: Duration = Duration::from_millis(10);
+
 fn sse_headers(res: &mut Response) {
     let h = res.headers_mut();
     h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream; charset=utf-8"));
@@ -159,13 +163,18 @@ fn sse_headers(res: &mut Response) {
     h.insert("x-accel-buffering", HeaderValue::from_static("no"));
 }
 
-/// An SSE response following `sub` until its run ends.
-pub fn stream_run(sub: Subscription, keepalive: Duration) -> Response {
+/// An SSE response following `sub` until its run ends. The events there already, and those
+/// that follow within microseconds, are gathered first so they leave with the headers.
+pub async fn stream_run(mut sub: Subscription, keepalive: Duration) -> Response {
     let run_id = sub.run_id().to_string();
     let run_header = HeaderValue::from_str(&run_id).ok();
-    let pending = Pending::new(Default::default(), run_id);
+    let mut batch = Vec::new();
+    sub.recv_now(&mut batch);
+    gather(&mut sub, &mut batch).await;
+    let mut pending = Pending::new(Default::default(), run_id);
+    pending.extend(batch.drain(..));
     let stream =
-        futures_util::stream::unfold((sub, pending, Vec::new()), move |(mut sub, mut pending, mut batch)| async move {
+        futures_util::stream::unfold((sub, pending, batch), move |(mut sub, mut pending, mut batch)| async move {
             if pending.is_empty() {
                 let more = tokio::select! {
                     more = sub.recv(&mut batch) => more,
@@ -177,10 +186,7 @@ pub fn stream_run(sub: Subscription, keepalive: Duration) -> Response {
                 if !more {
                     return None;
                 }
-                // Let a burst of deltas finish arriving, so it leaves in one write instead of many
-                // tiny ones (each a syscall and a TCP segment on both sides).
-                tokio::task::yield_now().await;
-                sub.recv_now(&mut batch);
+                gather(&mut sub, &mut batch).await;
                 pending.extend(batch.drain(..));
             }
             let chunk = pending.render();
@@ -192,6 +198,22 @@ pub fn stream_run(sub: Subscription, keepalive: Duration) -> Response {
         res.headers_mut().insert("x-run-id", v);
     }
     res
+}
+
+/// Adds to `batch` the events that follow its last within microseconds, so they leave in one
+/// write instead of several (each a syscall and a TCP segment on both sides): events before a
+/// store write wait for the event it produces (up to [`HOLD`]), and a burst of deltas gets one
+/// yield to finish arriving. Not before the model is called: that wait can be long.
+async fn gather(sub: &mut Subscription, batch: &mut Vec<crate::agent::events::SeqEvent>) {
+    while batch.last().is_some_and(|(_, e)| e.precedes_save()) {
+        if !matches!(tokio::time::timeout(HOLD, sub.recv(batch)).await, Ok(true)) {
+            break;
+        }
+    }
+    if !batch.last().is_some_and(|(_, e)| e.precedes_model()) {
+        tokio::task::yield_now().await;
+        sub.recv_now(batch);
+    }
 }
 
 /// An SSE response replaying a finished run's stored events after `after` (exclusive),
