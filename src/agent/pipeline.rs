@@ -38,6 +38,8 @@ pub struct Turn {
     pub history_turns: u32,
     /// The session was created for this turn: there is no history to read.
     pub fresh_session: bool,
+    /// A new session to create with the turn's first write (the question's).
+    pub new_session: Option<crate::store::SessionRecord>,
     /// History already read by the front door (Live reads it while STT runs).
     pub prefetched_history: Option<Vec<crate::store::MessageRecord>>,
     pub provider: Arc<OpenAiProvider>,
@@ -147,6 +149,11 @@ async fn drive(agent: &Agent, turn: &mut Turn, h: &Arc<RunHandle>, ckpt: &mut Ch
     };
     // The user message is saved before the model is called: a message that cannot be saved (a
     // full disk) costs no model call, and a crash mid-reply still finds the question.
+    if let (Some(s), None) = (&turn.new_session, &turn.user_content)
+        && let Err(e) = store.create_session(s).await
+    {
+        return fail_early(h, &e.to_string());
+    }
     if let Some(content) = &turn.user_content {
         let msg = NewMessage {
             session_id: turn.session_id.clone(),
@@ -156,7 +163,11 @@ async fn drive(agent: &Agent, turn: &mut Turn, h: &Arc<RunHandle>, ckpt: &mut Ch
             content: content.clone(),
             llm_checkpoint_id: Some(checkpoint.to_string()),
         };
-        match store.insert_message(&msg).await {
+        let saved = match &turn.new_session {
+            Some(s) => store.insert_first_message(s, &msg).await,
+            None => store.insert_message(&msg).await,
+        };
+        match saved {
             Ok((id, created_at)) => {
                 h.push(AgentEvent::UserMessageSaved { id, created_at, checkpoint: checkpoint.to_string() });
             }

@@ -120,6 +120,9 @@ struct Plan {
     session_id: String,
     existing: Option<SessionRecord>,
     claim: bool,
+    /// The id was made here: no one else can have the session, so it is created with the turn's
+    /// first write instead of a write of its own.
+    generated: bool,
 }
 
 impl Agent {
@@ -178,10 +181,24 @@ impl Agent {
         if self.session_busy(&plan.session_id).await {
             return Err(SessionError::Busy.into());
         }
-        let fresh = self.write_session(&session, &username, &plan, title).await?;
-        if let Some(p) = &chosen {
-            self.store.set_session_profile(&plan.session_id, (!p.is_default).then_some(p.id.as_str())).await?;
-        }
+        let chosen_id = chosen.as_ref().map(|p| (!p.is_default).then(|| p.id.clone()));
+        let (fresh, new_session) = match (&plan.existing, &session) {
+            (None, SessionTarget::Owned { new_platform, .. }) if plan.generated => {
+                let rec = SessionRecord {
+                    display_name: title,
+                    profile_id: chosen_id.flatten(),
+                    ..SessionRecord::new(&plan.session_id, new_platform, &username)
+                };
+                (true, Some(rec))
+            }
+            _ => {
+                let fresh = self.write_session(&session, &username, &plan, title).await?;
+                if let Some(id) = chosen_id {
+                    self.store.set_session_profile(&plan.session_id, id.as_deref()).await?;
+                }
+                (fresh, None)
+            }
+        };
         let platform_id = match (&plan.existing, &session) {
             (Some(s), _) => s.platform_id.clone(),
             (None, SessionTarget::Owned { new_platform, .. }) => new_platform.to_string(),
@@ -199,6 +216,7 @@ impl Agent {
             system_prompt: profile.system_prompt.clone(),
             history_turns: profile.history_turns,
             fresh_session: fresh,
+            new_session,
             prefetched_history: None,
             provider,
             model: model.clone(),
@@ -222,7 +240,12 @@ impl Agent {
         match session {
             SessionTarget::Owned { id, default, .. } => {
                 let Some(id) = id.clone().or_else(|| default.clone()) else {
-                    return Ok(Plan { session_id: uuid::Uuid::now_v7().to_string(), existing: None, claim: false });
+                    return Ok(Plan {
+                        session_id: uuid::Uuid::now_v7().to_string(),
+                        existing: None,
+                        claim: false,
+                        generated: true,
+                    });
                 };
                 let existing = self.store.get_session(&id).await?;
                 // A session made by an older proactive message has no owner yet: claimed below.
@@ -230,14 +253,14 @@ impl Agent {
                 if existing.as_ref().is_some_and(|s| s.creator != username && !claim) {
                     return Err(SessionError::NotYours.into());
                 }
-                Ok(Plan { session_id: id, existing, claim })
+                Ok(Plan { session_id: id, existing, claim, generated: false })
             }
             SessionTarget::Compat { id, platform } => {
                 let existing = self.store.get_session(id).await?;
                 if existing.as_ref().is_some_and(|s| &s.platform_id != platform) {
                     return Err(SessionError::NotYours.into());
                 }
-                Ok(Plan { session_id: id.clone(), existing, claim: false })
+                Ok(Plan { session_id: id.clone(), existing, claim: false, generated: false })
             }
         }
     }

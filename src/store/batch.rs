@@ -37,7 +37,8 @@ const BUSY_STEP_MAX: Duration = Duration::from_millis(20);
 
 pub enum WriteOp {
     CreateSession(SessionRecord, oneshot::Sender<StoreResult<bool>>),
-    InsertMessage(NewMessage, oneshot::Sender<StoreResult<(i64, Micros)>>),
+    /// A message, and first its session when it is new (created in the same transaction).
+    InsertMessage(NewMessage, Option<SessionRecord>, oneshot::Sender<StoreResult<(i64, Micros)>>),
     /// A message's new content (serialised), e.g. a reply saved while it streams.
     UpdateMessage(i64, String, oneshot::Sender<StoreResult<()>>),
     InsertRun(RunRecord, oneshot::Sender<StoreResult<()>>),
@@ -154,14 +155,14 @@ fn reply(op: WriteOp, r: StoreResult<Done>) {
     // A caller that went away no longer needs its answer.
     match (op, r) {
         (WriteOp::CreateSession(_, tx), Ok(Done::Created(b))) => drop(tx.send(Ok(b))),
-        (WriteOp::InsertMessage(_, tx), Ok(Done::Message(id, at))) => drop(tx.send(Ok((id, at)))),
+        (WriteOp::InsertMessage(_, _, tx), Ok(Done::Message(id, at))) => drop(tx.send(Ok((id, at)))),
         (WriteOp::InsertRun(_, tx), Ok(Done::Run)) => drop(tx.send(Ok(()))),
         (WriteOp::SaveReply(_, tx), Ok(Done::Message(id, at))) => drop(tx.send(Ok((id, at)))),
         (WriteOp::SaveReply(_, tx), Err(e)) => drop(tx.send(Err(e))),
         (WriteOp::UpdateMessage(_, _, tx), Ok(Done::Updated)) => drop(tx.send(Ok(()))),
         (WriteOp::UpdateMessage(_, _, tx), Err(e)) => drop(tx.send(Err(e))),
         (WriteOp::CreateSession(_, tx), Err(e)) => drop(tx.send(Err(e))),
-        (WriteOp::InsertMessage(_, tx), Err(e)) => drop(tx.send(Err(e))),
+        (WriteOp::InsertMessage(_, _, tx), Err(e)) => drop(tx.send(Err(e))),
         (WriteOp::InsertRun(_, tx), Err(e)) => drop(tx.send(Err(e))),
         (WriteOp::Close, _) => {}
         (op, Ok(_)) => reply(op, Err(StoreError::Db(sqlx::Error::Protocol("mismatched batch result".into())))),
@@ -179,23 +180,11 @@ fn apply(conn: &mut Connection, ops: &[WriteOp]) -> rusqlite::Result<Vec<Done>> 
     let mut out = Vec::with_capacity(ops.len());
     for op in ops {
         out.push(match op {
-            WriteOp::CreateSession(s, _) => {
-                let mut st = tx.prepare_cached(
-                    "INSERT OR IGNORE INTO sessions (session_id, platform_id, creator, display_name, is_group, profile_id, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                )?;
-                let n = st.execute(params![
-                    s.session_id,
-                    s.platform_id,
-                    s.creator,
-                    s.display_name,
-                    i64::from(s.is_group),
-                    s.profile_id,
-                    s.created_at,
-                    s.updated_at
-                ])?;
-                Done::Created(n == 1)
-            }
-            WriteOp::InsertMessage(m, _) => {
+            WriteOp::CreateSession(s, _) => Done::Created(create_session(&tx, s)?),
+            WriteOp::InsertMessage(m, session, _) => {
+                if let Some(s) = session {
+                    create_session(&tx, s)?;
+                }
                 let (id, at) = insert_message(&tx, m, now)?;
                 Done::Message(id, at)
             }
@@ -229,6 +218,24 @@ fn apply(conn: &mut Connection, ops: &[WriteOp]) -> rusqlite::Result<Vec<Done>> 
 
 fn conversion(e: impl std::error::Error + Send + Sync + 'static) -> rusqlite::Error {
     rusqlite::Error::ToSqlConversionFailure(Box::new(e))
+}
+
+/// Creates a session unless one with its id exists; true when created.
+fn create_session(tx: &rusqlite::Transaction<'_>, s: &SessionRecord) -> rusqlite::Result<bool> {
+    let mut st = tx.prepare_cached(
+        "INSERT OR IGNORE INTO sessions (session_id, platform_id, creator, display_name, is_group, profile_id, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+    )?;
+    let n = st.execute(params![
+        s.session_id,
+        s.platform_id,
+        s.creator,
+        s.display_name,
+        i64::from(s.is_group),
+        s.profile_id,
+        s.created_at,
+        s.updated_at
+    ])?;
+    Ok(n == 1)
 }
 
 /// Inserts a message (a trigger touches its session's `updated_at`); returns its id and time.

@@ -359,6 +359,8 @@ pub trait Store: Send + Sync + 'static {
     // messages
     /// Saves a message and bumps the session's `updated_at` in one transaction.
     async fn insert_message(&self, msg: &NewMessage) -> StoreResult<(i64, Micros)>;
+    /// Creates `session` (unless it exists) and inserts its first message, in one transaction.
+    async fn insert_first_message(&self, session: &SessionRecord, msg: &NewMessage) -> StoreResult<(i64, Micros)>;
     /// Replaces a message's content (a reply saved while it streams).
     async fn update_message(&self, id: i64, content: &Value) -> StoreResult<()>;
     /// Replaces a message's content and checkpoint (an edited question).

@@ -62,6 +62,17 @@ impl PgStore {
     }
 
     /// Records whether a write worked (for [`Store::writes_failing`]).
+    /// [`Store::insert_first_message`]: one transaction, one commit.
+    async fn insert_first_message_in_tx(&self, session: &SessionRecord, m: &NewMessage) -> StoreResult<(i64, Micros)> {
+        let now = now_micros();
+        let mut tx = self.pool.begin().await?;
+        let sql = AssertSqlSafe(format!("{INSERT_SESSION} ON CONFLICT (session_id) DO NOTHING"));
+        bind_session(sqlx::query(sql), session).execute(&mut *tx).await?;
+        let id: i64 = insert_message(m, now)?.fetch_one(&mut *tx).await?.try_get("id")?;
+        tx.commit().await?;
+        Ok((id, now))
+    }
+
     /// [`Store::save_reply`]: one transaction, one commit.
     async fn save_reply_in_tx(&self, reply: &ReplySave) -> StoreResult<(i64, Micros)> {
         let now = now_micros();
@@ -491,6 +502,12 @@ impl Store for PgStore {
         let r = insert_message(m, now)?.fetch_one(&self.pool).await;
         let id: i64 = self.track(r)?.try_get("id")?;
         Ok((id, now))
+    }
+
+    async fn insert_first_message(&self, session: &SessionRecord, m: &NewMessage) -> StoreResult<(i64, Micros)> {
+        let r = self.insert_first_message_in_tx(session, m).await;
+        self.write_failed.store(matches!(r, Err(StoreError::Db(_))), Ordering::Relaxed);
+        r
     }
 
     async fn update_message(&self, id: i64, content: &Value) -> StoreResult<()> {

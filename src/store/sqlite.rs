@@ -487,7 +487,12 @@ impl Store for SqliteStore {
 
     async fn insert_message(&self, m: &NewMessage) -> StoreResult<(i64, Micros)> {
         let m = m.clone();
-        self.batched(|tx| super::batch::WriteOp::InsertMessage(m, tx)).await
+        self.batched(|tx| super::batch::WriteOp::InsertMessage(m, None, tx)).await
+    }
+
+    async fn insert_first_message(&self, s: &SessionRecord, m: &NewMessage) -> StoreResult<(i64, Micros)> {
+        let (s, m) = (s.clone(), m.clone());
+        self.batched(|tx| super::batch::WriteOp::InsertMessage(m, Some(s), tx)).await
     }
 
     async fn rewrite_message(&self, id: i64, content: &Value, checkpoint: &str) -> StoreResult<()> {

@@ -494,6 +494,36 @@ async fn profiles_bind_to_sessions_persistently() {
     assert_eq!(r[3]["model"], "override");
 }
 
+/// A session whose id the server makes is created with the question, in one write: it is there
+/// afterwards with its creator, title and chosen profile, and the question in it.
+#[tokio::test]
+async fn a_new_session_is_created_with_its_first_message_and_profile() {
+    let (app, fake, key) = setup(
+        "[[profiles]]\nid = \"main\"\nname = \"Main\"\nsystem_prompt = \"main prompt\"\ndefault = true\n\
+         [[profiles]]\nid = \"pirate\"\nname = \"Pirate\"\nsystem_prompt = \"talk like a pirate\"\n",
+    )
+    .await;
+    let frames = chat(&app, &key, json!({"message": "ahoy there", "username": "u", "config_id": "pirate"}))
+        .await
+        .collect()
+        .await;
+    assert_eq!(types(&frames).last().map(String::as_str), Some("end"), "{:?}", types(&frames));
+    let sid = frames[0].data["session_id"].as_str().unwrap().to_string();
+    let _ = chat(&app, &key, json!({"message": "again", "username": "u", "session_id": sid})).await.collect().await;
+    let r = fake.requests();
+    assert_eq!(r[1]["messages"][0]["content"], "talk like a pirate", "the profile chosen at creation is bound");
+    assert!(r[1]["messages"].to_string().contains("ahoy there"), "the question is in the history: {}", r[1]);
+    let (s, b) = send(app.http.get(app.url("/api/v1/chat/sessions?username=u")).bearer_auth(&key)).await;
+    assert_eq!(s, 200, "{b}");
+    let sessions = b["data"]["sessions"].as_array().unwrap();
+    assert_eq!(sessions.len(), 1);
+    assert_eq!(sessions[0]["session_id"], sid.as_str());
+    assert_eq!(sessions[0]["creator"], "u");
+    assert_eq!(sessions[0]["display_name"], "ahoy there");
+    let (s, b) = send(app.http.get(app.url("/api/v1/chat/sessions?username=other")).bearer_auth(&key)).await;
+    assert_eq!((s.as_u16(), b["data"]["total"].as_i64()), (200, Some(0)));
+}
+
 #[tokio::test]
 async fn sessions_are_listed_per_user_with_pagination() {
     let (app, _fake, key) = setup("").await;
