@@ -69,6 +69,19 @@ enum Cmd {
         #[arg(long, default_value_t = 1_000_000)]
         n: u32,
     },
+    /// One Live turn's own overhead alone (the `all` scenario, for repeated runs): end of speech
+    /// to first audio, p50 and p99, minus the fake providers' fixed latency.
+    Live {
+        #[arg(long)]
+        astrgate: String,
+        #[arg(long)]
+        key: String,
+        #[arg(long, default_value_t = 400)]
+        turns: usize,
+        /// The providers' fixed latency (STT + TTS delays of the fake upstream).
+        #[arg(long, default_value_t = 40)]
+        fixed_provider_ms: u64,
+    },
     /// Store write path alone: the writes of one chat turn, sequentially and concurrently.
     Store {
         #[arg(long, default_value_t = 2000)]
@@ -285,6 +298,18 @@ async fn main() -> anyhow::Result<()> {
                 text: None,
             };
             upstream::serve(listen, opts).await
+        }
+        Cmd::Live { astrgate, key, turns, fixed_provider_ms } => {
+            let mut lv = live::overhead(&astrgate.replacen("http", "ws", 1), &key, turns).await?;
+            let fixed = fixed_provider_ms as f64;
+            let (p50, p99) = (lv.first_audio.pct_ms(50.0), lv.first_audio.pct_ms(99.0));
+            println!(
+                "live: {turns} turns, first audio p50 {p50:.2} ms, p99 {p99:.2} ms; overhead p50 {:.2} ms, p99 {:.2} ms; interrupt p99 {:.2} ms",
+                p50 - fixed,
+                p99 - fixed,
+                lv.interrupt.pct_ms(99.0)
+            );
+            Ok(())
         }
         Cmd::Metrics { n } => {
             metrics_cost(n, "not installed");
