@@ -102,33 +102,33 @@ impl Checkpointer {
     /// Writes the reply message: inserted the first time, updated after. Safe to cancel: an
     /// insert under way finishes on its own and is picked up by the next call.
     async fn save_message(&mut self, content: &Value) -> StoreResult<(i64, Micros)> {
-        if self.message.is_none() && self.pending.is_none() {
+        let Some((id, at)) = self.written().await? else {
             let msg = self.new_message(content.clone());
             let store = self.store.clone();
             self.pending = Some(self.tasks.spawn(async move { store.insert_message(&msg).await }));
-            let saved = self.settle_insert().await?;
-            return Ok(saved);
-        }
-        let (id, at) = match self.message {
-            Some(m) => m,
-            None => self.settle_insert().await?,
+            return self.settle_insert().await;
         };
         self.store.update_message(id, content).await?;
         Ok((id, at))
+    }
+
+    /// The reply message's id and creation time once it was written (waiting for an insert
+    /// under way); `None` when it never was.
+    async fn written(&mut self) -> StoreResult<Option<(i64, Micros)>> {
+        match (self.message, &self.pending) {
+            (Some(m), _) => Ok(Some(m)),
+            (None, Some(_)) => self.settle_insert().await.map(Some),
+            (None, None) => Ok(None),
+        }
     }
 
     /// The reply's final save: the message with `content` and, for a run kept for resumption,
     /// its log closed the way the run is about to end (`message_saved` with the reply's id, then
     /// `end`), both in one write. The caller then pushes those two events.
     pub async fn finish(&mut self, content: Value) -> StoreResult<(i64, Micros)> {
-        let message = if self.message.is_none() && self.pending.is_none() {
-            ReplyMessage::Insert(self.new_message(content))
-        } else {
-            let (id, created_at) = match self.message {
-                Some(m) => m,
-                None => self.settle_insert().await?,
-            };
-            ReplyMessage::Update { id, created_at, content }
+        let message = match self.written().await? {
+            None => ReplyMessage::Insert(self.new_message(content)),
+            Some((id, created_at)) => ReplyMessage::Update { id, created_at, content },
         };
         let run = self.persist_events.then(|| self.closing_run());
         let saved = self.store.save_reply(ReplySave { message, run }).await?;
@@ -151,10 +151,9 @@ impl Checkpointer {
     /// The run as it will be once `message_saved` and `end` are pushed.
     fn closing_run(&self) -> RunClose {
         let events = self.run.snapshot();
-        let errored = events.iter().any(|e| matches!(**e, AgentEvent::Error { .. }));
         let checkpoint = self.checkpoint.clone();
         RunClose {
-            record: self.record(if errored { "error" } else { "done" }, String::new()),
+            record: self.record(closed_status(&events), String::new()),
             log: Box::new(move |id, created_at| {
                 let mut all = events.clone();
                 all.push(Arc::new(AgentEvent::MessageSaved { id, created_at, checkpoint: checkpoint.clone() }));
@@ -202,6 +201,11 @@ impl Checkpointer {
             tracing::warn!(run.id = %self.run.run_id, error = %e, "saving the run log failed");
         }
     }
+}
+
+/// The status of a finished run with these events: `error` if one was an error, else `done`.
+pub fn closed_status(events: &[Arc<AgentEvent>]) -> &'static str {
+    if events.iter().any(|e| matches!(**e, AgentEvent::Error { .. })) { "error" } else { "done" }
 }
 
 /// Which in-flight work [`recover`] may close.

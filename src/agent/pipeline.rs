@@ -122,8 +122,7 @@ pub async fn run(agent: Arc<Agent>, mut turn: Turn, h: Arc<RunHandle>) {
     h.finish();
     // A run log not closed with the reply (its save failed) is written on its own.
     if turn.persist_events && !ckpt.run_closed {
-        let errored = h.snapshot().iter().any(|e| matches!(**e, AgentEvent::Error { .. }));
-        ckpt.save_run(if errored { "error" } else { "done" }).await;
+        ckpt.save_run(checkpoint::closed_status(&h.snapshot())).await;
     }
     agent.runs.remove(&h.run_id);
 }
